@@ -1,0 +1,1 @@
+"""Channel connectors: each turns one vendor's input into LeadEvents."""

@@ -1,0 +1,165 @@
+"""Online-store orders: POST /v1/orders from the website contractor, bearer token, idempotent.
+
+The same order id posted twice (retries, concurrent double-submits) is one lead and the
+same receipt; so is the same Idempotency-Key. Fields the contractor adds later are kept
+in the raw payload rather than refused: a new field on their side must never lose an order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from connectors.base import Connector, ConnectorContext
+from gateway.errors import ApiError
+from gateway.http import read_json_object, require_token
+from gateway.identity import normalize_email, normalize_phone
+from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent
+from gateway.receipts import receipt_response
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+
+class Customer(_Payload):
+    name: str | None = Field(None, max_length=300)
+    phone: str | None = Field(None, max_length=64)
+    email: str | None = Field(None, max_length=320)
+    company: str | None = Field(None, max_length=300)
+
+
+class Item(_Payload):
+    sku: str | None = Field(None, max_length=200)
+    name: str = Field(min_length=1, max_length=500)
+    quantity: Decimal = Field(Decimal(1), gt=0)
+    price: Decimal | None = Field(None, ge=0)
+    category: EquipmentCategory | None = None
+
+
+class Order(_Payload):
+    order_id: str = Field(min_length=1, max_length=200)
+    created_at: datetime | None = None
+    customer: Customer
+    items: list[Item] = Field(default_factory=list, max_length=500)
+    total: Decimal | None = Field(None, ge=0)
+    currency: str = Field("RUB", min_length=3, max_length=3)
+    comment: str | None = Field(None, max_length=10_000)
+    utm: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("order_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # Shops send numeric ids as numbers; the key is the same either way.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value:,.2f}".replace(",", " ") + f" {currency}"
+
+
+def parse_order(
+    data: dict[str, Any],
+    *,
+    received_at: datetime,
+    token_name: str,
+    region: str = "RU",
+    idempotency_key: str | None = None,
+) -> LeadEvent:
+    """An order body -> LeadEvent; raises ApiError 422 naming each bad field."""
+    try:
+        order = Order.model_validate(data)
+    except ValidationError as exc:
+        fields = {
+            ".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()
+        }
+        raise ApiError(422, "invalid_fields", "the order has invalid fields", fields) from None
+    c = order.customer
+    problems: dict[str, str] = {}
+    phone = normalize_phone(c.phone, region) if c.phone else None
+    email = normalize_email(c.email) if c.email else None
+    if c.phone and phone is None:
+        problems["customer.phone"] = "not a valid phone number"
+    if c.email and email is None:
+        problems["customer.email"] = "not a valid email address"
+    if phone is None and email is None and not problems:
+        problems["customer"] = "give at least a phone or an email to reach the customer"
+    if problems:
+        raise ApiError(422, "invalid_fields", "the order has invalid fields", problems)
+
+    lines = [
+        f"{i.name} × {i.quantity.normalize()}"
+        + (f" — {_money(i.price, order.currency)}" if i.price is not None else "")
+        for i in order.items
+    ]
+    if order.total is not None:
+        lines.append(f"Итого: {_money(order.total, order.currency)}")
+    categories = {i.category for i in order.items if i.category is not None}
+    # «Крупное» wins: one large machine in the cart makes it a large-equipment deal.
+    category = (
+        EquipmentCategory.LARGE
+        if EquipmentCategory.LARGE in categories
+        else next(iter(categories), None)
+    )
+    occurred = order.created_at if order.created_at and order.created_at.tzinfo else received_at
+    text = f"Заказ №{order.order_id}\n" + "\n".join(lines)
+    if order.comment:
+        text += f"\nКомментарий: {order.comment}"
+    return LeadEvent(
+        channel=Channel.ORDERS,
+        external_id=order.order_id,
+        idempotency_key=f"order:{idempotency_key}" if idempotency_key else None,
+        occurred_at=min(occurred, received_at),  # a shop clock in the future must not skew SLA
+        received_at=received_at,
+        contact=Contact(
+            name=c.name or None,
+            phones=(phone,) if phone else (),
+            emails=(email,) if email else (),
+            company=c.company or None,
+        ),
+        text=text,
+        interest=Interest(equipment_category=category, probable_equipment="\n".join(lines) or None),
+        utm={k: v[:200] for k, v in order.utm.items()},
+        source_detail=token_name,
+        meta={
+            "order_id": order.order_id,
+            "total": str(order.total) if order.total else None,
+            "currency": order.currency,
+            "items": len(order.items),
+        },
+        raw=data,
+    )
+
+
+class OrdersConnector:
+    name = "orders"
+
+    def __init__(self, ctx: ConnectorContext) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return [web.post("/v1/orders", self.handle)]
+
+    def tasks(self) -> Sequence[Any]:
+        return []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        token_name = require_token(request, self.ctx.settings.orders.tokens, "orders")
+        data = await read_json_object(request)
+        event = parse_order(
+            data,
+            received_at=datetime.now(UTC),
+            token_name=token_name,
+            region=self.ctx.settings.phone_region,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        return receipt_response(await self.ctx.pipeline.accept(event))
+
+
+def build(ctx: ConnectorContext) -> Connector | None:
+    return OrdersConnector(ctx)

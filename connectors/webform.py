@@ -1,0 +1,236 @@
+"""Website forms: POST /v1/forms/{form_id} as JSON, urlencoded or multipart.
+
+A browser's plain HTML post (Accept: text/html) is answered 303 to the form's thank-you
+page; an API call gets a JSON receipt. What the honeypot or the rate limit catches is
+stored as a JUNK lead with its reason (the rate limit keeps one per client per window,
+so a flood cannot fill the disk), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from connectors.base import Connector, ConnectorContext
+from gateway.config import FormSettings
+from gateway.errors import ApiError
+from gateway.http import client_ip, in_networks, networks, read_fields, wants_html
+from gateway.i18n import N_, gettext_for, negotiate
+from gateway.identity import normalize_email, normalize_phone
+from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent
+from gateway.ratelimit import RateLimiter
+from gateway.receipts import receipt_response
+
+MSG_REQUIRED = N_("Заполните поле «{label}»")
+MSG_PHONE = N_("Укажите телефон полностью, например +7 916 123-45-67")
+MSG_EMAIL = N_("Проверьте адрес почты: он должен быть вида name@example.ru")
+MSG_CHOICE = N_("Выберите одно из значений: {choices}")
+MSG_TOO_LONG = N_("Слишком длинное значение: не больше {limit} символов")
+MSG_NOT_TEXT = N_("Ожидается текст")
+MSG_INVALID = N_("Проверьте поля формы")
+MSG_TOO_MANY = N_("Слишком много заявок с вашего адреса, попробуйте через {seconds} с")
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+MAX_EXTRA_FIELDS = 20
+
+
+class FormInvalid(Exception):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(", ".join(fields))
+        self.fields = fields
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TypeError
+    return str(value).strip() or None
+
+
+def parse_submission(
+    form_id: str,
+    form: FormSettings,
+    data: Mapping[str, Any],
+    *,
+    received_at: datetime,
+    region: str = "RU",
+    idempotency_key: str | None = None,
+    gettext: Callable[[str], str] = lambda s: s,
+) -> LeadEvent:
+    """A form body -> LeadEvent, or FormInvalid naming each bad field in the reader's language."""
+    _ = gettext
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {}
+    for name, spec in form.fields.items():
+        try:
+            value = _text(data.get(name))
+        except TypeError:
+            errors[name] = _(MSG_NOT_TEXT)
+            continue
+        if value is None:
+            if spec.required:
+                errors[name] = _(MSG_REQUIRED).format(label=spec.label)
+            continue
+        if len(value) > spec.max_length:
+            errors[name] = _(MSG_TOO_LONG).format(limit=spec.max_length)
+            continue
+        if spec.kind == "phone":
+            phone = normalize_phone(value, region)
+            if phone is None:
+                errors[name] = _(MSG_PHONE)
+                continue
+            value = phone
+        elif spec.kind == "email":
+            email = normalize_email(value)
+            if email is None:
+                errors[name] = _(MSG_EMAIL)
+                continue
+            value = email
+        elif spec.kind == "choice" and value not in (spec.choices or ()):
+            errors[name] = _(MSG_CHOICE).format(choices=", ".join(spec.choices or ()))
+            continue
+        values[name] = value
+    if errors:
+        raise FormInvalid(errors)
+
+    by_target: dict[str, list[str]] = {}
+    free_lines: list[str] = []
+    for name, value in values.items():
+        spec = form.fields[name]
+        if spec.maps_to is None:
+            free_lines.append(f"{spec.label}: {value}")
+        else:
+            by_target.setdefault(spec.maps_to, []).append(value)
+
+    def first(target: str) -> str | None:
+        found = by_target.get(target)
+        return found[0] if found else None
+
+    comment = "\n".join(by_target.get("comment", []) + free_lines) or None
+    category = first("equipment_category")
+    known = set(form.fields) | set(UTM_KEYS) | {form.honeypot_field, "__files__"}
+    extra = {
+        k: str(v)[:500]
+        for k, v in list(data.items())[: MAX_EXTRA_FIELDS * 4]
+        if k not in known and isinstance(v, str | int | float)
+    }
+    honeypot = form.honeypot_field and _honeypot_filled(data.get(form.honeypot_field))
+    files = data.get("__files__") or []
+    meta: dict[str, Any] = {"form_title": form.title}
+    if extra:
+        meta["extra_fields"] = dict(list(extra.items())[:MAX_EXTRA_FIELDS])
+    if files:
+        meta["files_not_stored"] = files[:10]
+    return LeadEvent(
+        channel=Channel(form.channel),
+        # A form has no id of its own: each post is new unless the client sends a retry key.
+        external_id=f"{form_id}:{received_at.timestamp():.6f}:{id(data):x}",
+        idempotency_key=f"form:{form_id}:{idempotency_key}" if idempotency_key else None,
+        occurred_at=received_at,
+        received_at=received_at,
+        contact=Contact(
+            name=first("name"),
+            phones=tuple(by_target.get("phone", [])),
+            emails=tuple(by_target.get("email", [])),
+            company=first("company"),
+        ),
+        text=comment,
+        interest=Interest(
+            equipment_category=EquipmentCategory(category) if category else None,
+            probable_equipment=first("probable_equipment"),
+        ),
+        utm={k: str(data[k])[:200] for k in UTM_KEYS if _is_text(data.get(k))},
+        source_detail=form_id,
+        meta=meta,
+        junk_reason="honeypot" if honeypot else None,
+        raw={k: v for k, v in data.items() if k != "__files__"},
+    )
+
+
+def _honeypot_filled(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+class WebformConnector:
+    name = "webform"
+
+    def __init__(self, ctx: ConnectorContext) -> None:
+        self.ctx = ctx
+        limits = ctx.settings.ratelimit
+        self.limiter = RateLimiter(limits.requests, limits.per_seconds)
+        self.exempt = networks(limits.exempt)
+        self.trusted = list(ctx.trusted_proxies)
+        self.region = ctx.settings.phone_region
+        self._junk_kept: dict[str, float] = {}  # client -> when its last rate-limited post was kept
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return [web.post("/v1/forms/{form_id}", self.handle)]
+
+    def tasks(self) -> Sequence[Any]:
+        return []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        form_id = request.match_info["form_id"]
+        form = self.ctx.settings.forms.get(form_id)
+        if form is None:
+            raise ApiError(404, "unknown_form", f"no form named {form_id!r} is configured")
+        ip = client_ip(request, self.trusted)
+        wait = 0.0 if in_networks(ip, self.exempt) else self.limiter.hit(ip)
+        data = await read_fields(request)
+        locale = negotiate(request.headers.get("Accept-Language"))
+        _ = gettext_for(locale)
+        received_at = datetime.now(UTC)
+        try:
+            event = parse_submission(
+                form_id,
+                form,
+                data,
+                received_at=received_at,
+                region=self.region,
+                idempotency_key=request.headers.get("Idempotency-Key"),
+                gettext=_,
+            )
+        except FormInvalid as exc:
+            if wait:
+                raise self._too_many(wait, _) from None
+            raise ApiError(422, "invalid_fields", _(MSG_INVALID), fields=exc.fields) from None
+        if wait:
+            await self._keep_rate_limited(ip, event)
+            raise self._too_many(wait, _)
+        receipt = await self.ctx.pipeline.accept(event)
+        if wants_html(request):
+            raise web.HTTPSeeOther(form.thank_you_url)
+        return receipt_response(receipt)
+
+    async def _keep_rate_limited(self, ip: str, event: LeadEvent) -> None:
+        now = time.monotonic()
+        window = self.ctx.settings.ratelimit.per_seconds
+        if now - self._junk_kept.get(ip, -window) < window:
+            return  # one kept per client per window; the rest are counted as rejections
+        self._junk_kept[ip] = now
+        if len(self._junk_kept) > 10_000:
+            self._junk_kept = {k: t for k, t in self._junk_kept.items() if now - t < window}
+        await self.ctx.pipeline.accept(event.model_copy(update={"junk_reason": "rate limited"}))
+
+    @staticmethod
+    def _too_many(wait: float, _: Callable[[str], str]) -> ApiError:
+        seconds = max(1, int(wait + 0.999))
+        return ApiError(
+            429,
+            "rate_limited",
+            _(MSG_TOO_MANY).format(seconds=seconds),
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def build(ctx: ConnectorContext) -> Connector | None:
+    return WebformConnector(ctx) if ctx.settings.forms else None

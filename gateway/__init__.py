@@ -1,0 +1,1 @@
+"""leadgate core: channel-agnostic pipeline, calendar, identity, assignment, store, delivery."""

@@ -1,0 +1,148 @@
+"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings, resolve_path
+from gateway.identity import MaskingFilter
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    # Every record passes the mask: no log line may carry a full phone or email.
+    handler.addFilter(MaskingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.store.sqlite import StoreLocked
+    from gateway.web import create_app
+
+    settings = _load(args)
+    setup_logging(settings.log_level)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    logging.getLogger("leadgate").info(
+        "leadgate on http://%s:%d (store %s, %d sellers)",
+        host,
+        port,
+        settings.store.path,
+        len(settings.sellers),
+    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=host,
+            port=port,
+            access_log=None,
+            print=None,
+            handle_signals=True,
+        )
+    except StoreLocked as exc:
+        print(f"leadgate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.cli.init import render_config
+
+    path = Path(args.output)
+    if path.exists() and not args.force:
+        print(f"leadgate: {path} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    path.write_text(render_config(), encoding="utf-8")
+    path.chmod(0o600)  # it holds tokens
+    print(f"wrote {path}: review the sellers and tokens, then run `leadgate check-config`")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    source = resolve_path(args.config)
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    forms = ", ".join(settings.forms) or "none"
+    print(
+        f"{source or 'built-in defaults'}: ok — {len(settings.sellers)} seller(s), forms: {forms}, "
+        f"store: {settings.store.path}, order tokens: {len(settings.orders.tokens)}, "
+        f"admin tokens: {len(settings.admin.tokens)}"
+    )
+    return 0
+
+
+def cmd_calendar(args: argparse.Namespace) -> int:
+    from gateway.cli import calendar
+
+    return calendar.run(args, _load(args).calendar)
+
+
+def cmd_leads(args: argparse.Namespace) -> int:
+    from gateway.cli import leads
+
+    return leads.run(args, _load(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.cli import calendar, leads
+
+    parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
+    parser.add_argument(
+        "-c", "--config", help="config file (default: $LEADGATE_CONFIG, then ./leadgate.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    init = sub.add_parser("init", help="write a commented leadgate.toml with fresh tokens")
+    init.add_argument("-o", "--output", default="leadgate.toml")
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(func=cmd_init)
+
+    check = sub.add_parser("check-config", help="validate the config; name every bad key")
+    check.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS)
+    check.set_defaults(func=cmd_check_config)
+
+    calendar.add_parser(sub)
+    sub.choices["calendar"].set_defaults(func=cmd_calendar)
+    leads.add_parser(sub)
+    sub.choices["leads"].set_defaults(func=cmd_leads)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"leadgate: bad config {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

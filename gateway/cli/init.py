@@ -1,0 +1,109 @@
+"""The commented leadgate.toml that `leadgate init` writes."""
+
+from __future__ import annotations
+
+import secrets
+
+TEMPLATE = """\
+# leadgate configuration. Every key is optional: what is left out takes the default shown.
+# Environment variables override the file: LEADGATE_SERVER__PORT=9000, LEADGATE_LOG_LEVEL=DEBUG.
+# Check it with `leadgate check-config`; docs/configuration.md lists every key.
+
+phone_region = "RU"          # how phone numbers without +country are read
+log_level = "INFO"
+
+[server]
+host = "127.0.0.1"
+port = 8080
+max_body_bytes = 1048576     # bigger bodies get 413
+trusted_proxies = []         # e.g. ["10.0.0.0/8"]: X-Forwarded-For is believed only from these
+
+[store]
+path = "leadgate.db"         # SQLite file (WAL); one gateway process writes it
+
+[calendar]
+timezone = "Europe/Moscow"
+country = "RU"               # official holidays and transfers of the production calendar
+reaction_minutes = 15        # SLA: business minutes to react to a new lead
+# extra_holidays = {{ 2026-12-30 = "Корпоратив" }}
+# extra_workdays = [2026-12-26]
+
+[calendar.hours]             # Mon-Fri 10:00-19:00; a day left out is closed
+mon = ["10:00-19:00"]
+tue = ["10:00-19:00"]
+wed = ["10:00-19:00"]
+thu = ["10:00-19:00"]
+fri = ["10:00-19:00"]
+
+[dedup]
+window_days = 30             # a person's new contact within this joins their open lead
+
+[assignment]
+strategy = "round_robin"     # or "in_order"
+sticky = true                # a returning person goes back to their seller
+
+# First-line sellers. crm_user_id is the Bitrix24 user id (ASSIGNED_BY_ID).
+[[sellers]]
+id = "ivanova"
+name = "Анна Иванова"
+crm_user_id = 1
+active = true
+# schedule = {{ mon = ["10:00-15:00"], tue = ["10:00-15:00"] }}
+
+[ratelimit]                  # per client IP on public forms
+requests = 20
+per_seconds = 60
+exempt = []                  # the website backend's address, if it posts forms for users
+
+[orders.tokens]              # bearer tokens for POST /v1/orders, by name
+site = "{orders_token}"
+
+[admin.tokens]               # bearer tokens for GET /v1/leads
+ops = "{admin_token}"
+
+[screen]                     # what makes a lead JUNK
+blocked_phones = []
+blocked_emails = []
+blocked_domains = []
+stop_words = []
+
+# The website form; add more [forms.NAME] tables for other forms.
+[forms.site]
+title = "Заявка с сайта"
+thank_you_url = "/thanks"
+honeypot_field = "website"   # hidden field; bots fill it
+
+[forms.site.fields.name]
+label = "Имя"
+required = true
+maps_to = "name"
+max_length = 200
+
+[forms.site.fields.phone]
+label = "Телефон"
+kind = "phone"
+required = true
+maps_to = "phone"
+
+[forms.site.fields.email]
+label = "Email"
+kind = "email"
+maps_to = "email"
+
+[forms.site.fields.equipment_type]
+label = "Тип оборудования"
+kind = "choice"
+choices = ["Крупное", "Мелкое"]
+maps_to = "equipment_category"
+
+[forms.site.fields.comment]
+label = "Комментарий"
+kind = "textarea"
+maps_to = "comment"
+"""
+
+
+def render_config() -> str:
+    return TEMPLATE.format(
+        orders_token=secrets.token_urlsafe(32), admin_token=secrets.token_urlsafe(32)
+    )

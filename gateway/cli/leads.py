@@ -1,0 +1,100 @@
+"""`leadgate leads list|show`: the store's leads, read straight from the database file."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+
+from gateway.config import Settings
+from gateway.identity import mask_email, mask_phone
+from gateway.leads_api import lead_json
+from gateway.models import Channel, Lead, LeadStatus
+from gateway.store.base import LeadQuery
+from gateway.store.sqlite import list_leads, open_reader, read_lead
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("leads", help="list or show leads in the store")
+    actions = parser.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list", help="newest leads first")
+    ls.add_argument("--channel", choices=[c.value for c in Channel])
+    ls.add_argument("--status", choices=[s.value for s in LeadStatus])
+    ls.add_argument("--assigned-to")
+    ls.add_argument("--since", type=datetime.fromisoformat, help="ISO time with offset")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one lead with its events")
+    show.add_argument("lead_id")
+    show.add_argument("--json", action="store_true")
+
+
+@contextlib.contextmanager
+def _reader(settings: Settings) -> Iterator[sqlite3.Connection]:
+    path = settings.store.path
+    if not path.exists():
+        raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
+    conn = open_reader(path, read_only=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _line(lead: Lead) -> str:
+    c = lead.contact
+    who = c.name or "—"
+    # The terminal is a log too: masked unless --json is asked for explicitly.
+    reach = ", ".join([mask_phone(p) for p in c.phones] + [mask_email(e) for e in c.emails])
+    flags = " после часов" if lead.after_hours else ""
+    return (
+        f"{lead.id}  {lead.created_at:%Y-%m-%d %H:%M}  {lead.status.value:<4}  "
+        f"{lead.channel.value:<8}  {lead.assigned_to or '(нет)':<12}  {who} {reach}{flags}"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    with _reader(settings) as db:
+        if args.action == "list":
+            channel = Channel(args.channel) if args.channel else None
+            status = LeadStatus(args.status) if args.status else None
+            query = LeadQuery(
+                channel=channel,
+                status=status,
+                assigned_to=args.assigned_to,
+                since=args.since,
+                limit=args.limit,
+            )
+            leads = list_leads(db, query)
+            if args.json:
+                print(json.dumps([lead_json(lead) for lead in leads], ensure_ascii=False, indent=2))
+            else:
+                for lead in leads:
+                    print(_line(lead))
+                if not leads:
+                    print("(no leads)")
+            return 0
+        found = read_lead(db, args.lead_id)
+        if found is None:
+            print(f"leadgate: no lead {args.lead_id}", file=sys.stderr)
+            return 1
+        lead = found
+        if args.json:
+            print(json.dumps(lead_json(lead), ensure_ascii=False, indent=2))
+            return 0
+        print(_line(lead))
+        print(
+            f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
+            + (f"; {lead.after_hours_reason}" if lead.after_hours_reason else "")
+        )
+        for ev in lead.events:
+            matched = f" (по {ev.matched_on})" if ev.matched_on else ""
+            print(
+                f"  - {ev.occurred_at:%Y-%m-%d %H:%M} {ev.channel.value} {ev.outcome.value}"
+                f"{matched}: {(ev.text or '').splitlines()[0][:80] if ev.text else ''}"
+            )
+        return 0

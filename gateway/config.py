@@ -1,0 +1,229 @@
+"""Settings: one TOML file plus LEADGATE_* environment variables (env wins).
+
+Where the file is: `-c FILE`, else $LEADGATE_CONFIG, else ./leadgate.toml, else built-in
+defaults (SQLite in the working directory, local store, the Russian calendar).
+Unknown keys are errors that name their key path.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.assign import AssignmentSettings, SellerSettings
+from gateway.calendar import CalendarSettings
+from gateway.models import Channel, EquipmentCategory
+
+DEFAULT_PATH = Path("leadgate.toml")
+ENV_PATH = "LEADGATE_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Proxies whose X-Forwarded-For we believe; from anyone else the header is ignored,
+    # otherwise any client could pick the IP the rate limit sees.
+    trusted_proxies: list[str] = []
+    public_url: str | None = None  # how senders reach us; used in docs/links only
+
+
+class StoreSettings(Section):
+    kind: Literal["sqlite"] = "sqlite"
+    path: Path = Path("leadgate.db")
+    # Events waiting to be committed together: one fsync serves them all.
+    max_batch: int = Field(256, ge=1, le=10_000)
+
+
+class DedupSettings(Section):
+    window_days: int = Field(30, ge=0, le=3650)
+
+
+FieldKind = Literal["text", "textarea", "phone", "email", "choice"]
+FieldTarget = Literal[
+    "name", "phone", "email", "company", "equipment_category", "probable_equipment", "comment"
+]
+
+
+class FormField(Section):
+    label: str
+    kind: FieldKind = "text"
+    required: bool = False
+    choices: list[str] | None = None
+    maps_to: FieldTarget | None = None  # where the value lands in the lead; None = into the text
+    max_length: int = Field(2000, ge=1, le=100_000)
+
+
+def _site_fields() -> dict[str, FormField]:
+    return {
+        "name": FormField(label="Имя", required=True, maps_to="name", max_length=200),
+        "phone": FormField(label="Телефон", kind="phone", required=True, maps_to="phone"),
+        "email": FormField(label="Email", kind="email", maps_to="email", max_length=320),
+        "equipment_type": FormField(
+            label="Тип оборудования",
+            kind="choice",
+            choices=[c.value for c in EquipmentCategory],
+            maps_to="equipment_category",
+        ),
+        "comment": FormField(label="Комментарий", kind="textarea", maps_to="comment"),
+    }
+
+
+class FormSettings(Section):
+    title: str = "Заявка с сайта"
+    fields: dict[str, FormField] = Field(default_factory=_site_fields)
+    thank_you_url: str = "/thanks"
+    # A field no person sees; a bot that fills it makes a JUNK lead, not a NEW one.
+    honeypot_field: str | None = "website"
+    channel: Literal["webform", "callback", "chat"] = "webform"
+
+    @field_validator("fields")
+    @classmethod
+    def _choices_for_choice_fields(cls, fields: dict[str, FormField]) -> dict[str, FormField]:
+        for name, f in fields.items():
+            if f.kind == "choice" and not f.choices:
+                raise ValueError(f"field {name!r} is a choice but lists no choices")
+        return fields
+
+
+class RateLimitSettings(Section):
+    """Per client IP on public forms: `requests` within `per_seconds`."""
+
+    requests: int = Field(20, ge=1)
+    per_seconds: float = Field(60.0, gt=0)
+    exempt: list[str] = []  # IPs or CIDR networks never limited (the website's own backend)
+
+
+class TokenSettings(Section):
+    """Named tokens, so one can be revoked without touching the others."""
+
+    tokens: dict[str, SecretStr] = {}
+
+
+class ScreenSettings(Section):
+    """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
+
+    blocked_phones: list[str] = []
+    blocked_emails: list[str] = []
+    blocked_domains: list[str] = []
+    stop_words: list[str] = []
+
+
+def _default_sources() -> dict[Channel, str]:
+    return {
+        Channel.PHONE: "CALL",
+        Channel.EMAIL: "EMAIL",
+        Channel.WEBFORM: "WEBFORM",
+        Channel.CALLBACK: "CALLBACK",
+        Channel.ORDERS: "STORE",
+        Channel.CHAT: "WEB",
+        Channel.VK: "UC_VK",
+        Channel.FACEBOOK: "UC_FACEBOOK",
+        Channel.TELEGRAM: "UC_TELEGRAM",
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEADGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    phone_region: str = "RU"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    calendar: CalendarSettings = CalendarSettings()
+    dedup: DedupSettings = DedupSettings()
+    assignment: AssignmentSettings = AssignmentSettings()
+    sellers: list[SellerSettings] = []
+    forms: dict[str, FormSettings] = Field(default_factory=lambda: {"site": FormSettings()})
+    ratelimit: RateLimitSettings = RateLimitSettings()
+    orders: TokenSettings = TokenSettings()
+    admin: TokenSettings = TokenSettings()
+    screen: ScreenSettings = ScreenSettings()
+    sources: dict[Channel, str] = Field(default_factory=_default_sources)
+
+    @field_validator("sources")
+    @classmethod
+    def _fill_sources(cls, given: dict[Channel, str]) -> dict[Channel, str]:
+        # A file naming one channel's SOURCE_ID keeps the defaults of the others.
+        return {**_default_sources(), **given}
+
+    @field_validator("sellers")
+    @classmethod
+    def _unique_sellers(cls, sellers: list[SellerSettings]) -> list[SellerSettings]:
+        seen: set[str] = set()
+        for s in sellers:
+            if s.id in seen:
+                raise ValueError(f"seller id {s.id!r} appears twice")
+            seen.add(s.id)
+        return sellers
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; env must override them.
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` are "key.path: message" lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+def resolve_path(path: str | Path | None) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if env := os.environ.get(ENV_PATH):
+        return Path(env)
+    return DEFAULT_PATH if DEFAULT_PATH.exists() else None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        # Never echo a rejected value: it may be a secret.
+        out.append(f"{where}: {err['msg']}")
+    return out
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings; raise ConfigError naming every bad key path."""
+    resolved = resolve_path(path)
+    data: dict[str, Any] = {}
+    source = str(resolved) if resolved else "built-in defaults"
+    if resolved is not None:
+        try:
+            data = tomllib.loads(resolved.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(source, ["file not found"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from exc

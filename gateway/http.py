@@ -1,0 +1,127 @@
+"""Request helpers the connectors share: body parsing, client address, token checks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import SecretStr
+
+from gateway.errors import ApiError
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(items: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(item, strict=False) for item in items]
+
+
+def in_networks(ip: str, nets: list[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in nets)
+
+
+def client_ip(request: web.Request, trusted_proxies: list[Network]) -> str:
+    """The peer address; X-Forwarded-For only when the peer is a proxy we trust."""
+    peer = request.remote or ""
+    if trusted_proxies and in_networks(peer, trusted_proxies):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        # Walk from the right: the last hop not ours is the client.
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not in_networks(hop, trusted_proxies):
+                return hop
+    return peer
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type not in JSON_TYPES:
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    body = await request.read()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "expected a JSON object")
+    return data
+
+
+async def read_fields(request: web.Request) -> dict[str, Any]:
+    """A form body of any of the three shapes browsers and backends send, as a dict."""
+    ctype = request.content_type
+    if ctype in JSON_TYPES:
+        return await read_json_object(request)
+    if ctype in FORM_TYPES:
+        try:
+            post = await request.post()
+        except ValueError as exc:  # broken multipart boundaries, bad encodings
+            raise ApiError(400, "invalid_form", f"form body could not be read: {exc}") from None
+        out: dict[str, Any] = {}
+        for key, value in post.items():
+            if isinstance(value, str):
+                out.setdefault(key, value)
+            elif isinstance(value, web.FileField):  # keep what the file is, not its bytes
+                out.setdefault("__files__", []).append(
+                    {"field": key, "name": value.filename, "type": value.content_type}
+                )
+        return out
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send application/json, application/x-www-form-urlencoded or multipart/form-data",
+    )
+
+
+def bearer_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def match_token(given: str | None, tokens: Mapping[str, SecretStr]) -> str | None:
+    """The name of the token that matches, compared in constant time; None if none does."""
+    if not given:
+        return None
+    found = None
+    for name, secret in tokens.items():
+        # Compare against every token so timing does not tell which names exist.
+        if hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+            found = name
+    return found
+
+
+def require_token(request: web.Request, tokens: Mapping[str, SecretStr], what: str) -> str:
+    if not tokens:
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"no {what} token is configured on this gateway",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    name = match_token(bearer_token(request), tokens)
+    if name is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"missing or wrong {what} bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return name
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser's plain form post, as opposed to an API call."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept

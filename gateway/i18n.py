@@ -1,0 +1,76 @@
+"""Customer-facing text: Russian first (the msgids are Russian), other languages by catalog.
+
+Catalogs are gettext .po files under gateway/locale/<lang>/LC_MESSAGES/leadgate.po, compiled
+in memory at first use so no build step is needed. `pybabel extract -F babel.cfg` finds
+the strings marked with `_()`/`N_()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "leadgate"
+DEFAULT_LOCALE = "ru"
+
+
+def N_(message: str) -> str:
+    """Mark a string for extraction where it is translated later."""
+    return message
+
+
+@functools.cache
+def available() -> tuple[str, ...]:
+    found = [p.name for p in LOCALE_DIR.iterdir() if (p / "LC_MESSAGES" / f"{DOMAIN}.po").exists()]
+    return (DEFAULT_LOCALE, *sorted(found))
+
+
+@functools.cache
+def translations(locale: str) -> NullTranslations:
+    po = LOCALE_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if locale == DEFAULT_LOCALE or not po.exists():
+        return NullTranslations()
+    with po.open("rb") as fh:
+        catalog = read_po(fh, locale=locale)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return Translations(fp=buf, domain=DOMAIN)
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The best locale we have for an Accept-Language header; Russian when unsure."""
+    if not accept_language:
+        return DEFAULT_LOCALE
+    wanted = []
+    for part in accept_language.split(","):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        if tag and tag != "*":
+            wanted.append((weight, tag.replace("-", "_")))
+    wanted.sort(key=lambda pair: -pair[0])
+    found = Locale.negotiate([tag for _, tag in wanted], list(available()), sep="_")
+    return str(found) if found else DEFAULT_LOCALE
+
+
+def gettext_for(locale: str) -> Callable[[str], str]:
+    return translations(locale).gettext
+
+
+def format_when(at: datetime, locale: str, tz: str) -> str:
+    """A moment as a person reads it in their language: «понедельник, 12 января, 10:00»."""
+    return format_datetime(at, "EEEE, d MMMM, HH:mm", tzinfo=ZoneInfo(tz), locale=locale)

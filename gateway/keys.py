@@ -1,0 +1,23 @@
+"""Typed application keys (aiohttp AppKey), so handlers get typed objects, not dict lookups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+STORE: web.AppKey[Store] = web.AppKey("store")
+PIPELINE = web.AppKey("pipeline", Pipeline)
+CONNECTORS: web.AppKey[list[Connector]] = web.AppKey("connectors")
+# Extra readiness checks connectors and workers register: name -> problem or None.
+READINESS: web.AppKey[dict[str, Any]] = web.AppKey("readiness")

@@ -1,0 +1,54 @@
+"""Prometheus metrics, on a registry of the app's own so several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter(
+            "leadgate_events",
+            "Inbound events accepted, by channel and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "leadgate_rejections",
+            "Requests refused, by route and reason",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.after_hours = Counter(
+            "leadgate_after_hours_events",
+            "Events that arrived outside working time",
+            ["channel"],
+            registry=r,
+        )
+        self.junk = Counter(
+            "leadgate_junk_leads",
+            "Leads created as JUNK, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "leadgate_request_seconds",
+            "HTTP request latency by route",
+            ["route", "method"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.unassigned = Counter(
+            "leadgate_unassigned_leads",
+            "Leads created with no seller to assign",
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "leadgate_quarantined",
+            "Authentic input kept for inspection, by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.ready = Gauge("leadgate_ready", "1 when /readyz is ok", registry=r)

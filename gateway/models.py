@@ -1,0 +1,169 @@
+"""The one normalized shape every channel is turned into, and what the core makes of it.
+
+Our own models forbid extra fields (a typo is an error, not silently ignored);
+vendor payload models in connectors/ allow them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ulid import ULID
+
+
+def new_id() -> str:
+    """A ULID: sortable by creation time, safe to show, unique across replicas."""
+    return str(ULID())
+
+
+class Channel(StrEnum):
+    WEBFORM = "webform"
+    ORDERS = "orders"
+    CHAT = "chat"
+    CALLBACK = "callback"
+    PHONE = "phone"
+    EMAIL = "email"
+    VK = "vk"
+    FACEBOOK = "facebook"
+    TELEGRAM = "telegram"
+
+
+class EquipmentCategory(StrEnum):
+    """The spec's list field «Какой категорией оборудования интересовался»."""
+
+    LARGE = "Крупное"
+    SMALL = "Мелкое"
+
+
+class LeadStatus(StrEnum):
+    """The gateway only ever sets NEW or JUNK; the CRM moves leads on from there."""
+
+    NEW = "NEW"
+    JUNK = "JUNK"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    MERGED = "merged"
+    REPLAYED = "replayed"
+    KEPT = "kept"  # stored on no lead: e.g. an outgoing call from someone with no open lead
+
+
+class _Own(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Contact(_Own):
+    """Who reached out. Phones are E.164, emails normalized (see gateway.identity)."""
+
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    company: str | None = None
+    handles: tuple[str, ...] = ()  # "vk:123", "tg:456", "fb:PSID"
+
+    def merged_with(self, other: Contact) -> Contact:
+        """This contact enriched by a later one: first known name/company wins, lists union."""
+
+        def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return a + tuple(x for x in b if x not in a)
+
+        return Contact(
+            name=self.name or other.name,
+            phones=union(self.phones, other.phones),
+            emails=union(self.emails, other.emails),
+            company=self.company or other.company,
+            handles=union(self.handles, other.handles),
+        )
+
+
+class Interest(_Own):
+    equipment_category: EquipmentCategory | None = None
+    probable_equipment: str | None = None  # «Вероятное оборудование к покупке и его цена»
+
+
+class Attachment(_Own):
+    name: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
+class LeadEvent(_Own):
+    """One inbound contact attempt, whatever channel it came by.
+
+    (channel, external_id) is the idempotency key: the same sender id twice is one event.
+    """
+
+    id: str = Field(default_factory=new_id)
+    channel: Channel
+    external_id: str = Field(min_length=1, max_length=512)
+    # A client-chosen retry key (Idempotency-Key header), replay-checked beside external_id.
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    occurred_at: datetime
+    received_at: datetime
+    contact: Contact = Contact()
+    text: str | None = None
+    interest: Interest = Interest()
+    utm: dict[str, str] = Field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
+    # Where inside the channel it came from: form id, mailbox, token name, phone line.
+    source_detail: str | None = None
+    # Channel facts the core passes through without knowing them (call duration, answered_by,
+    # missed, recording links). Names are the connector's, never a vendor's raw field names.
+    meta: dict[str, Any] = Field(default_factory=dict)
+    # False for contacts that may only be attached to an existing lead (outgoing calls).
+    creates_lead: bool = True
+    # Set by a connector that already knows this is spam (honeypot, rate limit).
+    junk_reason: str | None = None
+    # Sender ids of earlier events this one answers (email In-Reply-To/References): a reply
+    # joins the lead of the message it answers, whatever the dedup window.
+    replies_to: tuple[str, ...] = ()
+    raw: dict[str, Any] | None = None  # the vendor payload, kept for audit
+
+
+class Receipt(_Own):
+    event_id: str
+    lead_id: str | None  # None when the event was kept but made no lead (outgoing call, no match)
+    outcome: Outcome
+
+
+class EventRecord(_Own):
+    """An event as stored on its lead, with the decisions taken about it."""
+
+    id: str
+    channel: Channel
+    external_id: str
+    occurred_at: datetime
+    received_at: datetime
+    outcome: Outcome
+    matched_on: str | None = None
+    text: str | None = None
+    contact: Contact = Contact()
+    source_detail: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
+    utm: dict[str, str] = Field(default_factory=dict)
+
+
+class Lead(_Own):
+    id: str
+    status: LeadStatus
+    channel: Channel
+    source_id: str
+    contact: Contact
+    interest: Interest = Interest()
+    assigned_to: str | None = None
+    assignment_reason: str | None = None
+    after_hours: bool
+    after_hours_reason: str | None = None
+    next_open_at: datetime | None = None
+    sla_due_at: datetime
+    junk_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    last_event_at: datetime
+    events: tuple[EventRecord, ...] = ()

@@ -1,0 +1,144 @@
+"""accept(): the only way an event reaches the store. Connectors call it; nothing else writes.
+
+Steps: replay check -> calendar -> identity and dedup -> screen -> assignment -> persist.
+The replay check, the person lookup and the write are the store's atomic record(); the
+decisions in between are taken here, in `_plan`, with the store's match in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.assign import Assignment, Roster
+from gateway.calendar import BusinessCalendar, Classification
+from gateway.identity import identity_keys
+from gateway.metrics import Metrics
+from gateway.models import Lead, LeadEvent, LeadStatus, Outcome, Receipt, new_id
+from gateway.screen import Screen
+from gateway.store.base import PersonMatch, Plan, Quarantined, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A receipt plus what was decided, for connectors that answer with more than 2xx."""
+
+    receipt: Receipt
+    classification: Classification
+    assignment: Assignment | None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        calendar: BusinessCalendar,
+        roster: Roster,
+        screen: Screen,
+        sources: dict[str, str],
+        dedup_window: timedelta,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.calendar = calendar
+        self.roster = roster
+        self.screen = screen
+        self.sources = sources
+        self.dedup_window = dedup_window
+        self.metrics = metrics
+
+    async def accept(self, event: LeadEvent, checkpoint: tuple[str, str] | None = None) -> Receipt:
+        return (await self.accept_detailed(event, checkpoint)).receipt
+
+    async def accept_detailed(
+        self, event: LeadEvent, checkpoint: tuple[str, str] | None = None
+    ) -> Accepted:
+        """Like accept(), plus the calendar verdict and assignment (for connectors that steer
+        the sender: a PBX routing the call, an auto-reply saying when we open)."""
+        channel = event.channel.value
+        classification = self.calendar.classify(event.occurred_at, channel)
+        keys = identity_keys(event.contact)
+        junk = self.screen.reason(event)
+        chosen: list[Assignment] = []
+
+        def plan(match: PersonMatch) -> Plan:
+            # Spam never joins a real lead: a bot typing a customer's phone must not
+            # bury the customer's own request under junk.
+            if match.lead_id is not None and junk is None:
+                return Plan(action="merge", lead_id=match.lead_id, matched_on=match.matched_on)
+            if not event.creates_lead and junk is None:
+                return Plan(action="keep")
+            lead, assignment = self._new_lead(event, classification, match, junk)
+            if assignment is not None:
+                chosen.append(assignment)
+            return Plan(action="create", lead=lead)
+
+        receipt = await self.store.record(
+            event, keys, event.occurred_at - self.dedup_window, plan, checkpoint
+        )
+        self.metrics.events.labels(channel, receipt.outcome.value).inc()
+        if receipt.outcome is not Outcome.REPLAYED:
+            if classification.after_hours:
+                self.metrics.after_hours.labels(channel).inc()
+            if receipt.outcome is Outcome.CREATED and junk is not None:
+                self.metrics.junk.labels(junk.split(":", 1)[0]).inc()
+        return Accepted(receipt, classification, chosen[0] if chosen else None)
+
+    def _new_lead(
+        self,
+        event: LeadEvent,
+        cls: Classification,
+        match: PersonMatch,
+        junk: str | None,
+    ) -> tuple[Lead, Assignment | None]:
+        assignment: Assignment | None = None
+        if junk is None:
+            # The seller is chosen for when the lead will be worked, not when it arrived.
+            work_at = cls.next_open_at or event.occurred_at
+            assignment = self.roster.choose(work_at, match.previous_owner)
+            if assignment.seller_id is None:
+                self.metrics.unassigned.inc()
+        now = event.received_at
+        lead = Lead(
+            id=new_id(),
+            status=LeadStatus.JUNK if junk else LeadStatus.NEW,
+            channel=event.channel,
+            source_id=self.sources.get(event.channel.value, "OTHER"),
+            contact=event.contact,
+            interest=event.interest,
+            assigned_to=assignment.seller_id if assignment else None,
+            assignment_reason=assignment.reason if assignment else None,
+            after_hours=cls.after_hours,
+            after_hours_reason=cls.reason,
+            next_open_at=cls.next_open_at,
+            sla_due_at=cls.sla_due_at,
+            junk_reason=junk,
+            created_at=now,
+            updated_at=now,
+            last_event_at=event.occurred_at,
+        )
+        return lead, assignment
+
+    async def quarantine(
+        self,
+        channel: str,
+        reason: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> None:
+        """Keep authentic input that could not become an event, for a person to inspect."""
+        await self.store.quarantine(Quarantined(channel, reason, body, headers or {}), checkpoint)
+        self.metrics.quarantined.labels(channel).inc()
+
+    async def seed(self, now: datetime) -> None:
+        """Start round robin from today's assignments: all-time totals would hand every lead
+        to a newcomer until they caught up, today's keep the day even across a restart."""
+        day_start = now.astimezone(self.calendar.tz).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        self.roster.seed(await self.store.assignment_counts(day_start))

@@ -1,0 +1,46 @@
+"""Spam screening: rules that turn a would-be lead into a JUNK lead, with the rule as reason."""
+
+from __future__ import annotations
+
+from gateway.identity import normalize_email, normalize_phone
+from gateway.models import LeadEvent
+
+
+class Screen:
+    def __init__(
+        self,
+        *,
+        blocked_phones: list[str],
+        blocked_emails: list[str],
+        blocked_domains: list[str],
+        stop_words: list[str],
+        region: str = "RU",
+    ) -> None:
+        # Normalize the lists once, so "8 916 ..." in config matches "+7916..." in events.
+        self.phones = {p for raw in blocked_phones if (p := normalize_phone(raw, region))}
+        self.emails = {e for raw in blocked_emails if (e := normalize_email(raw))}
+        self.domains = {d.lower().lstrip("@") for d in blocked_domains}
+        self.words = [w.casefold() for w in stop_words if w.strip()]
+
+    def reason(self, event: LeadEvent) -> str | None:
+        """Why this event is spam, or None."""
+        if event.junk_reason:
+            return event.junk_reason
+        contact = event.contact
+        for phone in contact.phones:
+            if phone in self.phones:
+                return "blocked phone"
+        for email in contact.emails:
+            if email in self.emails:
+                return "blocked email"
+            if email.rsplit("@", 1)[-1] in self.domains:
+                return "blocked domain"
+        if self.words and event.text:
+            text = event.text.casefold()
+            for word in self.words:
+                if word in text:
+                    return f"stop word: {word}"
+        return None
+
+    def is_blocked_phone(self, phone: str) -> bool:
+        return phone in self.phones

@@ -1,0 +1,116 @@
+"""The Store protocol: what the pipeline needs from persistence, whatever backs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from gateway.models import Channel, Lead, LeadEvent, LeadStatus, Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class PersonMatch:
+    """What the store knows of the person behind an event, found by identity keys."""
+
+    lead_id: str | None = None  # the lead this event joins: an open one in the window, or a reply's
+    matched_on: str | None = None  # "phone", "email", "vk", "reply", ...
+    previous_owner: str | None = None  # seller of the person's most recent real lead, any age
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The pipeline's decision for one event, taken with the match in hand.
+
+    create: `lead` is the new lead. merge: join `lead_id`. keep: store the event, make no lead.
+    """
+
+    action: str  # "create" | "merge" | "keep"
+    lead: Lead | None = None
+    lead_id: str | None = None
+    matched_on: str | None = None
+
+
+Planner = Callable[[PersonMatch], Plan]
+
+
+@dataclass(frozen=True, slots=True)
+class LeadQuery:
+    channel: Channel | None = None
+    status: LeadStatus | None = None
+    assigned_to: str | None = None
+    since: datetime | None = None
+    before_id: str | None = None  # paging cursor: leads older than this id
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    lead_id: str
+    event_id: str
+    kind: str  # "lead.created" | "lead.merged"
+    state: str  # "pending" | "delivered" | "dead"
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """Input that was authentic but could not be made into an event: kept, not dropped."""
+
+    channel: str
+    reason: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot serve; for /readyz."""
+
+    async def record(
+        self,
+        event: LeadEvent,
+        keys: Sequence[str],
+        since: datetime,
+        plan: Planner,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> Receipt:
+        """Store `event` durably and return its receipt; the one write path.
+
+        Atomically with respect to other record() calls: if (channel, external_id) or the
+        event's idempotency key was seen, return the original receipt as `replayed` (after it
+        is durable). Otherwise find the person by `keys` (an open lead is one with status NEW
+        and last event at or after `since`), call `plan` with the match, and persist the lead,
+        the event and an outbox row in one transaction before returning. A `checkpoint`
+        (name, value) — a poller's position — is saved in that same transaction, so a crash
+        can neither skip the event nor take it twice.
+        """
+
+    async def get_lead(self, lead_id: str) -> Lead | None: ...
+
+    async def list_leads(self, query: LeadQuery) -> list[Lead]:
+        """Newest first, without events (use get_lead for those)."""
+
+    async def assignment_counts(self, since: datetime) -> dict[str, int]:
+        """Leads assigned per seller since a moment, to seed fair round robin."""
+
+    async def quarantine(
+        self, item: Quarantined, checkpoint: tuple[str, str] | None = None
+    ) -> None: ...
+
+    async def save_checkpoint(self, name: str, value: str) -> None:
+        """Durably move a poller's position (for input that made no event)."""
+
+    async def get_checkpoint(self, name: str) -> str | None: ...
+
+    async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]: ...

@@ -1,0 +1,73 @@
+"""SQLite schema. Times are UTC epoch seconds (REAL) so range filters use the indexes."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leads (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    assigned_to TEXT,
+    created_at REAL NOT NULL,
+    last_event_at REAL NOT NULL,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leads_channel ON leads (channel, id);
+CREATE INDEX IF NOT EXISTS leads_status ON leads (status, id);
+CREATE INDEX IF NOT EXISTS leads_assigned ON leads (assigned_to, created_at);
+
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    lead_id TEXT,
+    channel TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    matched_on TEXT,
+    doc BLOB NOT NULL,
+    UNIQUE (channel, external_id)
+);
+CREATE INDEX IF NOT EXISTS events_lead ON events (lead_id, id);
+
+-- (channel, external_id) and Idempotency-Key aliases -> the event they first named.
+CREATE TABLE IF NOT EXISTS replay_keys (
+    key TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- "phone:+7916...", "email:...", "vk:123" -> leads of that person.
+CREATE TABLE IF NOT EXISTS identities (
+    key TEXT NOT NULL,
+    lead_id TEXT NOT NULL,
+    PRIMARY KEY (key, lead_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lead_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    remote_id TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+
+-- Authentic input we could not turn into an event: kept for a person to look at.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+
+-- Poller positions (IMAP folder/UIDVALIDITY/last UID), written with the events they produced.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""

@@ -1,0 +1,529 @@
+"""The embedded default store: one SQLite file in WAL mode with group commit.
+
+Why it is shaped like this:
+- Decisions (replay? same person?) are taken on the event loop with plain, indexed point
+  reads on a read connection: they take microseconds, less than a hop to a worker thread.
+- Writes go through one aiosqlite connection as batches: every event waiting while the
+  previous commit ran is committed together, so one fsync acknowledges many requests.
+- Between decision and commit an event lives in an in-memory overlay, so a second event
+  for the same key or the same person sees it. The overlay is what makes decide-then-write
+  atomic without locks: nothing awaits between the lookup and the overlay update.
+- One process writes the file (an advisory lock); CLI readers may open it alongside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiosqlite
+import orjson
+
+from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
+from gateway.store.base import (
+    LeadQuery,
+    OutboxItem,
+    PersonMatch,
+    Plan,
+    Planner,
+    Quarantined,
+)
+from gateway.store.schema import SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+class StoreLocked(RuntimeError):
+    """Another leadgate process is already writing this database."""
+
+
+class StoreUnavailable(RuntimeError):
+    """A batch could not be committed; nothing in it was acknowledged."""
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def replay_key(channel: str, external_id: str) -> str:
+    return f"{channel}\x1f{external_id}"
+
+
+def idempotency_key(key: str) -> str:
+    return f"idem\x1f{key}"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One event between decision and commit."""
+
+    receipt: Receipt
+    done: asyncio.Future[None]
+    leads: list[tuple[str, str, str, str | None, float, float, bytes]] = field(default_factory=list)
+    events: list[tuple[str, str | None, str, str, float, str, str | None, bytes]] = field(
+        default_factory=list
+    )
+    replays: list[tuple[str, str]] = field(default_factory=list)
+    identities: list[tuple[str, str]] = field(default_factory=list)
+    outbox: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    quarantine: list[tuple[str, str, float, bytes, bytes]] = field(default_factory=list)
+    checkpoints: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path | str, *, max_batch: int = 256) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._commit_task: asyncio.Task[None] | None = None
+        # The overlay: what is decided but not yet committed.
+        self._pending_replays: dict[str, _Pending] = {}
+        self._pending_leads: dict[str, tuple[Lead, _Pending]] = {}
+        self._pending_identities: dict[str, list[str]] = {}
+        self._pending_events: dict[str, str | None] = {}  # replay key -> lead id, for replies
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Held for our lifetime; a tiny local file, so opening it inline is fine.
+        self._lock_file = open(f"{self.path}.lock", "wb")  # noqa: SIM115, ASYNC230
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StoreLocked(f"{self.path} is in use by another leadgate process") from exc
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        # FULL: a commit is on disk before we answer 2xx, power loss included.
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+            await self._writer.execute(f"PRAGMA {pragma}")
+        await self._writer.executescript(SCHEMA)
+        self._reader = open_reader(self.path)
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="sqlite-group-commit")
+
+    async def close(self) -> None:
+        if self._commit_task is not None:
+            # Let what was already accepted reach the disk before we stop.
+            while not self._queue.empty():  # noqa: ASYNC110 - a few ms at shutdown, once
+                await asyncio.sleep(0.005)
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
+            self._commit_task = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def ping(self) -> None:
+        self._db().execute("SELECT 1").fetchone()
+        if self._commit_task is None or self._commit_task.done():
+            raise StoreUnavailable("the commit loop is not running")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreUnavailable("store is not open")
+        return self._reader
+
+    # --- the write path ----------------------------------------------------------------
+
+    async def record(
+        self,
+        event: LeadEvent,
+        keys: Sequence[str],
+        since: datetime,
+        plan: Planner,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> Receipt:
+        rkeys = [replay_key(event.channel, event.external_id)]
+        if event.idempotency_key:
+            rkeys.append(idempotency_key(event.idempotency_key))
+        # Everything from here to the enqueue runs without awaiting: see the module docstring.
+        for rk in rkeys:
+            pending = self._pending_replays.get(rk)
+            if pending is not None:
+                await asyncio.shield(pending.done)
+                return pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED})
+            row = (
+                self._db()
+                .execute(
+                    "SELECT e.id, e.lead_id FROM replay_keys r JOIN events e ON e.id = r.event_id"
+                    " WHERE r.key = ?",
+                    (rk,),
+                )
+                .fetchone()
+            )
+            if row is not None:
+                if checkpoint is not None:
+                    await self.save_checkpoint(*checkpoint)
+                return Receipt(event_id=row[0], lead_id=row[1], outcome=Outcome.REPLAYED)
+
+        decision = plan(self._match(event, keys, since))
+        item = self._build(event, rkeys, keys, decision)
+        if checkpoint is not None:
+            item.checkpoints.append(checkpoint)
+        for rk in rkeys:
+            self._pending_replays[rk] = item
+        self._queue.put_nowait(item)
+        await asyncio.shield(item.done)
+        return item.receipt
+
+    def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
+        for ext in event.replies_to:
+            lead_id = self._lead_of_event(event.channel, ext)
+            if lead_id is not None:
+                return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
+        if not keys:
+            return PersonMatch()
+        candidates: dict[str, str] = {}  # lead id -> the key kind that found it
+        for key in keys:
+            for lead_id in self._pending_identities.get(key, ()):
+                candidates.setdefault(lead_id, key)
+        marks = ",".join("?" * len(keys))
+        for lead_id, key in self._db().execute(
+            f"SELECT lead_id, key FROM identities WHERE key IN ({marks})", tuple(keys)
+        ):
+            candidates.setdefault(lead_id, key)
+        if not candidates:
+            return PersonMatch()
+        leads = [lead for lid in candidates if (lead := self._load_lead(lid)) is not None]
+        leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
+        owner = next(
+            (lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None
+        )
+        for lead in leads:
+            if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
+                kind = candidates[lead.id].split(":", 1)[0]
+                return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
+        return PersonMatch(previous_owner=owner)
+
+    def _lead_of_event(self, channel: str, external_id: str) -> str | None:
+        rk = replay_key(channel, external_id)
+        if rk in self._pending_events:
+            return self._pending_events[rk]
+        row = (
+            self._db()
+            .execute(
+                "SELECT e.lead_id FROM replay_keys r JOIN events e ON e.id = r.event_id"
+                " WHERE r.key = ?",
+                (rk,),
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def _load_lead(self, lead_id: str) -> Lead | None:
+        if (pending := self._pending_leads.get(lead_id)) is not None:
+            return pending[0]
+        row = self._db().execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
+        return Lead.model_validate_json(row[0]) if row else None
+
+    def _build(
+        self, event: LeadEvent, rkeys: list[str], keys: Sequence[str], decision: Plan
+    ) -> _Pending:
+        loop = asyncio.get_running_loop()
+        now = _ts(event.received_at)
+        lead: Lead | None
+        if decision.action == "create":
+            assert decision.lead is not None
+            lead, outcome, kind = decision.lead, Outcome.CREATED, "lead.created"
+        elif decision.action == "merge":
+            assert decision.lead_id is not None
+            base = self._load_lead(decision.lead_id)
+            if base is None:  # the planner named a lead that does not exist: a bug, not input
+                raise LookupError(f"merge target {decision.lead_id} not found")
+            lead = base.model_copy(
+                update={
+                    "contact": base.contact.merged_with(event.contact),
+                    "updated_at": event.received_at,
+                    "last_event_at": max(base.last_event_at, event.occurred_at),
+                }
+            )
+            outcome, kind = Outcome.MERGED, "lead.merged"
+        else:
+            lead, outcome, kind = None, Outcome.KEPT, ""
+        lead_id = lead.id if lead else None
+        item = _Pending(
+            receipt=Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome),
+            done=loop.create_future(),
+        )
+        record = EventRecord(
+            id=event.id,
+            channel=event.channel,
+            external_id=event.external_id,
+            occurred_at=event.occurred_at,
+            received_at=event.received_at,
+            outcome=outcome,
+            matched_on=decision.matched_on,
+            text=event.text,
+            contact=event.contact,
+            source_detail=event.source_detail,
+            meta=event.meta,
+            attachments=event.attachments,
+            utm=event.utm,
+        )
+        doc = orjson.dumps({"record": record.model_dump(mode="json"), "raw": event.raw})
+        item.events.append(
+            (
+                event.id,
+                lead_id,
+                event.channel.value,
+                event.external_id,
+                now,
+                outcome.value,
+                decision.matched_on,
+                doc,
+            )
+        )
+        item.replays.extend((rk, event.id) for rk in rkeys)
+        self._pending_events[rkeys[0]] = lead_id
+        if lead is not None:
+            self._pending_leads[lead.id] = (lead, item)
+            item.leads.append(
+                (
+                    lead.id,
+                    lead.status.value,
+                    lead.channel.value,
+                    lead.assigned_to,
+                    _ts(lead.created_at),
+                    _ts(lead.last_event_at),
+                    lead.model_dump_json().encode(),
+                )
+            )
+            for key in keys:
+                self._pending_identities.setdefault(key, []).append(lead.id)
+                item.identities.append((key, lead.id))
+            item.outbox.append((lead.id, event.id, kind, now, now))
+        return item
+
+    async def _commit_loop(self) -> None:
+        assert self._writer is not None
+        db = self._writer
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                await _many(db, _INSERT_LEAD, (r for p in batch for r in p.leads))
+                await _many(db, _INSERT_EVENT, (r for p in batch for r in p.events))
+                await _many(db, _INSERT_REPLAY, (r for p in batch for r in p.replays))
+                await _many(db, _INSERT_IDENTITY, (r for p in batch for r in p.identities))
+                await _many(db, _INSERT_OUTBOX, (r for p in batch for r in p.outbox))
+                await _many(db, _INSERT_QUARANTINE, (r for p in batch for r in p.quarantine))
+                await _many(db, _UPSERT_CHECKPOINT, (r for p in batch for r in p.checkpoints))
+                await db.execute("COMMIT")
+            except Exception as exc:  # disk full, I/O error: fail the batch, keep serving
+                log.exception("commit of %d events failed", len(batch))
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                self._settle(batch, StoreUnavailable(f"commit failed: {exc}"))
+            else:
+                self._settle(batch, None)
+
+    def _settle(self, batch: list[_Pending], error: Exception | None) -> None:
+        for p in batch:
+            for rk, _ in p.replays:
+                if self._pending_replays.get(rk) is p:
+                    del self._pending_replays[rk]
+                self._pending_events.pop(rk, None)
+            for key, lead_id in p.identities:
+                ids = self._pending_identities.get(key)
+                if ids is not None:
+                    with contextlib.suppress(ValueError):
+                        ids.remove(lead_id)
+                    if not ids:
+                        del self._pending_identities[key]
+            for row in p.leads:
+                # A newer version of the lead may wait in a later batch: keep that one.
+                entry = self._pending_leads.get(row[0])
+                if entry is not None and entry[1] is p:
+                    del self._pending_leads[row[0]]
+            if error is None:
+                p.done.set_result(None)
+            else:
+                p.done.set_exception(error)
+
+    # --- reads -----------------------------------------------------------------------
+
+    async def get_lead(self, lead_id: str) -> Lead | None:
+        return read_lead(self._db(), lead_id)
+
+    async def list_leads(self, query: LeadQuery) -> list[Lead]:
+        return list_leads(self._db(), query)
+
+    async def assignment_counts(self, since: datetime) -> dict[str, int]:
+        rows = self._db().execute(
+            "SELECT assigned_to, COUNT(*) FROM leads WHERE assigned_to IS NOT NULL"
+            " AND created_at >= ? GROUP BY assigned_to",
+            (_ts(since),),
+        )
+        return {seller: count for seller, count in rows}
+
+    async def quarantine(
+        self, item: Quarantined, checkpoint: tuple[str, str] | None = None
+    ) -> None:
+        pending = self._bare_pending()
+        pending.quarantine.append(
+            (
+                item.channel,
+                item.reason,
+                _ts(datetime.now(UTC)),
+                orjson.dumps(item.headers),
+                item.body,
+            )
+        )
+        if checkpoint is not None:
+            pending.checkpoints.append(checkpoint)
+        await self._enqueue(pending)
+
+    async def save_checkpoint(self, name: str, value: str) -> None:
+        pending = self._bare_pending()
+        pending.checkpoints.append((name, value))
+        await self._enqueue(pending)
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        row = self._db().execute("SELECT value FROM checkpoints WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def _bare_pending(self) -> _Pending:
+        return _Pending(
+            receipt=Receipt(event_id="", lead_id=None, outcome=Outcome.KEPT),
+            done=asyncio.get_running_loop().create_future(),
+        )
+
+    async def _enqueue(self, pending: _Pending) -> None:
+        # Through the commit queue: the writer connection may be inside a batch transaction.
+        self._queue.put_nowait(pending)
+        await asyncio.shield(pending.done)
+
+    async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        return list_outbox(self._db(), state, limit)
+
+
+# --- statements and read helpers shared with the CLI (which opens the file read-only) ------
+
+_INSERT_LEAD = (
+    "INSERT INTO leads (id, status, channel, assigned_to, created_at, last_event_at, doc)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+    " status = excluded.status, assigned_to = excluded.assigned_to,"
+    " last_event_at = excluded.last_event_at, doc = excluded.doc"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (id, lead_id, channel, external_id, received_at, outcome, matched_on, doc)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (channel, reason, received_at, headers, body) VALUES (?, ?, ?, ?, ?)"
+)
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (name, value) VALUES (?, ?)"
+    " ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
+_INSERT_REPLAY = "INSERT INTO replay_keys (key, event_id) VALUES (?, ?)"
+_INSERT_IDENTITY = "INSERT OR IGNORE INTO identities (key, lead_id) VALUES (?, ?)"
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+async def _many(db: aiosqlite.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    batch = list(rows)
+    if batch:
+        await db.executemany(sql, batch)
+
+
+def open_reader(path: Path | str, *, read_only: bool = False) -> sqlite3.Connection:
+    uri = f"file:{Path(path).resolve()}{'?mode=ro' if read_only else ''}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def read_lead(db: sqlite3.Connection, lead_id: str) -> Lead | None:
+    row = db.execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
+    if row is None:
+        return None
+    lead = Lead.model_validate_json(row[0])
+    events = tuple(
+        EventRecord.model_validate(orjson.loads(doc)["record"])
+        for (doc,) in db.execute("SELECT doc FROM events WHERE lead_id = ? ORDER BY id", (lead_id,))
+    )
+    return lead.model_copy(update={"events": events})
+
+
+def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:
+    where: list[str] = []
+    params: list[Any] = []
+    if query.channel is not None:
+        where.append("channel = ?")
+        params.append(query.channel.value)
+    if query.status is not None:
+        where.append("status = ?")
+        params.append(query.status.value)
+    if query.assigned_to is not None:
+        where.append("assigned_to = ?")
+        params.append(query.assigned_to)
+    if query.since is not None:
+        where.append("created_at >= ?")
+        params.append(_ts(query.since))
+    if query.before_id is not None:
+        where.append("id < ?")
+        params.append(query.before_id)
+    sql = "SELECT doc FROM leads"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(query.limit)
+    return [Lead.model_validate_json(doc) for (doc,) in db.execute(sql, params)]
+
+
+def list_outbox(db: sqlite3.Connection, state: str | None, limit: int) -> list[OutboxItem]:
+    sql = (
+        "SELECT id, lead_id, event_id, kind, state, attempts, next_attempt_at, created_at,"
+        " last_error, delivered_at FROM outbox"
+    )
+    params: list[Any] = []
+    if state is not None:
+        sql += " WHERE state = ?"
+        params.append(state)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    return [
+        OutboxItem(
+            id=r[0],
+            lead_id=r[1],
+            event_id=r[2],
+            kind=r[3],
+            state=r[4],
+            attempts=r[5],
+            next_attempt_at=_dt(r[6]),
+            created_at=_dt(r[7]),
+            last_error=r[8],
+            delivered_at=_dt(r[9]) if r[9] is not None else None,
+        )
+        for r in db.execute(sql, params)
+    ]

@@ -1,0 +1,48 @@
+"""Shared fixtures: a gateway app on a temporary SQLite file, with tokens and a roster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.config import Settings, load_settings
+
+ORDERS_TOKEN = "orders-secret-token"
+ADMIN_TOKEN = "admin-secret-token"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "leadgate.db")},
+        "orders": {"tokens": {"site": ORDERS_TOKEN}},
+        "admin": {"tokens": {"ops": ADMIN_TOKEN}},
+        "sellers": [
+            {"id": "anna", "name": "Анна", "crm_user_id": 1},
+            {"id": "boris", "name": "Борис", "crm_user_id": 2},
+        ],
+        "ratelimit": {"requests": 1000, "per_seconds": 60},
+    }
+    base.update(overrides)
+    return load_settings(None, **base)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    return lambda **kw: make_settings(tmp_path, **kw)
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> AsyncIterator[TestClient[Any, Any]]:
+    from gateway.web import create_app
+
+    yield await aiohttp_client(create_app(make_settings(tmp_path)))
+
+
+ORDER_AUTH = {"Authorization": f"Bearer {ORDERS_TOKEN}"}
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
