@@ -80,6 +80,8 @@ class _Pending:
     outbox: list[tuple[str, str, str, float, float]] = field(default_factory=list)
     quarantine: list[tuple[str, str, float, bytes, bytes]] = field(default_factory=list)
     checkpoints: list[tuple[str, str]] = field(default_factory=list)
+    # Any other write (outbox state changes, ...): run in order after the inserts above.
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 class SQLiteStore:
@@ -333,6 +335,9 @@ class SQLiteStore:
                 await _many(db, _INSERT_OUTBOX, (r for p in batch for r in p.outbox))
                 await _many(db, _INSERT_QUARANTINE, (r for p in batch for r in p.quarantine))
                 await _many(db, _UPSERT_CHECKPOINT, (r for p in batch for r in p.checkpoints))
+                for p in batch:
+                    for sql, params in p.statements:
+                        await db.execute(sql, params)
                 await db.execute("COMMIT")
             except Exception as exc:  # disk full, I/O error: fail the batch, keep serving
                 log.exception("commit of %d events failed", len(batch))
@@ -406,6 +411,16 @@ class SQLiteStore:
     async def get_checkpoint(self, name: str) -> str | None:
         row = self._db().execute("SELECT value FROM checkpoints WHERE name = ?", (name,)).fetchone()
         return str(row[0]) if row else None
+
+    async def write(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run write statements durably, in one transaction with whatever batch they join.
+
+        Every write must come this way: the writer connection may be mid-batch, and a
+        statement sent to it directly would land inside (or break) that transaction.
+        """
+        pending = self._bare_pending()
+        pending.statements.extend(statements)
+        await self._enqueue(pending)
 
     def _bare_pending(self) -> _Pending:
         return _Pending(
