@@ -18,10 +18,17 @@ from aiohttp import web
 from connectors.base import Connector, ConnectorContext
 from gateway.config import FormSettings
 from gateway.errors import ApiError
-from gateway.http import client_ip, in_networks, networks, read_fields, wants_html
+from gateway.http import (
+    client_ip,
+    idempotency_key,
+    in_networks,
+    networks,
+    read_fields,
+    wants_html,
+)
 from gateway.i18n import N_, gettext_for, negotiate
 from gateway.identity import normalize_email, normalize_phone
-from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent
+from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent, new_id
 from gateway.ratelimit import RateLimiter
 from gateway.receipts import receipt_response
 
@@ -44,12 +51,19 @@ class FormInvalid(Exception):
         self.fields = fields
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, *, numbers: bool = False) -> str | None:
+    """A field's text; raise TypeError for JSON that is no text (lists, objects, true).
+
+    Numbers pass only where they are a natural spelling of the value (a phone sent as
+    79161234567 by a shop's JavaScript); {"name": 42} is a client bug, so it gets a 422.
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise TypeError
-    return str(value).strip() or None
+    if isinstance(value, str):
+        return value.strip() or None
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError
 
 
 def parse_submission(
@@ -68,7 +82,7 @@ def parse_submission(
     values: dict[str, str] = {}
     for name, spec in form.fields.items():
         try:
-            value = _text(data.get(name))
+            value = _text(data.get(name), numbers=spec.kind == "phone")
         except TypeError:
             errors[name] = _(MSG_NOT_TEXT)
             continue
@@ -126,10 +140,12 @@ def parse_submission(
         meta["extra_fields"] = dict(list(extra.items())[:MAX_EXTRA_FIELDS])
     if files:
         meta["files_not_stored"] = files[:10]
+    event_id = new_id()
     return LeadEvent(
+        id=event_id,
         channel=Channel(form.channel),
-        # A form has no id of its own: each post is new unless the client sends a retry key.
-        external_id=f"{form_id}:{received_at.timestamp():.6f}:{id(data):x}",
+        # A form post has no id of its own: each is new unless the client sends a retry key.
+        external_id=event_id,
         idempotency_key=f"form:{form_id}:{idempotency_key}" if idempotency_key else None,
         occurred_at=received_at,
         received_at=received_at,
@@ -170,6 +186,7 @@ class WebformConnector:
         self.exempt = networks(limits.exempt)
         self.trusted = list(ctx.trusted_proxies)
         self.region = ctx.settings.phone_region
+        self._exempt_cache: dict[str, bool] = {}
         self._junk_kept: dict[str, float] = {}  # client -> when its last rate-limited post was kept
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
@@ -184,7 +201,7 @@ class WebformConnector:
         if form is None:
             raise ApiError(404, "unknown_form", f"no form named {form_id!r} is configured")
         ip = client_ip(request, self.trusted)
-        wait = 0.0 if in_networks(ip, self.exempt) else self.limiter.hit(ip)
+        wait = 0.0 if self._is_exempt(ip) else self.limiter.hit(ip)
         data = await read_fields(request)
         locale = negotiate(request.headers.get("Accept-Language"))
         _ = gettext_for(locale)
@@ -196,7 +213,7 @@ class WebformConnector:
                 data,
                 received_at=received_at,
                 region=self.region,
-                idempotency_key=request.headers.get("Idempotency-Key"),
+                idempotency_key=idempotency_key(request),
                 gettext=_,
             )
         except FormInvalid as exc:
@@ -210,6 +227,15 @@ class WebformConnector:
         if wants_html(request):
             raise web.HTTPSeeOther(form.thank_you_url)
         return receipt_response(receipt)
+
+    def _is_exempt(self, ip: str) -> bool:
+        # Parsing the address against each network costs more than the rest of the check.
+        exempt = self._exempt_cache.get(ip)
+        if exempt is None:
+            if len(self._exempt_cache) > 100_000:
+                self._exempt_cache.clear()
+            exempt = self._exempt_cache[ip] = in_networks(ip, self.exempt)
+        return exempt
 
     async def _keep_rate_limited(self, ip: str, event: LeadEvent) -> None:
         now = time.monotonic()

@@ -6,6 +6,7 @@ Every channel spells the same customer differently ("8 (916) 123-45-67", "+7 916
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -24,7 +25,32 @@ _MAX_LOCAL = 64
 _NON_DIGITS = re.compile(r"\D+")
 
 
+_PHONE_CACHE: dict[tuple[str, str], str | None] = {}
+_PHONE_CACHE_SIZE = 65536
+
+
 def normalize_phone(raw: str, region: str = "RU") -> str | None:
+    """E.164 ("+79161234567"), or None when it is not a valid number.
+
+    Cached, the result under its own E.164 form too: a number is checked by the connector
+    and again by identity_keys on every request, and phonenumbers' parse + validate costs
+    15-20 us a call on the hot path.
+    """
+    key = (raw, region)
+    try:
+        return _PHONE_CACHE[key]
+    except KeyError:
+        pass
+    result = _parse_phone(raw, region)
+    if len(_PHONE_CACHE) >= _PHONE_CACHE_SIZE:
+        _PHONE_CACHE.clear()
+    _PHONE_CACHE[key] = result
+    if result is not None:
+        _PHONE_CACHE[(result, region)] = result
+    return result
+
+
+def _parse_phone(raw: str, region: str) -> str | None:
     """E.164 ("+79161234567"), or None when it is not a valid number.
 
     phonenumbers with region RU already understands the trunk prefix 8 and 11 digits starting
@@ -47,6 +73,7 @@ def normalize_phone(raw: str, region: str = "RU") -> str | None:
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_email(raw: str) -> str | None:
     """Lower-cased address with an IDNA (punycode) domain, or None if it is not an email.
 

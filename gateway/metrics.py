@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -52,3 +54,21 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("leadgate_ready", "1 when /readyz is ok", registry=r)
+        # labels() hashes and locks on every call; the hot path reuses the children.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, route: str, method: str, seconds: float) -> None:
+        self._child(self.request_seconds, route, method).observe(seconds)
+
+    def rejected(self, route: str, reason: str) -> None:
+        self._child(self.rejections, route, reason).inc()
+
+    def event(self, channel: str, outcome: str) -> None:
+        self._child(self.events, channel, outcome).inc()

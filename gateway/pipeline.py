@@ -80,7 +80,7 @@ class Pipeline:
         receipt = await self.store.record(
             event, keys, event.occurred_at - self.dedup_window, plan, checkpoint
         )
-        self.metrics.events.labels(channel, receipt.outcome.value).inc()
+        self.metrics.event(channel, receipt.outcome.value)
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.after_hours.labels(channel).inc()
