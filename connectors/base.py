@@ -26,6 +26,9 @@ class ConnectorContext:
     pipeline: Pipeline
     metrics: Metrics
     trusted_proxies: Sequence[Network] = field(default_factory=list)
+    # Readiness checks a connector registers (name -> problem in words, or None); the app
+    # adds them to /readyz. For pollers, whose health no request would reveal.
+    readiness: dict[str, Callable[[], str | None]] = field(default_factory=dict)
 
 
 class Connector(Protocol):

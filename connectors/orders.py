@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.base import Connector, ConnectorContext
 from gateway.errors import ApiError
-from gateway.http import read_json_object, require_token
+from gateway.http import idempotency_key, read_json_object, require_token
 from gateway.identity import normalize_email, normalize_phone
 from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent
 from gateway.receipts import receipt_response
+
+MAX_DIGITS = 24  # room for any real price with cents; bounds what a number can expand to
 
 
 class _Payload(BaseModel):
@@ -37,8 +39,9 @@ class Customer(_Payload):
 class Item(_Payload):
     sku: str | None = Field(None, max_length=200)
     name: str = Field(min_length=1, max_length=500)
-    quantity: Decimal = Field(Decimal(1), gt=0)
-    price: Decimal | None = Field(None, ge=0)
+    # max_digits: "1e999999" is a valid Decimal that would print as a million digits.
+    quantity: Decimal = Field(Decimal(1), gt=0, max_digits=MAX_DIGITS)
+    price: Decimal | None = Field(None, ge=0, max_digits=MAX_DIGITS)
     category: EquipmentCategory | None = None
 
 
@@ -47,7 +50,7 @@ class Order(_Payload):
     created_at: datetime | None = None
     customer: Customer
     items: list[Item] = Field(default_factory=list, max_length=500)
-    total: Decimal | None = Field(None, ge=0)
+    total: Decimal | None = Field(None, ge=0, max_digits=MAX_DIGITS)
     currency: str = Field("RUB", min_length=3, max_length=3)
     comment: str | None = Field(None, max_length=10_000)
     utm: dict[str, str] = Field(default_factory=dict, max_length=20)
@@ -156,7 +159,7 @@ class OrdersConnector:
             received_at=datetime.now(UTC),
             token_name=token_name,
             region=self.ctx.settings.phone_region,
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            idempotency_key=idempotency_key(request),
         )
         return receipt_response(await self.ctx.pipeline.accept(event))
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from connectors import orders, webform
 from connectors.base import Connector, ConnectorContext, ConnectorFactory
+from connectors.email import connector as email
+from connectors.telephony import connector as telephony
 
 FACTORIES: list[ConnectorFactory] = [
     webform.build,
     orders.build,
+    telephony.build,
+    email.build,
 ]
 
 

@@ -15,8 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connectors.email.settings import EmailSettings
+from connectors.telephony.settings import TelephonySettings
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
+from gateway.delivery.settings import DeliverySettings
 from gateway.models import Channel, EquipmentCategory
 
 DEFAULT_PATH = Path("leadgate.toml")
@@ -153,6 +156,9 @@ class Settings(BaseSettings):
     orders: TokenSettings = TokenSettings()
     admin: TokenSettings = TokenSettings()
     screen: ScreenSettings = ScreenSettings()
+    telephony: TelephonySettings = TelephonySettings()
+    email: EmailSettings = EmailSettings()
+    delivery: DeliverySettings = DeliverySettings()
     sources: dict[Channel, str] = Field(default_factory=_default_sources)
 
     @field_validator("sources")

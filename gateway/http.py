@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import SecretStr
 
 from gateway.errors import ApiError
@@ -62,17 +65,23 @@ async def read_fields(request: web.Request) -> dict[str, Any]:
     if ctype in JSON_TYPES:
         return await read_json_object(request)
     if ctype in FORM_TYPES:
+        # Broken multipart (ValueError, HttpProcessingError), unknown charset (LookupError),
+        # unknown part Content-(Transfer-)Encoding (RuntimeError), bad part gzip (zlib.error).
         try:
             post = await request.post()
-        except ValueError as exc:  # broken multipart boundaries, bad encodings
+        except (ValueError, LookupError, HttpProcessingError, RuntimeError, zlib.error) as exc:
             raise ApiError(400, "invalid_form", f"form body could not be read: {exc}") from None
         out: dict[str, Any] = {}
         for key, value in post.items():
             if isinstance(value, str):
-                out.setdefault(key, value)
+                out.setdefault(_unicode(key), _unicode(value))
             elif isinstance(value, web.FileField):  # keep what the file is, not its bytes
                 out.setdefault("__files__", []).append(
-                    {"field": key, "name": value.filename, "type": value.content_type}
+                    {
+                        "field": _unicode(key),
+                        "name": _unicode(value.filename),
+                        "type": _unicode(value.content_type),
+                    }
                 )
         return out
     raise ApiError(
@@ -80,6 +89,33 @@ async def read_fields(request: web.Request) -> dict[str, Any]:
         "unsupported_media_type",
         "send application/json, application/x-www-form-urlencoded or multipart/form-data",
     )
+
+
+def _unicode(text: str) -> str:
+    """Text that can be stored: part headers are decoded with surrogateescape and some
+    charsets (unicode_escape, ...) make lone surrogates, which no JSON or SQLite takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_form", "form body is not valid text") from None
+    return text
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,199}")
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header: 1 to 200 visible ASCII characters; blank means none."""
+    raw = request.headers.get("Idempotency-Key", "").strip()
+    if not raw:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(raw):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
+        )
+    return raw
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -18,6 +18,7 @@ from gateway import leads_api, ops
 from gateway.assign import Roster
 from gateway.calendar import BusinessCalendar
 from gateway.config import Settings
+from gateway.delivery import service as delivery
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
 from gateway.keys import CONNECTORS, METRICS, PIPELINE, SETTINGS, STORE
@@ -155,7 +156,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         app.router.add_routes(connector.routes())
     leads_api.setup(app)
     ops.setup(app)
+    for name, check in ctx.readiness.items():
+        ops.add_readiness_check(app, name, check)
     app.cleanup_ctx.append(_store_ctx)
+    delivery.setup(app)  # the outbox worker: after the store (needs it open)
     app.cleanup_ctx.append(_tasks_ctx)
     return app
 

@@ -101,8 +101,14 @@ def cmd_leads(args: argparse.Namespace) -> int:
     return leads.run(args, _load(args))
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway.cli import outbox
+
+    return outbox.run(args, _load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, leads
+    from gateway.cli import calendar, leads, outbox
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -129,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["calendar"].set_defaults(func=cmd_calendar)
     leads.add_parser(sub)
     sub.choices["leads"].set_defaults(func=cmd_leads)
+    outbox.add_parser(sub)
+    sub.choices["outbox"].set_defaults(func=cmd_outbox)
     return parser
 
 

@@ -57,6 +57,45 @@ class OutboxItem:
     created_at: datetime
     last_error: str | None = None
     delivered_at: datetime | None = None
+    remote_id: str | None = None  # the sink's id for what was delivered (CRM lead/comment id)
+    attempted: bool = False  # a delivery attempt was started before (it may have landed)
+
+
+# --- outbox (delivery) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxUpdate:
+    """What became of one claimed item; the worker writes a batch of these in one go.
+
+    state "delivered": done (`remote_id` kept; for lead.created also as the lead's link).
+    state "pending": try again at `next_attempt_at`. state "dead": to the dead-letter queue.
+    `count_attempt` adds one to attempts; `attempted` (when not None) resets the flag that
+    says an attempt may have reached the sink (False when the sink certainly saw nothing).
+    """
+
+    id: int
+    state: str
+    error: str | None = None
+    remote_id: str | None = None
+    next_attempt_at: datetime | None = None
+    count_attempt: bool = True
+    attempted: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    dead: int
+    oldest_pending_at: datetime | None  # created_at of the oldest pending item
+
+
+@dataclass(frozen=True, slots=True)
+class LeadLink:
+    """Where a lead stands with a sink: its lead.created item's state and the remote id."""
+
+    state: str | None  # None when the lead.created row is gone (purged after delivery)
+    remote_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +153,26 @@ class Store(Protocol):
     async def get_checkpoint(self, name: str) -> str | None: ...
 
     async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]: ...
+
+    # --- outbox (delivery) ----------------------------------------------------------------
+
+    async def claim_outbox(
+        self, now: datetime, limit: int, *, mark: bool = True
+    ) -> list[OutboxItem]:
+        """Pending items due at `now`, oldest first. With `mark`, each is durably flagged as
+        attempted before this returns (the items keep their previous flag), so a crash while
+        the sink works leaves a trace that makes the next attempt look before it creates."""
+
+    async def update_outbox(self, sink: str, updates: Sequence[OutboxUpdate], at: datetime) -> None:
+        """Record the outcomes of claimed items, all in one transaction."""
+
+    async def lead_links(self, sink: str, lead_ids: Sequence[str]) -> dict[str, LeadLink]:
+        """For merges: whether each lead reached `sink`, and as which remote id."""
+
+    async def retry_outbox(self, ids: Sequence[int] | None, now: datetime) -> int:
+        """Make dead (or waiting) items due now with fresh attempts; None = all dead ones."""
+
+    async def outbox_stats(self) -> OutboxStats: ...
+
+    async def purge_outbox(self, delivered_before: datetime) -> None:
+        """Forget delivered items older than a moment (lead links are kept)."""

@@ -51,9 +51,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     last_error TEXT,
     delivered_at REAL,
-    remote_id TEXT
+    remote_id TEXT,
+    -- 1 once a delivery attempt started: the sink may have acted even if we never heard back.
+    attempted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_lead ON outbox (lead_id, kind);
+
+-- A lead's id in each sink (Bitrix24 lead id, ...): merges are written onto it.
+CREATE TABLE IF NOT EXISTS outbox_links (
+    sink TEXT NOT NULL,
+    lead_id TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    PRIMARY KEY (sink, lead_id)
+) WITHOUT ROWID;
 
 -- Authentic input we could not turn into an event: kept for a person to look at.
 CREATE TABLE IF NOT EXISTS quarantine (

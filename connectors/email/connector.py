@@ -1,0 +1,85 @@
+"""The email connector: one poller task per configured (mailbox, folder), one auto-reply
+worker, a readiness check, and no HTTP routes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from connectors.base import ConnectorContext
+from connectors.email.autoreply import RETRY_DELAYS, AutoReplier, Clock, Sender
+from connectors.email.metrics import EmailMetrics
+from connectors.email.poller import FolderPoller
+from connectors.email.settings import EmailSettings
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EmailConnector:
+    name = "email"
+
+    def __init__(
+        self,
+        ctx: ConnectorContext,
+        settings: EmailSettings,
+        *,
+        clock: Clock = _utc_now,
+        sender: Sender | None = None,
+        retry_delays: tuple[float, ...] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = EmailMetrics(ctx.metrics.registry)
+        own = settings.all_own_addresses()
+        pipeline = ctx.pipeline
+        self.replier: AutoReplier | None = None
+        if settings.smtp is not None and settings.auto_reply.when != "never":
+            self.replier = AutoReplier(
+                smtp=settings.smtp,
+                rules=settings.auto_reply,
+                tz=pipeline.calendar.tz,
+                store=pipeline.store,
+                metrics=self.metrics,
+                clock=clock,
+                sender=sender,
+                retry_delays=RETRY_DELAYS if retry_delays is None else retry_delays,
+            )
+        self.pollers = [
+            FolderPoller(
+                mailbox=name,
+                settings=box,
+                folder=folder,
+                pipeline=pipeline,
+                metrics=self.metrics,
+                own_addresses=own,
+                region=ctx.settings.phone_region,
+                clock=clock,
+                replier=self.replier,
+            )
+            for name, box in settings.mailboxes.items()
+            for folder in box.folders
+        ]
+        ctx.readiness[self.name] = self.readiness
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return []
+
+    def tasks(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        jobs: list[Callable[[], Awaitable[None]]] = [p.run for p in self.pollers]
+        if self.replier is not None:
+            jobs.append(self.replier.run)
+        return jobs
+
+    def readiness(self) -> str | None:
+        problems = [p for poller in self.pollers if (p := poller.problem()) is not None]
+        return "; ".join(problems) or None
+
+
+def build(ctx: ConnectorContext) -> EmailConnector | None:
+    settings = ctx.settings.email
+    if not settings.mailboxes:
+        return None
+    return EmailConnector(ctx, settings)

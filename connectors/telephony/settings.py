@@ -1,0 +1,89 @@
+"""The `[telephony]` config section: which providers may call us, with which secrets.
+
+Imported by gateway.config, so this module imports nothing from gateway/ (pydantic only).
+A provider's webhook is mounted only when its secret is configured.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+DEFAULT_ZADARMA_RECORDING_URL = (
+    "https://api.zadarma.com/v1/pbx/record/request/?call_id={recording_id}"
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ZadarmaSettings(_Section):
+    # «Secret» of the API key pair in the Zadarma cabinet (Settings -> API and integrations).
+    api_secret: SecretStr | None = None
+    # Zadarma sends call_start as local wall time without a zone: this is that zone.
+    timezone: str = "Europe/Moscow"
+    # Answer to NOTIFY_START after hours: play this sound file (its id in the PBX's
+    # sound manager) as the autoresponder. None: let the PBX's own scenario run.
+    after_hours_ivr: str | None = Field(None, min_length=1, max_length=100)
+    # In working hours, send a returning caller straight to their seller's extension.
+    sticky_redirect: bool = False
+    # Seconds the seller's extension rings before the call goes back to the PBX scenario.
+    redirect_timeout: int = Field(20, ge=3, le=600)
+    # What a blocked number gets: "blacklist" (busy signal) or "hangup".
+    blocked_action: str = Field("blacklist", pattern="^(blacklist|hangup)$")
+    # Link put on recording attachments; {recording_id} and {call_id} are filled in.
+    recording_url: str | None = DEFAULT_ZADARMA_RECORDING_URL
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class MangoSettings(_Section):
+    # «Уникальный код вашей АТС» (vpbx_api_key) and «Ключ для создания подписи» (salt)
+    # from the Mango Office cabinet, Integrations -> API connection.
+    api_key: SecretStr | None = None
+    api_salt: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> MangoSettings:
+        if (self.api_key is None) != (self.api_salt is None):
+            raise ValueError("give both api_key and api_salt, or neither")
+        return self
+
+
+class CtiSettings(_Section):
+    # The secret part of the URL the PBX posts to: /v1/telephony/cti/{token}.
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the CTI token must be at least 16 characters")
+        return value
+
+
+class TelephonySettings(_Section):
+    # Numbers whose calls are rejected and stored as JUNK, beside [screen].blocked_phones.
+    blocked_numbers: list[str] = []
+    # Record outgoing calls as activity on the person's open lead.
+    outgoing_calls: bool = True
+    zadarma: ZadarmaSettings = ZadarmaSettings()
+    mango: MangoSettings = MangoSettings()
+    cti: CtiSettings = CtiSettings()
+
+    @property
+    def any_provider(self) -> bool:
+        return (
+            self.zadarma.api_secret is not None
+            or self.mango.api_key is not None
+            or self.cti.token is not None
+        )

@@ -1,0 +1,55 @@
+"""Wiring: the sink named in settings, the worker as an app resource, its readiness check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.delivery.bitrix24 import Bitrix24Sink
+from gateway.delivery.local import LocalSink
+from gateway.delivery.metrics import DeliveryMetrics
+from gateway.delivery.sink import Sink
+from gateway.delivery.webhook import WebhookSink
+from gateway.delivery.worker import OutboxWorker
+from gateway.keys import METRICS, SETTINGS, STORE
+from gateway.ops import add_readiness_check
+
+WORKER = web.AppKey("outbox_worker", OutboxWorker)
+
+
+def make_sink(settings: Settings, record: Callable[[str], None] | None = None) -> Sink:
+    delivery = settings.delivery
+    if delivery.sink == "bitrix24":
+        return Bitrix24Sink(
+            delivery.bitrix24,
+            sellers={s.id: s.crm_user_id for s in settings.sellers},
+            tz=ZoneInfo(settings.calendar.timezone),
+            record=record,
+        )
+    if delivery.sink == "webhook":
+        return WebhookSink(delivery.webhook, record=record)
+    return LocalSink()
+
+
+def setup(app: web.Application) -> None:
+    """Register the worker; call after the store's cleanup_ctx (the worker needs it open)."""
+    settings = app[SETTINGS]
+    metrics = DeliveryMetrics(app[METRICS].registry, settings.delivery.sink)
+    sink = make_sink(settings, metrics.request)
+    worker = OutboxWorker(app[STORE], sink, settings.delivery, metrics)
+    app[WORKER] = worker
+    add_readiness_check(app, "delivery", worker.problem)
+    app.cleanup_ctx.append(_worker_ctx)
+
+
+async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[WORKER].run(), name="outbox-worker")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

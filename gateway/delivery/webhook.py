@@ -1,0 +1,143 @@
+"""The webhook sink, for any other CRM: POST the lead as JSON, signed, once per outbox item.
+
+Every request carries
+  X-Leadgate-Delivery: the outbox item's event id — the same on every retry: deduplicate on it;
+  X-Leadgate-Event: lead.created | lead.merged;
+  X-Leadgate-Timestamp: unix seconds when this attempt was signed;
+  X-Leadgate-Signature: sha256=HEX(HMAC-SHA256(secret, f"{timestamp}.{body}")).
+A receiver recomputes the signature over the raw body, compares in constant time and
+refuses timestamps older than a few minutes. 2xx = delivered; 401/403 stop delivery (the
+secret is wrong: retrying will not fix it); 408/5xx retry with backoff; 429/503 with
+Retry-After slow down; any other 4xx is permanent (dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.delivery.settings import WebhookSinkSettings
+from gateway.delivery.sink import Delivery, Result, Status, masked
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    return (
+        "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    )
+
+
+def payload(d: Delivery) -> bytes:
+    return orjson.dumps(
+        {
+            "delivery_id": d.item.event_id,
+            "kind": d.item.kind,
+            "lead": d.lead.model_dump(mode="json"),
+            "event": d.event.model_dump(mode="json") if d.event is not None else None,
+        }
+    )
+
+
+class WebhookSink:
+    name = "webhook"
+    marks_attempts = True
+
+    def __init__(
+        self,
+        settings: WebhookSinkSettings,
+        *,
+        record: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if settings.url is None or settings.secret is None:
+            raise ValueError("delivery.webhook.url and delivery.webhook.secret must be set")
+        self.url = settings.url
+        self._secret = settings.secret.get_secret_value().encode()
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._record = record or (lambda outcome: None)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def ready(self) -> None:
+        return None
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        if self._session is None:
+            await self.start()
+        return list(await asyncio.gather(*(self._one(d) for d in batch)))
+
+    async def _one(self, d: Delivery) -> Result:
+        assert self._session is not None
+        body = payload(d)
+        stamp = str(int(self._clock()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "leadgate",
+            "X-Leadgate-Delivery": d.item.event_id,
+            "X-Leadgate-Event": d.item.kind,
+            "X-Leadgate-Attempt": str(d.item.attempts + 1),
+            "X-Leadgate-Timestamp": stamp,
+            "X-Leadgate-Signature": sign(self._secret, stamp, body),
+        }
+        async with self._limit:
+            try:
+                async with self._session.post(self.url, data=body, headers=headers) as resp:
+                    status = resp.status
+                    answer = await resp.read()
+                    retry_after = _seconds(resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._record("network")
+                error = masked(f"webhook: {type(exc).__name__}: {exc}", self.url)
+                return Result(d.item.id, Status.RETRY, error=error)
+        return self._judge(d, status, answer, retry_after)
+
+    def _judge(self, d: Delivery, status: int, answer: bytes, retry_after: float | None) -> Result:
+        snippet = masked(answer[:200].decode("utf-8", "replace"), self.url)
+        error = f"webhook: HTTP {status}: {snippet}".rstrip(": ")
+        if 200 <= status < 300:
+            self._record("ok")
+            return Result(d.item.id, Status.DELIVERED, remote_id=_remote_id(answer))
+        if status in (401, 403):
+            self._record("auth")
+            return Result(d.item.id, Status.HALT, error=error)
+        if status in (429, 503) and retry_after is not None:
+            self._record("throttled")
+            return Result(d.item.id, Status.THROTTLE, error=error, retry_after=retry_after)
+        if status in (408, 425, 429) or status >= 500:
+            self._record("server_error")
+            return Result(d.item.id, Status.RETRY, error=error, retry_after=retry_after)
+        self._record("error")
+        return Result(d.item.id, Status.DEAD, error=error)
+
+
+def _remote_id(answer: bytes) -> str | None:
+    try:
+        data: Any = orjson.loads(answer) if answer else None
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str | int):
+        return str(data["id"])
+    return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

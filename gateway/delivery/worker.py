@@ -1,0 +1,291 @@
+"""The outbox worker: claim due items, hand them to the sink, record what happened.
+
+At-least-once: an item leaves the outbox only after the sink said it took effect, and a
+crash anywhere leaves it pending. Exactly-once effect comes from the sinks' idempotency
+(the claim durably flags an item as attempted before the sink sees it, so the next try
+looks before it creates). Transient failures back off exponentially with jitter;
+permanent ones and exhausted retries go to the dead-letter queue with their last error.
+Credentials refused stop delivery (no attempts burnt) and alert via /readyz, the
+`leadgate_delivery_halted` gauge and an error log; it retries every halt_probe_seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from gateway.delivery.metrics import DeliveryMetrics
+from gateway.delivery.settings import DeliverySettings
+from gateway.delivery.sink import KIND_MERGED, Delivery, Result, Sink, Status
+from gateway.store.base import LeadLink, OutboxItem, OutboxUpdate, Store
+
+log = logging.getLogger(__name__)
+
+_DONE = (Status.DELIVERED, Status.SKIPPED)
+_FAILED = (Status.RETRY, Status.DEAD, Status.THROTTLE, Status.HALT)
+
+
+def backoff(attempt: int, initial: float, cap: float, rng: Callable[[], float]) -> float:
+    """Seconds before try number attempt+1: doubling from `initial`, at most `cap`, with
+    "equal jitter" (half fixed, half random) so a burst of failures does not retry in step."""
+    delay = min(cap, initial * 2.0 ** max(0, attempt - 1))
+    return delay / 2 + rng() * delay / 2
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        store: Store,
+        sink: Sink,
+        settings: DeliverySettings,
+        metrics: DeliveryMetrics,
+        *,
+        rng: Callable[[], float] = random.random,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.settings = settings
+        self.metrics = metrics
+        self._rng = rng
+        self._now = now
+        self._wake = asyncio.Event()
+        self.halted_since: datetime | None = None
+        self.halted_reason: str | None = None
+        self.failing_since: datetime | None = None
+        self.last_error: str | None = None
+        self.stopped: str | None = None  # the worker itself died: never expected
+        self._probe_at: datetime | None = None
+        self._purged_at: datetime | None = None
+
+    # --- what ops see ---------------------------------------------------------------------
+
+    def problem(self) -> str | None:
+        """For /readyz: None when delivery is healthy."""
+        name = self.sink.name
+        if self.stopped is not None:
+            return f"the outbox worker stopped: {self.stopped}"
+        if self.halted_since is not None:
+            return (
+                f"{name} refused our credentials, delivery stopped since "
+                f"{self.halted_since:%Y-%m-%d %H:%M:%S} UTC ({self.halted_reason}); "
+                f"fix them, it tries again every {self.settings.halt_probe_seconds:g} s"
+            )
+        if self.failing_since is not None:
+            return (
+                f"{name} failing since {self.failing_since:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{self.last_error}; leads are kept in the outbox"
+            )
+        return None
+
+    def wake(self) -> None:
+        """Look at the outbox now instead of at the next poll."""
+        self._wake.set()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.sink.start()
+        try:
+            while True:
+                try:
+                    pause = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the store hiccuped: keep going, slower
+                    log.exception("outbox worker cycle failed")
+                    self._failing(f"{type(exc).__name__}: {exc}")
+                    pause = max(self.settings.poll_seconds, 1.0)
+                if pause > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), pause)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.stopped = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            await self.sink.close()
+
+    async def run_once(self) -> float:
+        """One cycle; returns how long to rest before the next one (0: go on at once)."""
+        now = self._now()
+        await self._refresh(now)
+        if self._probe_at is not None and now < self._probe_at:
+            return (self._probe_at - now).total_seconds()
+        await self.sink.ready()
+        items = await self.store.claim_outbox(
+            self._now(), self.settings.batch_size, mark=self.sink.marks_attempts
+        )
+        if not items:
+            await self._purge(now)
+            return self.settings.poll_seconds
+        deliveries, missing = await self._deliveries(items)
+        results = await self._deliver(deliveries)
+        results += [
+            Result(item.id, Status.DEAD, error="its lead is not in the store") for item in missing
+        ]
+        return await self._record(items, results)
+
+    async def _deliveries(
+        self, items: Sequence[OutboxItem]
+    ) -> tuple[list[Delivery], list[OutboxItem]]:
+        lead_ids = list(dict.fromkeys(item.lead_id for item in items))
+        merged = [i.lead_id for i in items if i.kind == KIND_MERGED]
+        links: dict[str, LeadLink] = await self.store.lead_links(
+            self.sink.name, list(dict.fromkeys(merged + lead_ids))
+        )
+        out: list[Delivery] = []
+        missing: list[OutboxItem] = []
+        leads = {lead_id: await self.store.get_lead(lead_id) for lead_id in lead_ids}
+        for item in items:
+            lead = leads.get(item.lead_id)
+            if lead is None:
+                missing.append(item)
+                continue
+            event = next((e for e in lead.events if e.id == item.event_id), None)
+            link = links.get(item.lead_id)
+            out.append(
+                Delivery(
+                    item=item,
+                    lead=lead,
+                    event=event,
+                    lead_remote_id=link.remote_id if link else None,
+                    lead_state=link.state if link else None,
+                )
+            )
+        return out, missing
+
+    async def _deliver(self, deliveries: Sequence[Delivery]) -> list[Result]:
+        if not deliveries:
+            return []
+        try:
+            results = await self.sink.deliver(deliveries)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a sink bug or an unexpected answer: a transient failure
+            log.exception("sink %s failed on a batch of %d", self.sink.name, len(deliveries))
+            error = f"{self.sink.name}: {type(exc).__name__}: {exc}"
+            results = [Result(d.item.id, Status.RETRY, error=error) for d in deliveries]
+        seen = {r.outbox_id for r in results}
+        results += [
+            Result(d.item.id, Status.RETRY, error=f"{self.sink.name} gave no result")
+            for d in deliveries
+            if d.item.id not in seen
+        ]
+        return results
+
+    async def _record(self, items: Sequence[OutboxItem], results: Sequence[Result]) -> float:
+        s = self.settings
+        by_id = {item.id: item for item in items}
+        now = self._now()
+        updates: list[OutboxUpdate] = []
+        pause = 0.0
+        halt: Result | None = None
+        counts: dict[str, int] = {}
+        for r in results:
+            item = by_id[r.outbox_id]
+            error = r.error
+            status = r.status
+            if status in _DONE:
+                updates.append(OutboxUpdate(item.id, "delivered", remote_id=r.remote_id))
+                self.metrics.latency.observe(max(0.0, (now - item.created_at).total_seconds()))
+            elif status is Status.RETRY and item.attempts + 1 >= s.max_attempts:
+                status = Status.DEAD
+                error = f"gave up after {item.attempts + 1} attempts: {error}"
+                updates.append(OutboxUpdate(item.id, "dead", error=error))
+            elif status is Status.RETRY:
+                wait = backoff(
+                    item.attempts + 1, s.backoff_initial_seconds, s.backoff_max_seconds, self._rng
+                )
+                wait = max(wait, r.retry_after or 0.0)
+                due = now + timedelta(seconds=wait)
+                updates.append(OutboxUpdate(item.id, "pending", error=error, next_attempt_at=due))
+            elif status is Status.DEAD:
+                updates.append(OutboxUpdate(item.id, "dead", error=error))
+            else:
+                # WAIT, THROTTLE, HALT: the sink did nothing with it; no attempt is used up.
+                wait = r.retry_after if r.retry_after is not None else 0.0
+                if status is Status.WAIT:
+                    wait = r.retry_after or s.wait_seconds
+                elif status is Status.THROTTLE:
+                    pause = max(pause, wait or 1.0)
+                else:
+                    halt = r
+                updates.append(
+                    OutboxUpdate(
+                        item.id,
+                        "pending",
+                        error=error,
+                        next_attempt_at=now + timedelta(seconds=wait),
+                        count_attempt=False,
+                        attempted=item.attempted,
+                    )
+                )
+            counts[status.value] = counts.get(status.value, 0) + 1
+            if status is Status.DEAD:
+                log.error("outbox item %d (%s) is dead: %s", item.id, item.kind, error)
+        await self.store.update_outbox(self.sink.name, updates, now)
+        for name, count in counts.items():
+            self.metrics.result(name, count)
+        self._health(results, halt, now)
+        if halt is not None:
+            return s.halt_probe_seconds
+        return pause
+
+    def _health(self, results: Sequence[Result], halt: Result | None, now: datetime) -> None:
+        if halt is not None:
+            if self.halted_since is None:
+                self.halted_since = now
+                log.error(
+                    "delivery to %s STOPPED: credentials refused (%s). Fix the webhook, then it "
+                    "resumes by itself (next try in %g s); nothing is lost meanwhile.",
+                    self.sink.name,
+                    halt.error,
+                    self.settings.halt_probe_seconds,
+                )
+            self.halted_reason = halt.error or "refused"
+            self._probe_at = now + timedelta(seconds=self.settings.halt_probe_seconds)
+            self.metrics.halted.set(1)
+            return
+        if any(r.status in _DONE for r in results):
+            if self.halted_since is not None:
+                log.warning("delivery to %s resumed", self.sink.name)
+            if self.failing_since is not None:
+                log.info("delivery to %s is healthy again", self.sink.name)
+            self.halted_since = self.halted_reason = self._probe_at = None
+            self.failing_since = None
+            self.metrics.halted.set(0)
+            self.metrics.failing.set(0)
+            return
+        failed = [r for r in results if r.status in _FAILED]
+        if failed:
+            self._failing(failed[0].error or failed[0].status.value)
+
+    def _failing(self, error: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = self._now()
+            log.warning("delivery to %s failing: %s", self.sink.name, error)
+        self.last_error = error
+        self.metrics.failing.set(1)
+
+    async def _refresh(self, now: datetime) -> None:
+        stats = await self.store.outbox_stats()
+        self.metrics.depth.set(stats.pending)
+        self.metrics.dead.set(stats.dead)
+        oldest = stats.oldest_pending_at
+        self.metrics.oldest_age.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+
+    async def _purge(self, now: datetime) -> None:
+        days = self.settings.keep_delivered_days
+        if days <= 0:
+            return
+        if self._purged_at is not None and now - self._purged_at < timedelta(hours=1):
+            return
+        self._purged_at = now
+        await self.store.purge_outbox(now - timedelta(days=days))
