@@ -8,6 +8,7 @@ so a flood cannot fill the disk), never silently dropped.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from gateway.http import (
     read_fields,
     wants_html,
 )
-from gateway.i18n import N_, gettext_for, negotiate
+from gateway.i18n import N_, format_when, gettext_for, negotiate
 from gateway.identity import normalize_email, normalize_phone
 from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent, new_id
 from gateway.ratelimit import RateLimiter
@@ -40,6 +41,13 @@ MSG_TOO_LONG = N_("Слишком длинное значение: не боль
 MSG_NOT_TEXT = N_("Ожидается текст")
 MSG_INVALID = N_("Проверьте поля формы")
 MSG_TOO_MANY = N_("Слишком много заявок с вашего адреса, попробуйте через {seconds} с")
+MSG_THANKS = N_("Спасибо! Заявка принята.")
+MSG_SOON = N_("Мы свяжемся с вами в ближайшее время.")
+MSG_AFTER_HOURS = N_("Сейчас нерабочее время. Мы свяжемся с вами, когда откроемся: {when}.")
+MSG_NOT_SENT = N_("Заявка не отправлена")
+MSG_BACK = N_("Вернуться к форме")
+
+CORS_HEADERS = "Content-Type, Idempotency-Key, Accept-Language"
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_EXTRA_FIELDS = 20
@@ -190,16 +198,81 @@ class WebformConnector:
         self._junk_kept: dict[str, float] = {}  # client -> when its last rate-limited post was kept
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
-        return [web.post("/v1/forms/{form_id}", self.handle)]
+        return [
+            web.post("/v1/forms/{form_id}", self.handle),
+            web.options("/v1/forms/{form_id}", self.preflight),
+            web.get("/v1/forms/{form_id}/thanks", self.thanks),
+        ]
 
     def tasks(self) -> Sequence[Any]:
         return []
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _form(self, request: web.Request) -> tuple[str, FormSettings]:
         form_id = request.match_info["form_id"]
         form = self.ctx.settings.forms.get(form_id)
         if form is None:
             raise ApiError(404, "unknown_form", f"no form named {form_id!r} is configured")
+        return form_id, form
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        form_id, form = self._form(request)
+        cors = _cors(request, form)
+        try:
+            response = await self._accept(request, form_id, form)
+        except ApiError as err:
+            if wants_html(request) and err.status in (422, 429):
+                return self._error_page(request, err)
+            err.headers.update(cors)
+            raise
+        response.headers.update(cors)
+        return response
+
+    async def preflight(self, request: web.Request) -> web.StreamResponse:
+        """CORS preflight, so the site's own scripts may post the form with fetch()."""
+        _, form = self._form(request)
+        cors = _cors(request, form)
+        if not cors:
+            raise ApiError(403, "origin_not_allowed", "this origin may not post this form")
+        cors |= {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+        return web.Response(status=204, headers=cors)
+
+    async def thanks(self, request: web.Request) -> web.StreamResponse:
+        """The default thank-you page: says when we will answer if we are closed now."""
+        _, form = self._form(request)
+        locale = negotiate(request.headers.get("Accept-Language"))
+        _ = gettext_for(locale)
+        calendar = self.ctx.pipeline.calendar
+        verdict = calendar.classify(datetime.now(UTC), form.channel)
+        when = (
+            _(MSG_AFTER_HOURS).format(
+                when=format_when(verdict.next_open_at, locale, calendar.settings.timezone)
+            )
+            if verdict.next_open_at is not None
+            else _(MSG_SOON)
+        )
+        return _page(locale, _(MSG_THANKS), f"<p>{html.escape(when)}</p>", status=200)
+
+    def _error_page(self, request: web.Request, err: ApiError) -> web.StreamResponse:
+        """A person posting a plain HTML form reads a page, not JSON."""
+        locale = negotiate(request.headers.get("Accept-Language"))
+        _ = gettext_for(locale)
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in err.fields.values())
+        body = (
+            f"<p>{html.escape(err.detail)}</p><ul>{items}</ul>"
+            f'<p><a href="javascript:history.back()">{html.escape(_(MSG_BACK))}</a></p>'
+        )
+        self.ctx.metrics.rejected("/v1/forms/{form_id}", err.code)
+        response = _page(locale, _(MSG_NOT_SENT), body, status=err.status)
+        response.headers.update(err.headers)
+        return response
+
+    async def _accept(
+        self, request: web.Request, form_id: str, form: FormSettings
+    ) -> web.StreamResponse:
         ip = client_ip(request, self.trusted)
         wait = 0.0 if self._is_exempt(ip) else self.limiter.hit(ip)
         data = await read_fields(request)
@@ -225,7 +298,8 @@ class WebformConnector:
             raise self._too_many(wait, _)
         receipt = await self.ctx.pipeline.accept(event)
         if wants_html(request):
-            raise web.HTTPSeeOther(form.thank_you_url)
+            target = form.thank_you_url or f"/v1/forms/{form_id}/thanks"
+            return web.Response(status=303, headers={"Location": target})
         return receipt_response(receipt)
 
     def _is_exempt(self, ip: str) -> bool:
@@ -256,6 +330,28 @@ class WebformConnector:
             _(MSG_TOO_MANY).format(seconds=seconds),
             headers={"Retry-After": str(seconds)},
         )
+
+
+def _cors(request: web.Request, form: FormSettings) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin or not form.allowed_origins:
+        return {}
+    if "*" in form.allowed_origins:
+        return {"Access-Control-Allow-Origin": "*"}
+    if origin in form.allowed_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def _page(locale: str, title: str, body: str, *, status: int) -> web.Response:
+    page = (
+        f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>body{{font:17px system-ui;max-width:36em;"
+        f"margin:3em auto;padding:0 1em}}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"{body}</body></html>"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
 
 
 def build(ctx: ConnectorContext) -> Connector | None:

@@ -7,12 +7,22 @@ Unknown keys are errors that name their key path.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.email.settings import EmailSettings
@@ -30,13 +40,25 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _check_networks(items: list[str]) -> list[str]:
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return items
+
+
+Networks = Annotated[list[str], AfterValidator(_check_networks)]
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Proxies whose X-Forwarded-For we believe; from anyone else the header is ignored,
     # otherwise any client could pick the IP the rate limit sees.
-    trusted_proxies: list[str] = []
+    trusted_proxies: Networks = []
     public_url: str | None = None  # how senders reach us; used in docs/links only
 
 
@@ -84,7 +106,12 @@ def _site_fields() -> dict[str, FormField]:
 class FormSettings(Section):
     title: str = "Заявка с сайта"
     fields: dict[str, FormField] = Field(default_factory=_site_fields)
-    thank_you_url: str = "/thanks"
+    # Where a browser's plain form post is sent after success (303). None: the gateway's
+    # own Russian thank-you page at /v1/forms/{form_id}/thanks.
+    thank_you_url: str | None = None
+    # Origins whose pages may post this form with fetch() (CORS), e.g. ["https://shop.ru"];
+    # ["*"] for any. Empty: only plain HTML posts and server-to-server calls.
+    allowed_origins: list[str] = []
     # A field no person sees; a bot that fills it makes a JUNK lead, not a NEW one.
     honeypot_field: str | None = "website"
     channel: Literal["webform", "callback", "chat"] = "webform"
@@ -95,6 +122,13 @@ class FormSettings(Section):
         for name, f in fields.items():
             if f.kind == "choice" and not f.choices:
                 raise ValueError(f"field {name!r} is a choice but lists no choices")
+            if f.maps_to == "equipment_category":
+                allowed = {c.value for c in EquipmentCategory}
+                if f.kind != "choice" or not set(f.choices or ()) <= allowed:
+                    raise ValueError(
+                        f"field {name!r} maps to equipment_category, so it must be a choice "
+                        f"among {sorted(allowed)}"
+                    )
         return fields
 
 
@@ -103,7 +137,7 @@ class RateLimitSettings(Section):
 
     requests: int = Field(20, ge=1)
     per_seconds: float = Field(60.0, gt=0)
-    exempt: list[str] = []  # IPs or CIDR networks never limited (the website's own backend)
+    exempt: Networks = []  # IPs or CIDR networks never limited (the website's own backend)
 
 
 class TokenSettings(Section):
@@ -160,6 +194,13 @@ class Settings(BaseSettings):
     email: EmailSettings = EmailSettings()
     delivery: DeliverySettings = DeliverySettings()
     sources: dict[Channel, str] = Field(default_factory=_default_sources)
+
+    @field_validator("phone_region")
+    @classmethod
+    def _known_region(cls, region: str) -> str:
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{region!r} is not a region phonenumbers knows (e.g. RU, BY, KZ)")
+        return region.upper()
 
     @field_validator("sources")
     @classmethod
@@ -226,6 +267,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             data = tomllib.loads(resolved.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(source, ["file not found"]) from exc
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+            raise ConfigError(source, [f"cannot read the file: {exc}"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
     data.update(overrides)

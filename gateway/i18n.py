@@ -1,8 +1,10 @@
 """Customer-facing text: Russian first (the msgids are Russian), other languages by catalog.
 
 Catalogs are gettext .po files under gateway/locale/<lang>/LC_MESSAGES/leadgate.po, compiled
-in memory at first use so no build step is needed. `pybabel extract -F babel.cfg` finds
-the strings marked with `_()`/`N_()`.
+in memory at first use so no build step is needed. The strings marked with `_()`/`N_()`
+are collected by (tests/test_i18n.py checks it was run):
+    pybabel extract -F babel.cfg -k N_ -k _ --no-location --omit-header \
+        -o gateway/locale/leadgate.pot .
 """
 
 from __future__ import annotations

@@ -84,6 +84,14 @@ class Interest(_Own):
     equipment_category: EquipmentCategory | None = None
     probable_equipment: str | None = None  # «Вероятное оборудование к покупке и его цена»
 
+    def merged_with(self, other: Interest) -> Interest:
+        """What a later contact adds: it fills what is unknown, never overwrites a seller's
+        earlier picture (an order's cart joins a form lead that named no equipment)."""
+        return Interest(
+            equipment_category=self.equipment_category or other.equipment_category,
+            probable_equipment=self.probable_equipment or other.probable_equipment,
+        )
+
 
 class Attachment(_Own):
     name: str | None = None

@@ -51,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=None,
             print=None,
             handle_signals=True,
+            # A body still uploading at SIGTERM would hold shutdown for aiohttp's default
+            # 60 s; nothing of it is stored, and Docker kills after 10 s anyway.
+            shutdown_timeout=8.0,
         )
     except StoreLocked as exc:
         print(f"leadgate: {exc}", file=sys.stderr)
@@ -117,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
@@ -128,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     check = sub.add_parser("check-config", help="validate the config; name every bad key")
-    check.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS)
     check.set_defaults(func=cmd_check_config)
 
     calendar.add_parser(sub)
@@ -140,8 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def hoist_config(argv: Sequence[str]) -> list[str]:
+    """Move `-c FILE` / `--config FILE` to the front, so it works after any subcommand
+    (`leadgate leads list -c prod.toml`) without declaring it on every subparser."""
+    rest: list[str] = []
+    front: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg in ("-c", "--config"):
+            front += [arg, next(items, "")]
+        elif arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(hoist_config(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
     except ConfigError as exc:

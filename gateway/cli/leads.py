@@ -9,6 +9,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from gateway.config import Settings
 from gateway.identity import mask_email, mask_phone
@@ -45,19 +46,20 @@ def _reader(settings: Settings) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _line(lead: Lead) -> str:
+def _line(lead: Lead, tz: ZoneInfo) -> str:
     c = lead.contact
     who = c.name or "—"
     # The terminal is a log too: masked unless --json is asked for explicitly.
     reach = ", ".join([mask_phone(p) for p in c.phones] + [mask_email(e) for e in c.emails])
     flags = " после часов" if lead.after_hours else ""
     return (
-        f"{lead.id}  {lead.created_at:%Y-%m-%d %H:%M}  {lead.status.value:<4}  "
+        f"{lead.id}  {lead.created_at.astimezone(tz):%Y-%m-%d %H:%M}  {lead.status.value:<4}  "
         f"{lead.channel.value:<8}  {lead.assigned_to or '(нет)':<12}  {who} {reach}{flags}"
     )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    tz = ZoneInfo(settings.calendar.timezone)  # a seller reads Moscow time, not UTC
     with _reader(settings) as db:
         if args.action == "list":
             channel = Channel(args.channel) if args.channel else None
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps([lead_json(lead) for lead in leads], ensure_ascii=False, indent=2))
             else:
                 for lead in leads:
-                    print(_line(lead))
+                    print(_line(lead, tz))
                 if not leads:
                     print("(no leads)")
             return 0
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(lead_json(lead), ensure_ascii=False, indent=2))
             return 0
-        print(_line(lead))
+        print(_line(lead, tz))
         print(
             f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
             + (f"; {lead.after_hours_reason}" if lead.after_hours_reason else "")

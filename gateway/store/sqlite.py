@@ -276,6 +276,7 @@ class SQLiteStore:
             lead = base.model_copy(
                 update={
                     "contact": base.contact.merged_with(event.contact),
+                    "interest": base.interest.merged_with(event.interest),
                     "updated_at": event.received_at,
                     "last_event_at": max(base.last_event_at, event.occurred_at),
                 }

@@ -1,0 +1,68 @@
+"""Config mistakes are caught by check-config, naming the key, never at the first request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"server": {"trusted_proxies": ["10.0.0.0/33"]}}, "server.trusted_proxies"),
+        ({"ratelimit": {"exempt": ["not-an-ip"]}}, "ratelimit.exempt"),
+        ({"phone_region": "ZZ"}, "phone_region"),
+        (
+            {"forms": {"site": {"fields": {"kind": {
+                "label": "Вид", "kind": "choice", "choices": ["Гигантское"],
+                "maps_to": "equipment_category"}}}}},
+            "forms.site.fields",
+        ),
+    ],
+)
+def test_bad_values_name_their_key(overrides: dict[str, object], where: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, **overrides)
+    assert any(p.startswith(where) for p in caught.value.problems), caught.value.problems
+
+
+def test_good_values_pass_and_region_is_upper_cased() -> None:
+    settings = load_settings(
+        None, phone_region="by", server={"trusted_proxies": ["10.0.0.0/8", "::1"]},
+        ratelimit={"exempt": ["192.0.2.7"]},
+    )
+    assert settings.phone_region == "BY"
+
+
+def test_unreadable_config_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)  # a directory
+    assert "cannot read" in caught.value.problems[0]
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes("log_level = '\xe9'".encode("latin-1"))
+    with pytest.raises(ConfigError):
+        load_settings(bad)
+
+
+def test_config_flag_works_after_any_subcommand() -> None:
+    from gateway.cli import hoist_config
+
+    assert hoist_config(["leads", "list", "-c", "prod.toml", "--json"]) == [
+        "-c", "prod.toml", "leads", "list", "--json"
+    ]
+    assert hoist_config(["calendar", "--config=x.toml"]) == ["--config=x.toml", "calendar"]
+    assert hoist_config(["serve"]) == ["serve"]
+
+
+def test_check_config_accepts_c_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('phone_region = "ZZ"\n')
+    assert main(["check-config", "-c", str(cfg)]) == 2
+    assert "phone_region" in capsys.readouterr().err
