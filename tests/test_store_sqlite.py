@@ -317,6 +317,19 @@ async def test_checkpoints(store: SQLiteStore, db_path: Path) -> None:
     await store.open()  # the fixture closes it again
 
 
+async def test_replay_of_a_pending_event_still_moves_the_checkpoint(store: SQLiteStore) -> None:
+    """A poller that re-reads a message whose first copy is still being committed must not
+    be left behind: the checkpoint moves with the replay too."""
+    e = make_event("cp-pending")
+    first, second = await asyncio.gather(
+        store.record(e, (), SINCE, planner(e), ("poller", "10")),
+        store.record(e, (), SINCE, planner(e), ("poller", "11")),
+    )
+    assert second.outcome is Outcome.REPLAYED
+    assert second.event_id == first.event_id
+    assert await store.get_checkpoint("poller") == "11"
+
+
 async def test_write_runs_statements_durably(store: SQLiteStore) -> None:
     r = await record(store, make_event("w-1"))
     (item,) = await store.outbox()

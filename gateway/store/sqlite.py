@@ -184,6 +184,8 @@ class SQLiteStore:
             pending = self._pending_replays.get(rk)
             if pending is not None:
                 await asyncio.shield(pending.done)
+                if checkpoint is not None:
+                    await self.save_checkpoint(*checkpoint)
                 return pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED})
             row = (
                 self._db()
