@@ -82,13 +82,16 @@ def item_json(item: OutboxItem) -> dict[str, Any]:
 
 
 def _line(item: OutboxItem) -> str:
-    when = item.delivered_at if item.state == "delivered" else item.next_attempt_at
-    label = "delivered" if item.state == "delivered" else "next"
+    label, when = {
+        "delivered": ("delivered", item.delivered_at),
+        "pending": ("next try", item.next_attempt_at),
+    }.get(item.state, ("accepted", item.created_at))
     remote = f"  -> {item.remote_id}" if item.remote_id else ""
     error = f"\n      {item.last_error}" if item.last_error and item.state != "delivered" else ""
     return (
         f"{item.id:>7}  {item.state:<9}  {item.kind:<12}  {item.lead_id}  "
-        f"try {item.attempts}  {label} {when:%Y-%m-%d %H:%M:%S}{remote}{error}"
+        f"tries {item.attempts}  {label} {when or item.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        f"{remote}{error}"
     )
 
 

@@ -42,7 +42,7 @@ class Delivery:
     @property
     def maybe_sent(self) -> bool:
         """An earlier attempt may have reached the sink: look before creating again."""
-        return False
+        return self.item.attempted
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
-from gateway.delivery.sink import KIND_MERGED, Delivery, Result, Sink, Status
+from gateway.delivery.sink import Delivery, Result, Sink, Status
 from gateway.store.base import LeadLink, OutboxItem, OutboxUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,7 @@ class OutboxWorker:
         self, items: Sequence[OutboxItem]
     ) -> tuple[list[Delivery], list[OutboxItem]]:
         lead_ids = list(dict.fromkeys(item.lead_id for item in items))
-        merged = [i.lead_id for i in items if i.kind == KIND_MERGED]
-        links: dict[str, LeadLink] = await self.store.lead_links(
-            self.sink.name, list(dict.fromkeys(merged + lead_ids))
-        )
+        links: dict[str, LeadLink] = await self.store.lead_links(self.sink.name, lead_ids)
         out: list[Delivery] = []
         missing: list[OutboxItem] = []
         leads = {lead_id: await self.store.get_lead(lead_id) for lead_id in lead_ids}
