@@ -86,7 +86,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     forms = ", ".join(settings.forms) or "none"
     print(
         f"{source or 'built-in defaults'}: ok — {len(settings.sellers)} seller(s), forms: {forms}, "
-        f"store: {settings.store.path}, order tokens: {len(settings.orders.tokens)}, "
+        f"store: {settings.store.path}, delivery: {settings.delivery.sink}, "
+        f"order tokens: {len(settings.orders.tokens)}, "
         f"admin tokens: {len(settings.admin.tokens)}"
     )
     return 0

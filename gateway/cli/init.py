@@ -67,6 +67,30 @@ blocked_emails = []
 blocked_domains = []
 stop_words = []
 
+# Where leads go: "local" keeps them in leadgate only; "bitrix24" or "webhook" send them on
+# through the durable outbox (docs/delivery/bitrix24.md).
+[delivery]
+sink = "local"
+# [delivery.bitrix24]
+# webhook_url = "https://your-portal.bitrix24.ru/rest/1/xxxxxxxxxxxxxxxx/"  # a secret
+# category_field = "UF_CRM_1700000000"          # «Какой категорией оборудования интересовался»
+# category_values = {{ "Крупное" = "45", "Мелкое" = "47" }}  # the list items' ids
+# equipment_field = "UF_CRM_1700000001"         # «Вероятное оборудование к покупке и его цена»
+# find_duplicates = true                         # join people already in the CRM
+
+# Telephony webhooks (docs/channels/telephony.md): set the provider's secret to switch it on.
+[telephony]
+blocked_numbers = []
+# [telephony.zadarma]
+# api_secret = "..."                  # Zadarma cabinet: API and integrations
+# after_hours_ivr = "file-id"         # the autoresponder played after hours
+# sticky_redirect = true              # a returning caller goes to their seller's extension
+# [telephony.mango]
+# api_key = "..."
+# api_salt = "..."
+# [telephony.cti]
+# token = "..."                       # POST /v1/telephony/cti/<token>
+
 # The website form; add more [forms.NAME] tables for other forms.
 [forms.site]
 title = "Заявка с сайта"
