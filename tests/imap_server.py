@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import grp
 import shutil
 import socket
 import subprocess
@@ -56,13 +55,12 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def _mail_owner() -> tuple[str, str, int, int]:
+def _mail_owner() -> tuple[str, int, int]:
     if os.geteuid() == 0:
         user = pwd.getpwnam("nobody")
-        group = grp.getgrgid(user.pw_gid)
-        return user.pw_name, group.gr_name, user.pw_uid, user.pw_gid
+        return user.pw_name, user.pw_uid, user.pw_gid
     me = pwd.getpwuid(os.geteuid())
-    return me.pw_name, grp.getgrgid(me.pw_gid).gr_name, me.pw_uid, me.pw_gid
+    return me.pw_name, me.pw_uid, me.pw_gid
 
 
 @dataclass
@@ -81,7 +79,7 @@ class Dovecot:
         if not Path(DOVECOT).exists():
             raise RuntimeError(MISSING)
         self.root.chmod(0o755)  # login processes (dovenull) must reach base_dir
-        user, group, uid, gid = _mail_owner()
+        user, uid, gid = _mail_owner()
         mail = self.root / "mail"
         mail.mkdir()
         os.chown(mail, uid, gid)
@@ -115,7 +113,7 @@ mail_gid = {gid}
 first_valid_uid = 1
 passdb {{
   driver = static
-  args = password={PASSWORD}
+  args = password={PASSWORD} nodelay=yes
 }}
 userdb {{
   driver = static
@@ -128,6 +126,11 @@ service imap-login {{
   inet_listener imaps {{
     port = {self.tls_port}
     ssl = yes
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 service stats {{
@@ -237,7 +240,7 @@ class _Sink:
     def __init__(self) -> None:
         self.received: list[Received] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
         )

@@ -191,8 +191,10 @@ class ImapSession:
         """Wait up to `timeout` seconds in IDLE; True when the folder changed."""
         responses = self._live().idle_check(timeout=timeout)
         for response in responses:
-            if response and response[0] == b"BYE":
-                raise ConnectionError("server closed the connection during IDLE")
+            if response and response[0] in (b"BYE", b"NO", b"BAD"):
+                # Dovecot says NO when the folder is deleted under us; others say BYE.
+                said = b" ".join(x for x in response if isinstance(x, bytes))
+                raise ConnectionError(f"server during IDLE: {said.decode(errors='replace')}")
             if any(item in (b"EXISTS", b"RECENT") for item in response[1:2]):
                 return True
         return False

@@ -127,7 +127,9 @@ def _derived_id(msg: Message, raw: bytes) -> str:
     folder and after a UIDVALIDITY change (the server's own headers are left out)."""
     h = hashlib.sha256()
     for name in ("From", "To", "Date", "Subject"):
-        h.update(name.encode() + b"\x00" + (_header(msg, name) or "").encode("utf-8", "surrogateescape"))
+        h.update(
+            name.encode() + b"\x00" + (_header(msg, name) or "").encode("utf-8", "surrogateescape")
+        )
     _, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         _, _, body = raw.partition(b"\n\n")
@@ -168,7 +170,9 @@ def _has_report(msg: Message, depth: int = 0) -> bool:
     return False
 
 
-def not_customer_reason(msg: Message, sender: Address, own: frozenset[str]) -> str | None:
+def not_customer_reason(
+    msg: Message, sender: Address, own: frozenset[str], reply_to: Address | None = None
+) -> str | None:
     """Why this is auto-generated or our own mail (RFC 3834 and friends), or None."""
     local = (sender.address or "").split("@")[0].lower()
     if _has_report(msg) or local in _DAEMONS or msg.get("X-Failed-Recipients") is not None:
@@ -190,7 +194,8 @@ def not_customer_reason(msg: Message, sender: Address, own: frozenset[str]) -> s
         return "null_sender"
     if sender.address is None:
         return "no_sender"
-    if sender.address in own:
+    if sender.address in own and (reply_to is None or reply_to.address in own):
+        # A site's form mailer sending as us with the customer in Reply-To is a customer.
         return "own_address"
     return None
 
@@ -313,6 +318,7 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Mail:
     senders = _addresses(_header(msg, "From"))
     sender = senders[0] if senders else Address(None, None)
     reply_tos = [a for a in _addresses(_header(msg, "Reply-To")) if a.address]
+    reply_to = reply_tos[0] if reply_tos else None
     own_ids = message_ids(_header(msg, "Message-ID"))
     parts = _Parts()
     _collect(msg, parts, 0)
@@ -321,7 +327,7 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Mail:
         message_id=own_ids[0] if own_ids else _derived_id(msg, raw),
         message_id_derived=not own_ids,
         sender=sender,
-        reply_to=reply_tos[0] if reply_tos else None,
+        reply_to=reply_to,
         to=tuple(a.address for a in _addresses(_header(msg, "To")) if a.address),
         subject=decode_header_value(_header(msg, "Subject")),
         date=_date(msg),
@@ -329,6 +335,6 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Mail:
         references=tuple(message_ids(_header(msg, "References")))[-MAX_THREAD_IDS:],
         body=_cap(trim_quoted(parts.text())),
         attachments=tuple(parts.attachments),
-        not_customer=not_customer_reason(msg, sender, own_addresses),
+        not_customer=not_customer_reason(msg, sender, own_addresses, reply_to),
         headers=headers,
     )

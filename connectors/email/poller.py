@@ -22,14 +22,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
-
-import orjson
 
 from connectors.email.autoreply import AutoReplier, wants_reply
 from connectors.email.event import Origin, mail_to_event
@@ -42,7 +38,9 @@ from connectors.email.imap import (
 )
 from connectors.email.message import Mail, parse_mail
 from connectors.email.metrics import EmailMetrics
+from connectors.email.position import RESYNC_MARGIN, Backoff, Position
 from connectors.email.settings import MailboxSettings
+from connectors.email.worker import SerialWorker
 from gateway.identity import mask_email, mask_text
 from gateway.pipeline import Pipeline
 from gateway.store.sqlite import StoreUnavailable
@@ -54,61 +52,8 @@ CHANNEL = "email"
 FETCH_BYTES = 8 * 1024 * 1024  # bodies fetched in one round trip, at most
 QUARANTINE_BYTES = 512 * 1024  # of auto-generated mail, kept for a look, not in full
 IDLE_SLICE = 10.0
-RESYNC_MARGIN = timedelta(days=1)
 
 Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """The checkpoint value: where this folder has been read up to."""
-
-    uidvalidity: int
-    last_uid: int = 0
-    last_date: datetime | None = None  # INTERNALDATE of the last message taken
-    catchup_since: date | None = None  # a catch-up takes mail that arrived since this day,
-    catchup_until: int | None = None  # ... with UIDs up to this one
-
-    def dumps(self) -> str:
-        return orjson.dumps(
-            {
-                "uidvalidity": self.uidvalidity,
-                "last_uid": self.last_uid,
-                "last_date": self.last_date.isoformat() if self.last_date else None,
-                "catchup_since": self.catchup_since.isoformat() if self.catchup_since else None,
-                "catchup_until": self.catchup_until,
-            }
-        ).decode()
-
-    @classmethod
-    def loads(cls, text: str) -> Position:
-        data = orjson.loads(text)
-        return cls(
-            uidvalidity=int(data["uidvalidity"]),
-            last_uid=int(data.get("last_uid") or 0),
-            last_date=datetime.fromisoformat(d) if (d := data.get("last_date")) else None,
-            catchup_since=date.fromisoformat(d) if (d := data.get("catchup_since")) else None,
-            catchup_until=data.get("catchup_until"),
-        )
-
-    @property
-    def catching_up(self) -> bool:
-        return self.catchup_until is not None and self.last_uid < self.catchup_until
-
-
-class Backoff:
-    def __init__(self, first: float, most: float) -> None:
-        self.first = first
-        self.most = most
-        self.current = first
-
-    def next(self) -> float:
-        delay = self.current
-        self.current = min(self.most, self.current * 2)
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self.current = self.first
 
 
 class FolderPoller:
@@ -141,9 +86,11 @@ class FolderPoller:
         self.started_at = clock()
         self.last_success: datetime | None = None
         self.last_error: str | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: SerialWorker | None = None
         self._session: ImapSession | None = None
-        self._backoff = Backoff(1.0, settings.backoff_max_seconds)
+        self._backoff = Backoff(
+            min(1.0, settings.backoff_max_seconds), settings.backoff_max_seconds
+        )
 
     # --- what ops see --------------------------------------------------------------------
 
@@ -203,7 +150,7 @@ class FolderPoller:
             executor.shutdown(wait=False)
 
     async def _connected_loop(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{self.mailbox}")
+        self._executor = SerialWorker(f"imap-{self.label}")
         session = self._session = self.session_factory(self.settings, self.folder)
         state = await self._call(session.connect)
         self.metrics.connected.labels(self.mailbox, self.folder).set(1)

@@ -12,7 +12,8 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.identity import normalize_email
 
@@ -72,6 +73,18 @@ class MailboxSettings(_Section):
             return self.port
         return 993 if self.security == "ssl" else 143
 
+    @model_validator(mode="after")
+    def _stale_after_a_read_cycle(self) -> MailboxSettings:
+        # A healthy folder is read once per IDLE period (or poll): /readyz would flap if
+        # that cycle were longer than what it calls stale.
+        cycle = max(self.idle_minutes if self.idle else 0.0, self.poll_seconds / 60)
+        if self.stale_minutes <= cycle:
+            raise ValueError(
+                f"stale_minutes ({self.stale_minutes:g}) must be longer than one read cycle"
+                f" (idle_minutes / poll_seconds: {cycle:g} min)"
+            )
+        return self
+
     @field_validator("folders")
     @classmethod
     def _unique_folders(cls, folders: list[str]) -> list[str]:
@@ -127,6 +140,15 @@ class AutoReplySettings(_Section):
     locale: str = "ru"  # how {when} is written (babel)
     # Mail older than this when read (a first sync, a long outage) gets no auto-reply.
     max_age_hours: float = Field(12.0, gt=0)
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        try:
+            Locale.parse(value)
+        except (ValueError, UnknownLocaleError) as exc:
+            raise ValueError(f"unknown locale {value!r}") from exc
+        return value
 
     @field_validator("after_hours_text", "working_hours_text", "greeting", "greeting_named")
     @classmethod

@@ -9,12 +9,15 @@ tests fail with that message, they never skip.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -23,19 +26,19 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 from conftest import make_settings
-from imap_server import PASSWORD, Dovecot, SmtpSink, running_dovecot, running_smtp
+from imap_server import PASSWORD, Dovecot, SmtpSink, free_port, running_dovecot, running_smtp
 
 from connectors.base import ConnectorContext
 from connectors.email.autoreply import describe_opening
 from connectors.email.connector import EmailConnector
-from connectors.email.poller import Position
+from connectors.email.position import Position
 from gateway.config import ConfigError, Settings
 from gateway.keys import METRICS, STORE
 from gateway.metrics import Metrics
 from gateway.models import Channel, Lead, Outcome
 from gateway.pipeline import Accepted, Pipeline
 from gateway.store.base import LeadQuery
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import SQLiteStore, StoreUnavailable
 from gateway.web import create_app, make_pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "email"
@@ -123,8 +126,8 @@ def smtp_settings(sink: SmtpSink) -> dict[str, Any]:
     }
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -244,8 +247,10 @@ async def test_mailbox_becomes_leads_exactly_once(
     db = store.path
     total = len(names)
     await until(
-        lambda: count(db, "SELECT COUNT(*) FROM events") + count(db, "SELECT COUNT(*) FROM quarantine")
-        == total,
+        lambda: (
+            count(db, "SELECT COUNT(*) FROM events") + count(db, "SELECT COUNT(*) FROM quarantine")
+            == total
+        ),
         "every message taken",
     )
 
@@ -264,8 +269,12 @@ async def test_mailbox_becomes_leads_exactly_once(
     assert "volkova@zavodmash.ru" in volkova.contact.emails
     olga = by_email["o.smirnova@mail.ru"]
     assert len(olga.events) == 2
-    assert ivan.events[0].occurred_at == datetime(2026, 1, 10, 20, 14, 57, tzinfo=UTC)  # INTERNALDATE
-    assert ivan.events[0].meta["folder"] == "INBOX" and ivan.events[0].source_detail == "sales/INBOX"
+    assert ivan.events[0].occurred_at == datetime(
+        2026, 1, 10, 20, 14, 57, tzinfo=UTC
+    )  # INTERNALDATE
+    assert (
+        ivan.events[0].meta["folder"] == "INBOX" and ivan.events[0].source_detail == "sales/INBOX"
+    )
 
     kept = rows(db, "SELECT reason, headers FROM quarantine ORDER BY id")
     assert sorted(r for r, _ in kept) == sorted(OTHER_MAIL.values())
@@ -374,7 +383,9 @@ async def test_kill_during_fetch_takes_nothing_twice_and_skips_nothing(
     await until(lambda: second.events() == n, "the rest of the mailbox")
     await asyncio.sleep(0.3)
     assert_each_once(second.db, n)
-    replayed = sample(second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed")
+    replayed = sample(
+        second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed"
+    )
     assert replayed == 0  # the checkpoint, not the replay check, kept it exactly once
     position = await second.position()
     assert position is not None and position.last_uid == n
@@ -402,8 +413,13 @@ async def test_connection_cut_mid_batch_reconnects(
     gw.start()
     await until(lambda: gw.events() == n, "all mail after the reconnect")
     assert_each_once(gw.db, n)
-    assert sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") >= 1
-    assert sample(gw.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed") == 0
+    assert (
+        sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") >= 1
+    )
+    assert (
+        sample(gw.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed")
+        == 0
+    )
 
 
 async def test_restart_takes_only_new_mail(
@@ -420,7 +436,10 @@ async def test_restart_takes_only_new_mail(
     await until(lambda: second.events() == 4, "the new one")
     await asyncio.sleep(0.3)
     assert_each_once(second.db, 4)
-    assert sample(second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="created") == 1
+    assert (
+        sample(second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="created")
+        == 1
+    )
 
 
 async def test_uidvalidity_change_resyncs_and_dedupes_by_message_id(
@@ -447,8 +466,10 @@ async def test_uidvalidity_change_resyncs_and_dedupes_by_message_id(
 
     await until(lambda: gw.events() == 5, "the one new message after the resync")
     await until(
-        lambda: sample(gw.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed")
-        == 4,
+        lambda: (
+            sample(gw.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed")
+            == 4
+        ),
         "the old four recognized",
     )
     after = await gw.position(folder)
@@ -457,13 +478,46 @@ async def test_uidvalidity_change_resyncs_and_dedupes_by_message_id(
     assert len(await gw.leads()) == 5
 
 
+async def test_store_outage_retries_and_a_failing_message_is_kept_aside(
+    dovecot: Dovecot, user: str, gateway: GatewayFactory
+) -> None:
+    for i in range(4):
+        dovecot.deliver(user, numbered(i))
+    gw = await gateway(email_settings(mailbox(dovecot, user)), start=False)
+    original = gw.pipeline.accept_detailed
+    calls: list[str] = []
+
+    async def flaky(event: Any, checkpoint: Any = None) -> Accepted:
+        calls.append(event.external_id)
+        if event.external_id == "bulk-1@example.ru" and calls.count(event.external_id) == 1:
+            raise StoreUnavailable("disk full")  # nothing stored: must be taken again later
+        if event.external_id == "bulk-2@example.ru":
+            raise ValueError("a bug somewhere in the pipeline")  # must not block the folder
+        return await original(event, checkpoint)
+
+    gw.pipeline.accept_detailed = flaky  # type: ignore[method-assign]
+    gw.start()
+    await until(lambda: gw.events() == 3 and gw.quarantined() == 1, "the folder to go on")
+    ids = [r[0] for r in rows(gw.db, "SELECT external_id FROM events")]
+    assert sorted(ids) == ["bulk-0@example.ru", "bulk-1@example.ru", "bulk-3@example.ru"]
+    assert rows(gw.db, "SELECT reason FROM quarantine") == [("not accepted: ValueError",)]
+    assert sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="store") == 1
+    position = await gw.position()
+    assert position is not None and position.last_uid == 4
+
+
 # --- IDLE and polling ----------------------------------------------------------------------
 
 
 def connected(gw: Gateway, folder: str = "INBOX") -> bool:
     return (
         sample(gw.metrics, "leadgate_email_connected", mailbox="sales", folder=folder) == 1
-        and sample(gw.metrics, "leadgate_email_last_fetch_timestamp_seconds", mailbox="sales", folder=folder)
+        and sample(
+            gw.metrics,
+            "leadgate_email_last_fetch_timestamp_seconds",
+            mailbox="sales",
+            folder=folder,
+        )
         > 0
     )
 
@@ -477,7 +531,7 @@ async def test_idle_picks_up_new_mail_at_once(
     await asyncio.sleep(0.5)  # now in IDLE; polling would take ten minutes
     started = time.monotonic()
     dovecot.deliver(user, numbered(1))
-    await until(lambda: gw.events() == 2, "IDLE to report the new mail", timeout=10)
+    await until(lambda: gw.events() == 2, "IDLE to report the new mail", within=10)
     assert time.monotonic() - started < 5
 
 
@@ -486,18 +540,27 @@ async def test_idle_is_reissued_and_keeps_working(
 ) -> None:
     gw = await gateway(email_settings(mailbox(dovecot, user, idle_minutes=0.01, poll_seconds=600)))
     await until(lambda: connected(gw), "the first read")
-    first = sample(gw.metrics, "leadgate_email_last_fetch_timestamp_seconds", mailbox="sales", folder="INBOX")
+    first = sample(
+        gw.metrics, "leadgate_email_last_fetch_timestamp_seconds", mailbox="sales", folder="INBOX"
+    )
     await asyncio.sleep(2.5)  # several IDLE periods of 0.6 s, each ended and re-issued
-    later = sample(gw.metrics, "leadgate_email_last_fetch_timestamp_seconds", mailbox="sales", folder="INBOX")
+    later = sample(
+        gw.metrics, "leadgate_email_last_fetch_timestamp_seconds", mailbox="sales", folder="INBOX"
+    )
     assert later > first  # a fetch between IDLEs proves the quiet connection alive
     dovecot.deliver(user, numbered(0))
     await until(lambda: gw.events() == 1, "mail after re-issued IDLEs")
-    assert sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") == 0
+    assert (
+        sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") == 0
+    )
 
 
 def test_idle_must_be_reissued_before_29_minutes() -> None:
     box = {"host": "h", "username": "u", "password": "p", "idle_minutes": 30}
     with pytest.raises(ConfigError, match="idle_minutes"):
+        make_settings(Path("/tmp"), email={"mailboxes": {"sales": box}})
+    box = {"host": "h", "username": "u", "password": "p", "stale_minutes": 5}
+    with pytest.raises(ConfigError, match="longer than one read cycle"):
         make_settings(Path("/tmp"), email={"mailboxes": {"sales": box}})
 
 
@@ -507,7 +570,7 @@ async def test_polling_when_idle_is_off(
     gw = await gateway(email_settings(mailbox(dovecot, user, idle=False, poll_seconds=0.2)))
     await until(lambda: connected(gw), "the first read")
     dovecot.deliver(user, numbered(0))
-    await until(lambda: gw.events() == 1, "polling to find the mail", timeout=10)
+    await until(lambda: gw.events() == 1, "polling to find the mail", within=10)
 
 
 # --- TLS, logins, readiness ----------------------------------------------------------------
@@ -531,8 +594,10 @@ async def test_untrusted_certificate_is_refused(
     box = mailbox(dovecot, user, security="ssl", port=dovecot.tls_port)  # no ca_file
     gw = await gateway(email_settings(box))
     await until(
-        lambda: sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection")
-        >= 1,
+        lambda: (
+            sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection")
+            >= 1
+        ),
         "the refusal",
     )
     assert gw.events() == 0
@@ -548,10 +613,12 @@ async def test_wrong_password_degrades_readiness_and_never_logs_it(
 ) -> None:
     secret = "wrong-secret-9d8c7b"
     now = [datetime(2026, 3, 2, 12, 0, tzinfo=UTC)]
-    box = mailbox(dovecot, user, password=secret, stale_minutes=5)
+    box = mailbox(dovecot, user, password=secret, stale_minutes=5, idle_minutes=1)
     gw = await gateway(email_settings(box), clock=lambda: now[0])
     await until(
-        lambda: sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="login") >= 2,
+        lambda: (
+            sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="login") >= 2
+        ),
         "login attempts with backoff",
     )
     assert gw.connector.readiness() is None  # not stale yet
@@ -567,10 +634,22 @@ async def test_wrong_password_degrades_readiness_and_never_logs_it(
 async def test_readyz_degrades_through_the_app(
     dovecot: Dovecot, user: str, aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
-    box = mailbox(dovecot, user, folders=["Нет такой папки"], stale_minutes=0.001)
+    box = mailbox(
+        dovecot,
+        user,
+        folders=["Нет такой папки"],
+        idle=False,
+        poll_seconds=0.05,
+        stale_minutes=0.01,
+    )
     app = create_app(make_settings(tmp_path, email=email_settings(box)))
     client = await aiohttp_client(app)
-    await asyncio.sleep(0.3)
+    metrics = app[METRICS]
+    await until(
+        lambda: sample(metrics, "leadgate_email_errors_total", mailbox="sales", kind="folder") >= 1,
+        "the folder to be found missing",
+    )
+    await asyncio.sleep(0.7)  # stale_minutes: 0.6 s
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "degraded"  # leads still accepted
@@ -609,3 +688,58 @@ async def test_oversize_mail_becomes_a_lead_from_its_headers(
     assert lead.contact.name == "Андрей Кузнецов"
     assert event.text is not None and event.text.startswith("Тема: Счёт на Bobcat S70")
     assert "слишком большое" in event.text
+
+
+# --- a real process, killed -----------------------------------------------------------------
+
+
+def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LEADGATE_EMAIL__MAILBOXES__SALES__PASSWORD": PASSWORD}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.slow
+async def test_sigkill_of_the_server_mid_mailbox(
+    dovecot: Dovecot, user: str, tmp_path: Path
+) -> None:
+    """`leadgate serve` reading a mailbox is killed with SIGKILL twice while it takes mail;
+    after the restarts every message is exactly one event, and none was marked read."""
+    n = 80
+    for i in range(n):
+        dovecot.deliver(user, numbered(i))
+    db = tmp_path / "leadgate.db"
+    config = tmp_path / "leadgate.toml"
+    config.write_text(
+        f'[server]\nport = {free_port()}\n[store]\npath = "{db}"\n'
+        f'[email.mailboxes.sales]\nhost = "127.0.0.1"\nport = {dovecot.port}\n'
+        f'security = "plain"\nusername = "{user}"\nbatch_size = 7\nfirst_sync_days = 3650\n'
+    )
+    log = tmp_path / "serve.log"
+
+    def taken() -> int:
+        return count(db, "SELECT COUNT(*) FROM events") if db.exists() else 0
+
+    for kill_at in (15, 45):
+        proc = _serve(config, log)
+        try:
+            await until(lambda k=kill_at: taken() >= k, f"{kill_at} messages", within=60)
+        finally:
+            proc.kill()  # SIGKILL: no cleanup of any kind
+            proc.wait()
+        assert taken() < n, "too fast to be killed mid-mailbox; raise n"
+    proc = _serve(config, log)
+    try:
+        await until(lambda: taken() == n, "the whole mailbox after two kills", within=60)
+        await asyncio.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert_each_once(db, n)
+    assert not any(b"\\Seen" in f for f in dovecot.flags(user).values())
+    assert "Traceback" not in log.read_text(errors="replace")

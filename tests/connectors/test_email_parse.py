@@ -43,7 +43,9 @@ def test_yandex_windows_1251_quoted_printable() -> None:
     assert (event.text or "").startswith("Тема: Погрузчик 3 т — цена?\n\n")
     assert event.external_id == "1768076097.4711@mail.yandex.ru"
     assert event.channel is Channel.EMAIL
-    assert event.occurred_at == datetime(2026, 1, 10, 20, 14, 57, tzinfo=UTC)  # Date: no INTERNALDATE
+    assert event.occurred_at == datetime(
+        2026, 1, 10, 20, 14, 57, tzinfo=UTC
+    )  # Date: no INTERNALDATE
 
 
 def test_mailru_koi8r_base64_alternative_prefers_plain() -> None:
@@ -123,8 +125,7 @@ def test_thunderbird_reply_threads_and_trims_quotes() -> None:
         "20260112101500.77531.sales@stroymash-market.ru",
     )
     assert mail.body == (
-        "Спасибо за ответ. Тогда давайте с кабиной и отопителем, 2 штуки.\n"
-        "Когда сможете привезти?"
+        "Спасибо за ответ. Тогда давайте с кабиной и отопителем, 2 штуки.\nКогда сможете привезти?"
     )
 
 
@@ -144,9 +145,12 @@ def test_mailru_html_reply_blockquote_is_cut() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Да, подходит.\n\nOn Mon, 12 Jan 2026 at 10:00, Shop <s@shop.ru> wrote:\n> old", "Да, подходит."),
+        (
+            "Да, подходит.\n\nOn Mon, 12 Jan 2026 at 10:00, Shop <s@shop.ru> wrote:\n> old",
+            "Да, подходит.",
+        ),
         ("Да.\nOn Mon, 12 Jan 2026 at 10:00, Shop\n<s@shop.ru> wrote:\n> old", "Да."),
-        ("Ок\n\n12.01.2026, 10:00, \"Магазин\" <s@shop.ru>:\nстарое", "Ок"),
+        ('Ок\n\n12.01.2026, 10:00, "Магазин" <s@shop.ru>:\nстарое', "Ок"),
         ("Ок\n-----Original Message-----\nFrom: x", "Ок"),
         ("Ок\n-------- Исходное сообщение --------\nОт: x", "Ок"),
         ("Ок\n________________________________\nОт: x\nОтправлено: y", "Ок"),
@@ -195,6 +199,16 @@ def test_auto_generated_headers(headers: str, reason: str | None) -> None:
     assert parse_mail(raw, OWN).not_customer == reason
 
 
+def test_our_form_mailer_with_the_customer_in_reply_to_is_a_customer() -> None:
+    raw = (
+        b"From: sales@stroymash-market.ru\r\nReply-To: client@example.ru\r\n"
+        b"Subject: form\r\nMessage-ID: <f@x>\r\n\r\nhi"
+    )
+    assert parse_mail(raw, OWN).not_customer is None
+    raw = raw.replace(b"client@example.ru", b"sales@stroymash-market.ru")
+    assert parse_mail(raw, OWN).not_customer == "own_address"
+
+
 def test_postmaster_and_missing_sender() -> None:
     raw = b"From: POSTMASTER@mail.example.ru\r\nSubject: x\r\n\r\nfailed\r\n"
     assert parse_mail(raw).not_customer == "delivery_report"
@@ -202,9 +216,7 @@ def test_postmaster_and_missing_sender() -> None:
     assert parse_mail(raw).not_customer == "no_sender"
 
 
-@pytest.mark.parametrize(
-    "name", ["poison_binary_garbage.eml", "poison_nested_multipart.eml"]
-)
+@pytest.mark.parametrize("name", ["poison_binary_garbage.eml", "poison_nested_multipart.eml"])
 def test_poison_is_malformed(name: str) -> None:
     with pytest.raises(MalformedMail):
         parse_mail(load(name), OWN)
@@ -214,13 +226,13 @@ def test_broken_parts_still_read() -> None:
     # An unknown charset, broken base64 and a header encoded word that is no word at all:
     # the mail still becomes readable text rather than an error.
     raw = (
-        "From: =?x-unknown?B?broken?= <client@example.ru>\r\n"
-        "Subject: =?utf-8?B?0JfQsNC/0YDQvtGB?= =?bogus?Q?x?=\r\n"
-        "Message-ID: <broken-1@example.ru>\r\n"
-        "Content-Type: text/plain; charset=x-user-defined\r\n"
-        "Content-Transfer-Encoding: base64\r\n\r\n"
-        "0J3Rg9C20LXQvSDQutGA0LDQvQ==!!!\r\n"
-    ).encode()
+        b"From: =?x-unknown?B?broken?= <client@example.ru>\r\n"
+        b"Subject: =?utf-8?B?0JfQsNC/0YDQvtGB?= =?bogus?Q?x?=\r\n"
+        b"Message-ID: <broken-1@example.ru>\r\n"
+        b"Content-Type: text/plain; charset=x-user-defined\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        b"0J3Rg9C20LXQvSDQutGA0LDQvQ==!!!\r\n"
+    )
     mail = parse_mail(raw)
     assert mail.subject.startswith("Запрос")
     assert "Нужен кран" in mail.body
@@ -255,8 +267,7 @@ def test_html_to_text_structure() -> None:
         '<div class="gmail_quote"><div>Mon wrote:</div><blockquote>old</blockquote></div>'
     )
     assert html_to_text(html) == (
-        "Список:\n\n1. один\n2. два\n\n• пункт\n\nЦена — 100 000 ₽\nстрока\n\n"
-        "> Mon wrote:\n> > old"
+        "Список:\n\n1. один\n2. два\n\n• пункт\n\nЦена — 100 000 ₽\nстрока\n\n> Mon wrote:\n> > old"
     )
     assert html_to_text("<p>unclosed <b>tags <div>everywhere") == "unclosed tags\neverywhere"
 
