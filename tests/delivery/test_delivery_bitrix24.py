@@ -253,8 +253,13 @@ async def test_junk_skipped_by_default(
     await post(client, 1, "+7 916 123-45-67", comment="казино")
     await until(all_delivered(tmp_path))
     assert standin.leads == {}
-    metrics = await (await client.get("/metrics")).text()
-    assert 'leadgate_deliveries_total{result="skipped",sink="bitrix24"} 1.0' in metrics
+
+    async def counted() -> bool:
+        # The row is marked in the store a moment before the worker counts it.
+        metrics = await (await client.get("/metrics")).text()
+        return 'leadgate_deliveries_total{result="skipped",sink="bitrix24"} 1.0' in metrics
+
+    await until(counted)
 
 
 async def test_existing_contact_and_open_lead_are_attached_to(
@@ -312,8 +317,12 @@ async def test_metrics_show_depth_and_age_while_the_crm_is_down(
     client.app[WORKER].wake()
 
     async def shows_depth() -> bool:
+        # The stand-in has answered 500 before the worker records it: wait for both.
         text = await (await client.get("/metrics")).text()
-        return "leadgate_outbox_depth 2.0" in text
+        return (
+            "leadgate_outbox_depth 2.0" in text
+            and 'leadgate_deliveries_total{result="retry",sink="bitrix24"}' in text
+        )
 
     await until(shows_depth)
     text = await (await client.get("/metrics")).text()
