@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.delivery.sink import Delivery, Result, Status
+from gateway.store.base import OutboxItem
 
 
 class LocalSink:
@@ -25,4 +26,8 @@ class LocalSink:
         return None
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
-        return [Result(d.item.id, Status.DELIVERED) for d in batch]
+        return self.settle([d.item for d in batch])
+
+    def settle(self, items: Sequence[OutboxItem]) -> list[Result]:
+        """Delivered, each: the worker calls this with the bare rows, no lead loaded."""
+        return [Result(item.id, Status.DELIVERED) for item in items]

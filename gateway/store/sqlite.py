@@ -84,7 +84,9 @@ class _Pending:
     )
     replays: list[tuple[str, str]] = field(default_factory=list)
     identities: list[tuple[str, str]] = field(default_factory=list)
-    outbox: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    outbox: list[tuple[str, str, str, float, float, str, float | None]] = field(
+        default_factory=list
+    )
     quarantine: list[tuple[str, str, float, bytes, bytes]] = field(default_factory=list)
     checkpoints: list[tuple[str, str]] = field(default_factory=list)
     # Any other write (outbox state changes, ...): run in order after the inserts above.
@@ -92,9 +94,14 @@ class _Pending:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path | str, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, path: Path | str, *, max_batch: int = 256, outbox_delivered: bool = False
+    ) -> None:
         self.path = Path(path)
         self.max_batch = max_batch
+        # With no remote sink the store itself is the destination: outbox rows are born
+        # delivered, in the lead's own transaction, instead of costing a second commit.
+        self._outbox_state = "delivered" if outbox_delivered else "pending"
         self._writer: sqlite3.Connection | None = None
         self._fsync: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
@@ -326,7 +333,10 @@ class SQLiteStore:
             for key in keys:
                 self._pending_identities.setdefault(key, []).append(lead.id)
                 item.identities.append((key, lead.id))
-            item.outbox.append((lead.id, event.id, kind, now, now))
+            delivered_at = now if self._outbox_state == "delivered" else None
+            item.outbox.append(
+                (lead.id, event.id, kind, now, now, self._outbox_state, delivered_at)
+            )
         return item
 
     async def _commit_loop(self) -> None:
@@ -554,8 +564,8 @@ _UPSERT_CHECKPOINT = (
 _INSERT_REPLAY = "INSERT INTO replay_keys (key, event_id) VALUES (?, ?)"
 _INSERT_IDENTITY = "INSERT OR IGNORE INTO identities (key, lead_id) VALUES (?, ?)"
 _INSERT_OUTBOX = (
-    "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at)"
-    " VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
+    " delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 

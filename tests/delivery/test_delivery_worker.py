@@ -18,6 +18,7 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.sink import Delivery, Result, Status
 from gateway.delivery.worker import OutboxWorker, backoff
 from gateway.keys import STORE
+from gateway.store.sqlite import SQLiteStore
 from gateway.web import create_app
 
 Client = TestClient[Any, Any]
@@ -56,9 +57,13 @@ class ScriptedSink:
 
 @pytest.fixture
 async def quiet_app(aiohttp_client: Callable[..., Any], tmp_path: Path) -> Client:
-    """A gateway whose own worker sleeps, so the test drives a worker by hand."""
+    """A gateway whose own worker sleeps, so the test drives a worker by hand.
+
+    Its store keeps outbox rows pending, as it does for a remote sink (with the local
+    sink they are born delivered)."""
     settings = make_settings(tmp_path, delivery={"poll_seconds": 60})
-    client: Client = await aiohttp_client(create_app(settings))
+    store = SQLiteStore(settings.store.path, outbox_delivered=False)
+    client: Client = await aiohttp_client(create_app(settings, store=store))
     return client
 
 
@@ -83,7 +88,7 @@ def test_backoff_doubles_with_equal_jitter_and_a_cap() -> None:
     assert backoff(30, 2.0, 900.0, lambda: 1.0) == 900.0
 
 
-async def test_local_sink_marks_rows_delivered_promptly(
+async def test_local_sink_rows_are_born_delivered(
     aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path)))  # default: local sink
