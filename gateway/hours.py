@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import time
 from itertools import pairwise
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -33,6 +34,18 @@ def _check_windows(windows: list[str]) -> list[str]:
 
 
 Windows = Annotated[list[str], AfterValidator(_check_windows)]
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA zone name ("Europe/Moscow"), checked when the config is read."""
 
 
 class WeeklyHours(BaseModel):

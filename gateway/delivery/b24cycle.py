@@ -248,16 +248,9 @@ class Cycle:
             if self.s.register_sonet_event:
                 params["params"] = {"REGISTER_SONET_EVENT": "Y"}
             commands[f"c{i}"] = (d, command("crm.lead.add", params))
-        if not commands or self.stop is not None:
-            return
-        answers = await self.sink.run_batch({k: cmd for k, (_, cmd) in commands.items()})
-        for key, (d, _) in commands.items():
-            answer = answers[key]
-            if isinstance(answer, B24Error):
-                self._fail(d, answer)
-            else:
-                self.remote[d.item.lead_id] = str(answer)
-                self._decide(d, Status.DELIVERED, remote_id=str(answer))
+        for d, answer in await self._send(commands):
+            self.remote[d.item.lead_id] = str(answer)
+            self._decide(d, Status.DELIVERED, remote_id=str(answer))
 
     async def _attach(self, attach: list[Delivery], targets: dict[int, _Target]) -> None:
         """The person's open CRM lead gets this request as a comment, and becomes our lead."""
@@ -275,17 +268,10 @@ class Cycle:
                 d.lead, d.event, d.item.event_id, self.sink.tz
             )
             commands[f"a{item_id}"] = (d, self._comment_command(crm_id, text))
-        if not commands or self.stop is not None:
-            return
-        answers = await self.sink.run_batch({k: cmd for k, (_, cmd) in commands.items()})
-        for key, (d, _) in commands.items():
-            answer = answers[key]
-            if isinstance(answer, B24Error):
-                self._fail(d, answer)
-            else:
-                crm_id = pairs[d.item.id][0]
-                self.remote[d.item.lead_id] = crm_id
-                self._decide(d, Status.DELIVERED, remote_id=crm_id)
+        for d, _answer in await self._send(commands):
+            crm_id = pairs[d.item.id][0]
+            self.remote[d.item.lead_id] = crm_id
+            self._decide(d, Status.DELIVERED, remote_id=crm_id)
 
     # --- 4. merged events --------------------------------------------------------------------
 
@@ -315,15 +301,23 @@ class Cycle:
                 continue
             text = event_comment(d.lead, d.event, d.item.event_id, self.sink.tz)
             commands[f"m{item_id}"] = (d, self._comment_command(crm_id, text))
+        for d, answer in await self._send(commands):
+            self._decide(d, Status.DELIVERED, remote_id=str(answer))
+
+    async def _send(self, commands: dict[str, tuple[Delivery, str]]) -> list[tuple[Delivery, Any]]:
+        """Run one batch of per-delivery commands; fail the deliveries whose command failed
+        and return the others with their answers."""
         if not commands or self.stop is not None:
-            return
+            return []
         answers = await self.sink.run_batch({k: cmd for k, (_, cmd) in commands.items()})
+        done: list[tuple[Delivery, Any]] = []
         for key, (d, _) in commands.items():
             answer = answers[key]
             if isinstance(answer, B24Error):
                 self._fail(d, answer)
             else:
-                self._decide(d, Status.DELIVERED, remote_id=str(answer))
+                done.append((d, answer))
+        return done
 
     def _comment_command(self, crm_id: str, text: str) -> str:
         return command(
