@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from gateway.identity import normalize_email, normalize_phone
 from gateway.keys import STORE
 from gateway.models import Lead
-from gateway.store.sqlite import open_reader
+from gateway.store.sqlite_queries import open_reader
 from gateway.web import create_app
 
 T = TypeVar("T")

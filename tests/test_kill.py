@@ -40,7 +40,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.store.sqlite import idempotency_key, open_reader, replay_key
+from gateway.store.sqlite import idempotency_key, replay_key
+from gateway.store.sqlite_queries import open_reader
 
 ORDERS_TOKEN = "kill-test-orders-token"
 ADMIN_TOKEN = "kill-test-admin-token"

@@ -16,7 +16,7 @@ from gateway.identity import mask_email, mask_phone
 from gateway.leads_api import lead_json
 from gateway.models import Channel, Lead, LeadStatus
 from gateway.store.base import LeadQuery
-from gateway.store.sqlite import list_leads, open_reader, read_lead
+from gateway.store.sqlite_queries import list_leads, open_reader, read_lead
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

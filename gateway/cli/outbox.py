@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.store.base import OutboxItem
-from gateway.store.sqlite import (
+from gateway.store.sqlite_queries import (
     list_outbox,
     open_reader,
     outbox_retry_filter,

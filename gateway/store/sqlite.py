@@ -33,17 +33,23 @@ import orjson
 
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
-    LeadLink,
     LeadQuery,
     OutboxItem,
-    OutboxStats,
-    OutboxUpdate,
     PersonMatch,
     Plan,
     Planner,
     Quarantined,
 )
 from gateway.store.schema import SCHEMA
+from gateway.store.sqlite_outbox import OutboxMethods
+from gateway.store.sqlite_queries import (
+    list_leads,
+    list_outbox,
+    migrate_outbox,
+    open_reader,
+    read_lead,
+    to_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +60,6 @@ class StoreLocked(RuntimeError):
 
 class StoreUnavailable(RuntimeError):
     """A batch could not be committed; nothing in it was acknowledged."""
-
-
-def _ts(dt: datetime) -> float:
-    return dt.timestamp()
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def replay_key(channel: str, external_id: str) -> str:
@@ -93,7 +91,7 @@ class _Pending:
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
-class SQLiteStore:
+class SQLiteStore(OutboxMethods):
     def __init__(
         self, path: Path | str, *, max_batch: int = 256, outbox_delivered: bool = False
     ) -> None:
@@ -272,7 +270,7 @@ class SQLiteStore:
         self, event: LeadEvent, rkeys: list[str], keys: Sequence[str], decision: Plan
     ) -> _Pending:
         loop = asyncio.get_running_loop()
-        now = _ts(event.received_at)
+        now = to_epoch(event.received_at)
         lead: Lead | None
         if decision.action == "create":
             assert decision.lead is not None
@@ -325,8 +323,8 @@ class SQLiteStore:
                     lead.status.value,
                     lead.channel.value,
                     lead.assigned_to,
-                    _ts(lead.created_at),
-                    _ts(lead.last_event_at),
+                    to_epoch(lead.created_at),
+                    to_epoch(lead.last_event_at),
                     lead.model_dump_json().encode(),
                 )
             )
@@ -421,7 +419,7 @@ class SQLiteStore:
         rows = self._db().execute(
             "SELECT assigned_to, COUNT(*) FROM leads WHERE assigned_to IS NOT NULL"
             " AND created_at >= ? GROUP BY assigned_to",
-            (_ts(since),),
+            (to_epoch(since),),
         )
         return {seller: count for seller, count in rows}
 
@@ -433,7 +431,7 @@ class SQLiteStore:
             (
                 item.channel,
                 item.reason,
-                _ts(datetime.now(UTC)),
+                to_epoch(datetime.now(UTC)),
                 orjson.dumps(item.headers),
                 item.body,
             )
@@ -475,73 +473,6 @@ class SQLiteStore:
     async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         return list_outbox(self._db(), state, limit)
 
-    # --- outbox (delivery): reads on the reader, every write through write() --------------
-
-    async def claim_outbox(
-        self, now: datetime, limit: int, *, mark: bool = True
-    ) -> list[OutboxItem]:
-        items = _outbox_rows(
-            self._db(),
-            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (_ts(now), limit),
-        )
-        fresh = [item.id for item in items if not item.attempted]
-        if mark and fresh:
-            marks = ",".join("?" * len(fresh))
-            await self.write(
-                [(f"UPDATE outbox SET attempted = 1 WHERE id IN ({marks})", tuple(fresh))]
-            )
-        return items
-
-    async def update_outbox(self, sink: str, updates: Sequence[OutboxUpdate], at: datetime) -> None:
-        if updates:
-            await self.write(outbox_update_statements(sink, updates, at))
-
-    async def lead_links(self, sink: str, lead_ids: Sequence[str]) -> dict[str, LeadLink]:
-        if not lead_ids:
-            return {}
-        db, marks = self._db(), ",".join("?" * len(lead_ids))
-        remote = dict(
-            db.execute(
-                "SELECT lead_id, remote_id FROM outbox_links"
-                f" WHERE sink = ? AND lead_id IN ({marks})",
-                (sink, *lead_ids),
-            )
-        )
-        states = dict(
-            db.execute(
-                "SELECT lead_id, state FROM outbox"
-                f" WHERE kind = 'lead.created' AND lead_id IN ({marks})",
-                tuple(lead_ids),
-            )
-        )
-        return {
-            lead_id: LeadLink(state=states.get(lead_id), remote_id=remote.get(lead_id))
-            for lead_id in set(remote) | set(states)
-        }
-
-    async def retry_outbox(self, ids: Sequence[int] | None, now: datetime) -> int:
-        where, params = outbox_retry_filter(ids)
-        (count,) = self._db().execute(f"SELECT COUNT(*) FROM outbox{where}", params).fetchone()
-        if count:
-            await self.write([outbox_retry_statement(ids, now)])
-        return int(count)
-
-    async def outbox_stats(self) -> OutboxStats:
-        return read_outbox_stats(self._db())
-
-    async def purge_outbox(self, delivered_before: datetime) -> None:
-        await self.write(
-            [
-                (
-                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
-                    (_ts(delivered_before),),
-                )
-            ]
-        )
-
-
-# --- statements and read helpers shared with the CLI (which opens the file read-only) ------
 
 _INSERT_LEAD = (
     "INSERT INTO leads (id, status, channel, assigned_to, created_at, last_event_at, doc)"
@@ -572,162 +503,3 @@ _INSERT_OUTBOX = (
 def _many(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     if rows:
         db.executemany(sql, rows)
-
-
-def open_reader(path: Path | str, *, read_only: bool = False) -> sqlite3.Connection:
-    uri = f"file:{Path(path).resolve()}{'?mode=ro' if read_only else ''}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute("PRAGMA query_only=1")
-    return conn
-
-
-def read_lead(db: sqlite3.Connection, lead_id: str) -> Lead | None:
-    row = db.execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
-    if row is None:
-        return None
-    lead = Lead.model_validate_json(row[0])
-    events = tuple(
-        EventRecord.model_validate(orjson.loads(doc)["record"])
-        for (doc,) in db.execute("SELECT doc FROM events WHERE lead_id = ? ORDER BY id", (lead_id,))
-    )
-    return lead.model_copy(update={"events": events})
-
-
-def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:
-    where: list[str] = []
-    params: list[Any] = []
-    if query.channel is not None:
-        where.append("channel = ?")
-        params.append(query.channel.value)
-    if query.status is not None:
-        where.append("status = ?")
-        params.append(query.status.value)
-    if query.assigned_to is not None:
-        where.append("assigned_to = ?")
-        params.append(query.assigned_to)
-    if query.since is not None:
-        where.append("created_at >= ?")
-        params.append(_ts(query.since))
-    if query.before_id is not None:
-        where.append("id < ?")
-        params.append(query.before_id)
-    sql = "SELECT doc FROM leads"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
-    params.append(query.limit)
-    return [Lead.model_validate_json(doc) for (doc,) in db.execute(sql, params)]
-
-
-def list_outbox(db: sqlite3.Connection, state: str | None, limit: int) -> list[OutboxItem]:
-    if state is None:
-        return _outbox_rows(db, " ORDER BY id LIMIT ?", (limit,))
-    return _outbox_rows(db, " WHERE state = ? ORDER BY id LIMIT ?", (state, limit))
-
-
-# --- outbox (delivery): statements shared by the store and the CLI -------------------------
-
-
-def migrate_outbox(db: sqlite3.Connection) -> None:
-    """Columns the outbox gained after its first release (CREATE IF NOT EXISTS keeps old tables)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
-    if "attempted" not in columns:
-        db.execute("ALTER TABLE outbox ADD COLUMN attempted INTEGER NOT NULL DEFAULT 0")
-
-
-def _outbox_rows(db: sqlite3.Connection, tail: str, params: tuple[Any, ...]) -> list[OutboxItem]:
-    sql = (
-        "SELECT id, lead_id, event_id, kind, state, attempts, next_attempt_at, created_at,"
-        " last_error, delivered_at, remote_id, attempted FROM outbox" + tail
-    )
-    return [
-        OutboxItem(
-            id=r[0],
-            lead_id=r[1],
-            event_id=r[2],
-            kind=r[3],
-            state=r[4],
-            attempts=r[5],
-            next_attempt_at=_dt(r[6]),
-            created_at=_dt(r[7]),
-            last_error=r[8],
-            delivered_at=_dt(r[9]) if r[9] is not None else None,
-            remote_id=r[10],
-            attempted=bool(r[11]),
-        )
-        for r in db.execute(sql, params)
-    ]
-
-
-def outbox_update_statements(
-    sink: str, updates: Sequence[OutboxUpdate], at: datetime
-) -> list[tuple[str, tuple[Any, ...]]]:
-    out: list[tuple[str, tuple[Any, ...]]] = []
-    for u in updates:
-        step = 1 if u.count_attempt else 0
-        flag = None if u.attempted is None else int(u.attempted)
-        if u.state == "delivered":
-            out.append(
-                (
-                    "UPDATE outbox SET state = 'delivered', delivered_at = ?, remote_id = ?,"
-                    " last_error = NULL, attempts = attempts + ? WHERE id = ?",
-                    (_ts(at), u.remote_id, step, u.id),
-                )
-            )
-            if u.remote_id is not None:
-                out.append(
-                    (
-                        "INSERT INTO outbox_links (sink, lead_id, remote_id)"
-                        " SELECT ?, lead_id, ? FROM outbox WHERE id = ? AND kind = 'lead.created'"
-                        " ON CONFLICT (sink, lead_id) DO UPDATE SET remote_id = excluded.remote_id",
-                        (sink, u.remote_id, u.id),
-                    )
-                )
-        elif u.state == "pending":
-            due = _ts(u.next_attempt_at or at)
-            out.append(
-                (
-                    "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error),"
-                    " attempts = attempts + ?, attempted = COALESCE(?, attempted) WHERE id = ?",
-                    (due, u.error, step, flag, u.id),
-                )
-            )
-        elif u.state == "dead":
-            out.append(
-                (
-                    "UPDATE outbox SET state = 'dead', last_error = ?, attempts = attempts + ?,"
-                    " attempted = COALESCE(?, attempted) WHERE id = ?",
-                    (u.error, step, flag, u.id),
-                )
-            )
-        else:
-            raise ValueError(f"unknown outbox state {u.state!r}")
-    return out
-
-
-def outbox_retry_filter(ids: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:
-    """Which rows `retry` takes: the given dead or waiting ones, or every dead one."""
-    if ids is None:
-        return " WHERE state = 'dead'", ()
-    marks = ",".join("?" * len(ids))
-    return f" WHERE state IN ('dead', 'pending') AND id IN ({marks})", tuple(ids)
-
-
-def outbox_retry_statement(ids: Sequence[int] | None, now: datetime) -> tuple[str, tuple[Any, ...]]:
-    where, params = outbox_retry_filter(ids)
-    # Fresh attempts; `attempted` stays: the sink may hold a trace of the earlier tries.
-    return (
-        f"UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?{where}",
-        (_ts(now), *params),
-    )
-
-
-def read_outbox_stats(db: sqlite3.Connection) -> OutboxStats:
-    pending, oldest = db.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
-    ).fetchone()
-    (dead,) = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    return OutboxStats(
-        pending=int(pending), dead=int(dead), oldest_pending_at=_dt(oldest) if oldest else None
-    )
