@@ -245,11 +245,11 @@ class WebformConnector:
         _, form = self._form(request)
         locale = negotiate(request.headers.get("Accept-Language"))
         _ = gettext_for(locale)
-        calendar = self.ctx.pipeline.calendar
-        verdict = calendar.classify(datetime.now(UTC), form.channel)
+        pipeline = self.ctx.pipeline
+        verdict = pipeline.classify(datetime.now(UTC), form.channel)
         when = (
             _(MSG_AFTER_HOURS).format(
-                when=format_when(verdict.next_open_at, locale, calendar.settings.timezone)
+                when=format_when(verdict.next_open_at, locale, pipeline.tz.key)
             )
             if verdict.next_open_at is not None
             else _(MSG_SOON)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from gateway.assign import Assignment, Roster
+from gateway.assign import Assignment, Roster, SellerSettings
 from gateway.calendar import BusinessCalendar, Classification
 from gateway.identity import identity_keys
 from gateway.metrics import Metrics
@@ -122,6 +123,36 @@ class Pipeline:
             last_event_at=event.occurred_at,
         )
         return lead, assignment
+
+    # --- what connectors may ask besides accept() ----------------------------------------
+    # Narrow questions the pipeline answers, so a connector never holds the store, the
+    # calendar or the roster itself (DESIGN: connectors only turn input into events).
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.calendar.tz
+
+    def classify(self, at: datetime, channel: str | None = None) -> Classification:
+        return self.calendar.classify(at, channel)
+
+    def spam_reason(self, event: LeadEvent) -> str | None:
+        return self.screen.reason(event)
+
+    def is_blocked_phone(self, phone: str) -> bool:
+        return self.screen.is_blocked_phone(phone)
+
+    async def lead(self, lead_id: str) -> Lead | None:
+        return await self.store.get_lead(lead_id)
+
+    def seller(self, seller_id: str) -> SellerSettings | None:
+        return self.roster.seller(seller_id)
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        """A connector's durable memo: a poller position, who answered a call, ..."""
+        return await self.store.get_checkpoint(name)
+
+    async def save_checkpoint(self, name: str, value: str) -> None:
+        await self.store.save_checkpoint(name, value)
 
     async def quarantine(
         self,

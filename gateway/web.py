@@ -26,8 +26,8 @@ from gateway.keys import CONNECTORS, METRICS, PIPELINE, SETTINGS, STORE
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.screen import Screen
-from gateway.store.base import Store
-from gateway.store.sqlite import SQLiteStore, StoreUnavailable
+from gateway.store.base import Store, StoreUnavailable
+from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 

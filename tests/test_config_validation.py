@@ -16,9 +16,20 @@ from gateway.config import ConfigError, load_settings
         ({"ratelimit": {"exempt": ["not-an-ip"]}}, "ratelimit.exempt"),
         ({"phone_region": "ZZ"}, "phone_region"),
         (
-            {"forms": {"site": {"fields": {"kind": {
-                "label": "Вид", "kind": "choice", "choices": ["Гигантское"],
-                "maps_to": "equipment_category"}}}}},
+            {
+                "forms": {
+                    "site": {
+                        "fields": {
+                            "kind": {
+                                "label": "Вид",
+                                "kind": "choice",
+                                "choices": ["Гигантское"],
+                                "maps_to": "equipment_category",
+                            }
+                        }
+                    }
+                }
+            },
             "forms.site.fields",
         ),
     ],
@@ -31,7 +42,9 @@ def test_bad_values_name_their_key(overrides: dict[str, object], where: str) -> 
 
 def test_good_values_pass_and_region_is_upper_cased() -> None:
     settings = load_settings(
-        None, phone_region="by", server={"trusted_proxies": ["10.0.0.0/8", "::1"]},
+        None,
+        phone_region="by",
+        server={"trusted_proxies": ["10.0.0.0/8", "::1"]},
         ratelimit={"exempt": ["192.0.2.7"]},
     )
     assert settings.phone_region == "BY"
@@ -51,7 +64,11 @@ def test_config_flag_works_after_any_subcommand() -> None:
     from gateway.cli import hoist_config
 
     assert hoist_config(["leads", "list", "-c", "prod.toml", "--json"]) == [
-        "-c", "prod.toml", "leads", "list", "--json"
+        "-c",
+        "prod.toml",
+        "leads",
+        "list",
+        "--json",
     ]
     assert hoist_config(["calendar", "--config=x.toml"]) == ["--config=x.toml", "calendar"]
     assert hoist_config(["serve"]) == ["serve"]

@@ -24,7 +24,9 @@ async def test_html_post_lands_on_the_gateways_thank_you_page(
 ) -> None:
     client = await _client(aiohttp_client, settings_factory())
     resp = await client.post(
-        "/v1/forms/site", data={"name": "Анна", "phone": "89031112233"}, headers=HTML,
+        "/v1/forms/site",
+        data={"name": "Анна", "phone": "89031112233"},
+        headers=HTML,
         allow_redirects=False,
     )
     assert resp.status == 303
@@ -58,7 +60,9 @@ async def test_configured_thank_you_url_wins(
     settings = settings_factory(forms={"site": {"thank_you_url": "https://example.ru/spasibo"}})
     client = await _client(aiohttp_client, settings)
     resp = await client.post(
-        "/v1/forms/site", data={"name": "Анна", "phone": "89031112233"}, headers=HTML,
+        "/v1/forms/site",
+        data={"name": "Анна", "phone": "89031112233"},
+        headers=HTML,
         allow_redirects=False,
     )
     assert resp.headers["Location"] == "https://example.ru/spasibo"
@@ -104,8 +108,11 @@ async def test_cors_preflight_and_headers_for_allowed_origin(
     origin = {"Origin": "https://shop.example.ru"}
     pre = await client.options(
         "/v1/forms/site",
-        headers={**origin, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"},
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert pre.status == 204
     assert pre.headers["Access-Control-Allow-Origin"] == "https://shop.example.ru"
@@ -130,7 +137,8 @@ async def test_cors_refuses_other_origins(
     assert pre.status == 403
     assert (await pre.json())["error"] == "origin_not_allowed"
     post = await client.post(
-        "/v1/forms/site", json={"name": "Анна", "phone": "89031112233"},
+        "/v1/forms/site",
+        json={"name": "Анна", "phone": "89031112233"},
         headers={"Origin": "https://evil.example"},
     )
     assert "Access-Control-Allow-Origin" not in post.headers
@@ -146,8 +154,11 @@ async def test_order_joining_a_form_lead_fills_its_interest(
     order = await (
         await client.post(
             "/v1/orders",
-            json={"order_id": "A-1", "customer": {"phone": "+7 903 111-22-33"},
-                  "items": [{"name": "Пресс", "price": 900000, "category": "Крупное"}]},
+            json={
+                "order_id": "A-1",
+                "customer": {"phone": "+7 903 111-22-33"},
+                "items": [{"name": "Пресс", "price": 900000, "category": "Крупное"}],
+            },
             headers=ORDER_AUTH,
         )
     ).json()

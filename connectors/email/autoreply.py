@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import aiosmtplib
@@ -35,7 +36,6 @@ from connectors.email.settings import AutoReplySettings, SmtpSettings
 from gateway.identity import mask_email
 from gateway.models import Outcome
 from gateway.pipeline import Accepted
-from gateway.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,14 @@ def smtp_sender(smtp: SmtpSettings) -> Sender:
     return send
 
 
+class Checkpoints(Protocol):
+    """Where the one-a-day limit is kept: the pipeline (or, in tests, a store)."""
+
+    async def get_checkpoint(self, name: str) -> str | None: ...
+
+    async def save_checkpoint(self, name: str, value: str) -> None: ...
+
+
 class AutoReplier:
     def __init__(
         self,
@@ -179,7 +187,7 @@ class AutoReplier:
         smtp: SmtpSettings,
         rules: AutoReplySettings,
         tz: ZoneInfo,
-        store: Store,
+        checkpoints: Checkpoints,
         metrics: EmailMetrics,
         clock: Clock,
         sender: Sender | None = None,
@@ -188,7 +196,7 @@ class AutoReplier:
         self.smtp = smtp
         self.rules = rules
         self.tz = tz
-        self.store = store
+        self.checkpoints = checkpoints
         self.metrics = metrics
         self.clock = clock
         self.sender = sender or smtp_sender(smtp)
@@ -218,7 +226,7 @@ class AutoReplier:
         now = self.clock()
         today = now.astimezone(self.tz).date().isoformat()
         key = limit_key(job.to_address)
-        if await self.store.get_checkpoint(key) == today:
+        if await self.checkpoints.get_checkpoint(key) == today:
             self.metrics.auto_replies.labels("limited").inc()
             log.info("auto-reply to %s skipped: one a day", mask_email(job.to_address))
             return False
@@ -238,7 +246,7 @@ class AutoReplier:
                     )
                     return False
                 await asyncio.sleep(delay)
-        await self.store.save_checkpoint(key, today)
+        await self.checkpoints.save_checkpoint(key, today)
         self.metrics.auto_replies.labels("sent").inc()
         log.info("auto-reply sent to %s", mask_email(job.to_address))
         return True

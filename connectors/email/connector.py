@@ -40,8 +40,8 @@ class EmailConnector:
             self.replier = AutoReplier(
                 smtp=settings.smtp,
                 rules=settings.auto_reply,
-                tz=pipeline.calendar.tz,
-                store=pipeline.store,
+                tz=pipeline.tz,
+                checkpoints=pipeline,
                 metrics=self.metrics,
                 clock=clock,
                 sender=sender,

@@ -43,7 +43,7 @@ from connectors.email.settings import MailboxSettings
 from connectors.email.worker import SerialWorker
 from gateway.identity import mask_email, mask_text
 from gateway.pipeline import Pipeline
-from gateway.store.sqlite import StoreUnavailable
+from gateway.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class FolderPoller:
     async def _start_position(
         self, session: ImapSession, uidvalidity: int, uidnext: int | None
     ) -> Position:
-        saved = await self.pipeline.store.get_checkpoint(self.checkpoint_name)
+        saved = await self.pipeline.get_checkpoint(self.checkpoint_name)
         old = Position.loads(saved) if saved else None
         if old is not None and old.uidvalidity == uidvalidity:
             return old
@@ -216,7 +216,7 @@ class FolderPoller:
                 uidvalidity,
                 pos.catchup_since,
             )
-        await self.pipeline.store.save_checkpoint(self.checkpoint_name, pos.dumps())
+        await self.pipeline.save_checkpoint(self.checkpoint_name, pos.dumps())
         return pos
 
     # --- taking messages -----------------------------------------------------------------
@@ -230,7 +230,7 @@ class FolderPoller:
                 if not uids:  # the rest of the catch-up range is older than the window
                     assert pos.catchup_until is not None
                     pos = replace(pos, last_uid=pos.catchup_until)
-                    await self.pipeline.store.save_checkpoint(self.checkpoint_name, pos.dumps())
+                    await self.pipeline.save_checkpoint(self.checkpoint_name, pos.dumps())
                     continue
             else:
                 uids = await self._call(session.uids_after, pos.last_uid)
@@ -270,7 +270,7 @@ class FolderPoller:
             self.metrics.skipped.labels(self.mailbox, "vanished").inc(len(missing))
             log.warning("mailbox %s: no body for UIDs %s; skipped", self.label, missing)
             pos = replace(pos, last_uid=uids[-1])
-            await self.pipeline.store.save_checkpoint(self.checkpoint_name, pos.dumps())
+            await self.pipeline.save_checkpoint(self.checkpoint_name, pos.dumps())
         return pos
 
     async def _take_one(self, pos: Position, env: Envelope, raw: bytes, oversize: bool) -> Position:
@@ -324,7 +324,7 @@ class FolderPoller:
                 accepted,
                 self.replier.rules,
                 self.own,
-                junk=self.pipeline.screen.reason(event) is not None,
+                junk=self.pipeline.spam_reason(event) is not None,
                 arrived_at=env.arrived_at,
                 now=now,
             )

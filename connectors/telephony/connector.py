@@ -262,7 +262,7 @@ class TelephonyConnector:
             call = notice.call
             in_list = call.number is not None and call.number in self.blocked
             blocked = call.number is not None and (
-                in_list or self.pipeline.screen.is_blocked_phone(call.number)
+                in_list or self.pipeline.is_blocked_phone(call.number)
             )
             event = call_event(
                 call,
@@ -276,12 +276,12 @@ class TelephonyConnector:
         if notice.kind == "answer" and notice.answered_by and notice.direction == "in":
             # Who answered is kept durably beside the call, for its end to read (the end of
             # a call that a person took does not always name them); it survives restarts.
-            await self.pipeline.store.save_checkpoint(answer_key, notice.answered_by)
+            await self.pipeline.save_checkpoint(answer_key, notice.answered_by)
         if notice.kind == "end" and notice.end is not None and notice.direction is not None:
             end = notice.end
             known = None
             if end.disposition == ANSWERED and end.answered_by is None:
-                known = await self.pipeline.store.get_checkpoint(answer_key)
+                known = await self.pipeline.get_checkpoint(answer_key)
             end = settle(end, notice.direction, known)
             await self.pipeline.accept(
                 result_event(
@@ -318,7 +318,7 @@ class TelephonyConnector:
             if chosen is not None and chosen.reason == REASON_STICKY:
                 seller_id = chosen.seller_id
         elif receipt.lead_id is not None:
-            lead = await self.pipeline.store.get_lead(receipt.lead_id)
+            lead = await self.pipeline.lead(receipt.lead_id)
             if lead is not None and lead.status is LeadStatus.NEW:
                 returning = (
                     receipt.outcome is Outcome.MERGED
@@ -326,7 +326,7 @@ class TelephonyConnector:
                     or bool(lead.events and lead.events[0].id != receipt.event_id)
                 )
                 seller_id = lead.assigned_to if returning else None
-        seller = self.pipeline.roster.seller(seller_id) if seller_id else None
+        seller = self.pipeline.seller(seller_id) if seller_id else None
         if seller is None or not seller.active:
             return None
         return seller.extension

@@ -10,6 +10,11 @@ from typing import Protocol
 from gateway.models import Channel, Lead, LeadEvent, LeadStatus, Receipt
 
 
+class StoreUnavailable(RuntimeError):
+    """A write could not be made durable; nothing in it was acknowledged. Callers answer 503
+    (or back off), never 2xx."""
+
+
 @dataclass(frozen=True, slots=True)
 class PersonMatch:
     """What the store knows of the person behind an event, found by identity keys."""

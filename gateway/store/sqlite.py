@@ -39,6 +39,7 @@ from gateway.store.base import (
     Plan,
     Planner,
     Quarantined,
+    StoreUnavailable,
 )
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_outbox import OutboxMethods
@@ -56,10 +57,6 @@ log = logging.getLogger(__name__)
 
 class StoreLocked(RuntimeError):
     """Another leadgate process is already writing this database."""
-
-
-class StoreUnavailable(RuntimeError):
-    """A batch could not be committed; nothing in it was acknowledged."""
 
 
 def replay_key(channel: str, external_id: str) -> str:

@@ -258,7 +258,7 @@ def replier(store: SQLiteStore, port: int, now: list[datetime]) -> tuple[AutoRep
             smtp=smtp_settings(port),
             rules=AutoReplySettings(),
             tz=MSK,
-            store=store,
+            checkpoints=store,
             metrics=EmailMetrics(metrics.registry),
             clock=lambda: now[0],
             retry_delays=(0.01, 0.01),
