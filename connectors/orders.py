@@ -8,7 +8,7 @@ in the raw payload rather than refused: a new field on their side must never los
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from gateway.identity import normalize_email, normalize_phone
 from gateway.models import Channel, Contact, EquipmentCategory, Interest, LeadEvent
 from gateway.receipts import receipt_response
 
+ORDER_CLOCK_TRUST = timedelta(days=7)
 MAX_DIGITS = 24  # room for any real price with cents; bounds what a number can expand to
 
 
@@ -109,7 +110,12 @@ def parse_order(
         if EquipmentCategory.LARGE in categories
         else next(iter(categories), None)
     )
-    occurred = order.created_at if order.created_at and order.created_at.tzinfo else received_at
+    # The shop's own time is believed within a week before receipt (a queue that caught up
+    # after an outage); outside that it would push the lead out of the dedup window or the
+    # calendar's range, so receipt time stands and the shop's time stays in meta.
+    shop_time = order.created_at if order.created_at and order.created_at.tzinfo else None
+    trusted = shop_time and received_at - ORDER_CLOCK_TRUST <= shop_time <= received_at
+    occurred = shop_time if shop_time and trusted else received_at
     text = f"Заказ №{order.order_id}\n" + "\n".join(lines)
     if order.comment:
         text += f"\nКомментарий: {order.comment}"
@@ -117,7 +123,7 @@ def parse_order(
         channel=Channel.ORDERS,
         external_id=order.order_id,
         idempotency_key=f"order:{idempotency_key}" if idempotency_key else None,
-        occurred_at=min(occurred, received_at),  # a shop clock in the future must not skew SLA
+        occurred_at=occurred,
         received_at=received_at,
         contact=Contact(
             name=c.name or None,
@@ -134,6 +140,7 @@ def parse_order(
             "total": str(order.total) if order.total else None,
             "currency": order.currency,
             "items": len(order.items),
+            "shop_created_at": order.created_at.isoformat() if order.created_at else None,
         },
         raw=data,
     )

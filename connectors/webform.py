@@ -9,6 +9,7 @@ so a flood cannot fill the disk), never silently dropped.
 from __future__ import annotations
 
 import html
+import ipaddress
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -274,7 +275,7 @@ class WebformConnector:
         self, request: web.Request, form_id: str, form: FormSettings
     ) -> web.StreamResponse:
         ip = client_ip(request, self.trusted)
-        wait = 0.0 if self._is_exempt(ip) else self.limiter.hit(ip)
+        wait = 0.0 if self._is_exempt(ip) else self.limiter.hit(_bucket_of(ip))
         data = await read_fields(request)
         locale = negotiate(request.headers.get("Accept-Language"))
         _ = gettext_for(locale)
@@ -294,7 +295,7 @@ class WebformConnector:
                 raise self._too_many(wait, _) from None
             raise ApiError(422, "invalid_fields", _(MSG_INVALID), fields=exc.fields) from None
         if wait:
-            await self._keep_rate_limited(ip, event)
+            await self._keep_rate_limited(_bucket_of(ip), event)
             raise self._too_many(wait, _)
         receipt = await self.ctx.pipeline.accept(event)
         if wants_html(request):
@@ -319,7 +320,11 @@ class WebformConnector:
         self._junk_kept[ip] = now
         if len(self._junk_kept) > 10_000:
             self._junk_kept = {k: t for k, t in self._junk_kept.items() if now - t < window}
-        await self.ctx.pipeline.accept(event.model_copy(update={"junk_reason": "rate limited"}))
+        # Without the client's Idempotency-Key: the honest retry after Retry-After must make
+        # the real lead, not replay this JUNK copy.
+        await self.ctx.pipeline.accept(
+            event.model_copy(update={"junk_reason": "rate limited", "idempotency_key": None})
+        )
 
     @staticmethod
     def _too_many(wait: float, _: Callable[[str], str]) -> ApiError:
@@ -330,6 +335,17 @@ class WebformConnector:
             _(MSG_TOO_MANY).format(seconds=seconds),
             headers={"Retry-After": str(seconds)},
         )
+
+
+def _bucket_of(ip: str) -> str:
+    """The rate-limit bucket: one per IPv4 address, one per IPv6 /64 (what one subscriber
+    gets; per address, a client could rotate through 2**64 of them)."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
 
 
 def _cors(request: web.Request, form: FormSettings) -> dict[str, str]:

@@ -21,6 +21,11 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# What aiohttp raises for a form body it cannot read: broken multipart (ValueError,
+# HttpProcessingError), unknown charset (LookupError), unknown part Content-(Transfer-)
+# Encoding (RuntimeError), bad gzip in a part (zlib.error). All are the sender's fault: 400.
+FORM_READ_ERRORS = (ValueError, LookupError, HttpProcessingError, RuntimeError, zlib.error)
+
 
 def networks(items: Iterable[str]) -> list[Network]:
     return [ipaddress.ip_network(item, strict=False) for item in items]
@@ -65,11 +70,9 @@ async def read_fields(request: web.Request) -> dict[str, Any]:
     if ctype in JSON_TYPES:
         return await read_json_object(request)
     if ctype in FORM_TYPES:
-        # Broken multipart (ValueError, HttpProcessingError), unknown charset (LookupError),
-        # unknown part Content-(Transfer-)Encoding (RuntimeError), bad part gzip (zlib.error).
         try:
             post = await request.post()
-        except (ValueError, LookupError, HttpProcessingError, RuntimeError, zlib.error) as exc:
+        except FORM_READ_ERRORS as exc:
             raise ApiError(400, "invalid_form", f"form body could not be read: {exc}") from None
         out: dict[str, Any] = {}
         for key, value in post.items():

@@ -43,7 +43,7 @@ def parse_query(params: dict[str, str]) -> LeadQuery:
         except ValueError:
             fields["since"] = "an ISO 8601 time with its offset, e.g. 2026-01-12T10:00:00+03:00"
     if (raw := params.get("limit")) is not None:
-        if raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
+        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
             limit = int(raw)
         else:
             fields["limit"] = f"a whole number from 1 to {MAX_LIMIT}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.assign import Assignment, Roster, SellerSettings
@@ -78,9 +78,11 @@ class Pipeline:
                 chosen.append(assignment)
             return Plan(action="create", lead=lead)
 
-        receipt = await self.store.record(
-            event, keys, event.occurred_at - self.dedup_window, plan, checkpoint
-        )
+        try:
+            since = event.occurred_at - self.dedup_window
+        except OverflowError:  # a sender's clock near year 1: nothing can be that old
+            since = datetime.min.replace(tzinfo=UTC)
+        receipt = await self.store.record(event, keys, since, plan, checkpoint)
         self.metrics.event(channel, receipt.outcome.value)
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:

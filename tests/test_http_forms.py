@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -543,3 +544,34 @@ async def test_custom_form_fields_land_in_lead(
     )
     assert html.status == 303
     assert html.headers["Location"] == "/call-me/thanks"
+
+
+async def test_retry_after_rate_limit_makes_the_real_lead(
+    aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Any]
+) -> None:
+    """The 429 says «retry later»; the client's retry with the same Idempotency-Key must
+    create the real lead, not replay the JUNK copy kept of the limited post."""
+    from gateway.web import create_app
+
+    settings = settings_factory(ratelimit={"requests": 1, "per_seconds": 1})
+    client = await aiohttp_client(create_app(settings))
+    await client.post("/v1/forms/site", json={"name": "Первый", "phone": "+79165550001"})
+    body = {"name": "Иван", "phone": "+79165558888"}
+    key = {"Idempotency-Key": "k-xyz-2"}
+    limited = await client.post("/v1/forms/site", json=body, headers=key)
+    assert limited.status == 429
+    await asyncio.sleep(float(limited.headers["Retry-After"]) + 0.1)
+    retry = await client.post("/v1/forms/site", json=body, headers=key)
+    assert retry.status == 201
+    receipt = await retry.json()
+    assert receipt["outcome"] in ("created", "merged")
+    lead = await (await client.get(f"/v1/leads/{receipt['lead_id']}", headers=ADMIN_AUTH)).json()
+    assert lead["status"] == "NEW"
+
+
+def test_ipv6_clients_share_a_bucket_per_64() -> None:
+    from connectors.webform import _bucket_of
+
+    assert _bucket_of("2001:db8:1:2:aaaa::1") == _bucket_of("2001:db8:1:2:bbbb::9")
+    assert _bucket_of("2001:db8:1:2::1") != _bucket_of("2001:db8:1:3::1")
+    assert _bucket_of("192.0.2.7") == "192.0.2.7"

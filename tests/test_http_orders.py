@@ -303,3 +303,43 @@ async def test_large_category_wins(client: Client) -> None:
 async def test_unknown_category_is_422(client: Client) -> None:
     body = order("CAT-3", items=[{"name": "Что-то", "category": "Среднее"}])
     assert set(await invalid(client, body)) == {"items.0.category"}
+
+
+async def test_shop_clock_far_in_the_past_does_not_split_the_person(client: Client) -> None:
+    """A created_at years old must not push the lead out of the dedup window (two leads for
+    one person) nor overflow date arithmetic (a 500)."""
+    customer = {"name": "Ирина", "phone": "+79035550101"}
+    old = await client.post(
+        "/v1/orders",
+        json={"order_id": "OLD-1", "customer": customer, "created_at": "2020-01-01T12:00:00+03:00"},
+        headers=ORDER_AUTH,
+    )
+    new = await client.post(
+        "/v1/orders", json={"order_id": "NEW-1", "customer": customer}, headers=ORDER_AUTH
+    )
+    assert old.status == new.status == 201
+    assert (await new.json())["outcome"] == "merged"
+    ancient = await client.post(
+        "/v1/orders",
+        json={
+            "order_id": "Y1",
+            "customer": {"phone": "+79035550202"},
+            "created_at": "0001-01-01T00:00:00+00:00",
+        },
+        headers=ORDER_AUTH,
+    )
+    assert ancient.status == 201
+    stored = await lead(client, (await ancient.json())["lead_id"])
+    assert stored["events"][0]["meta"]["shop_created_at"].startswith("0001-01-01")
+
+
+async def test_recent_shop_clock_times_the_event(client: Client) -> None:
+    body = {
+        "order_id": "Q-1",
+        "customer": {"phone": "+79035550303"},
+        "created_at": "2026-01-05T12:00:00+03:00",
+    }
+    resp = await client.post("/v1/orders", json=body, headers=ORDER_AUTH)
+    stored = await lead(client, (await resp.json())["lead_id"])
+    # Older than a week before receipt: receipt time stands (the test runs after 2026-01-12).
+    assert not stored["events"][0]["occurred_at"].startswith("2026-01-05")

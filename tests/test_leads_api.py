@@ -231,3 +231,9 @@ async def test_unknown_lead_is_404(client: Client) -> None:
     resp = await client.get("/v1/leads/01JNOSUCHLEAD000000000000", headers=ADMIN_AUTH)
     assert resp.status == 404
     assert (await resp.json())["error"] == "not_found"
+
+
+async def test_non_ascii_digits_in_limit_are_refused(client: Client) -> None:
+    resp = await client.get("/v1/leads?limit=%C2%B2", headers=ADMIN_AUTH)
+    assert resp.status == 422
+    assert "limit" in (await resp.json())["fields"]

@@ -38,7 +38,7 @@ NOT_REACHED = "not_reached"  # hung up in the IVR, the queue or the after-hours 
 FAILED = "failed"
 FORWARDED = "forwarded"
 
-MAX_CALL_ID = 250
+MAX_CALL_ID = 200  # "zadarma:" + id + ":record:" + id must fit LeadEvent's 512
 # Call times before this are a provider's placeholder or garbage, not a call.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _HIDDEN = {"", "0", "anonymous", "unknown", "private", "restricted", "hidden", "unavailable"}

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from connectors.base import Connector, ConnectorContext
 from connectors.telephony import cti, mango, zadarma
@@ -36,6 +35,7 @@ from connectors.telephony.calls import (
 from connectors.telephony.metrics import TelephonyMetrics
 from gateway.assign import REASON_STICKY
 from gateway.errors import ApiError
+from gateway.http import FORM_READ_ERRORS, FORM_TYPES
 from gateway.identity import normalize_phone
 from gateway.models import LeadStatus, Outcome
 from gateway.pipeline import Accepted
@@ -43,7 +43,6 @@ from gateway.pipeline import Accepted
 log = logging.getLogger(__name__)
 
 CHANNEL = "phone"
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ECHO = 256
 # Quarantined requests keep only headers that help to tell who sent them.
 _KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Real-IP")
@@ -72,7 +71,7 @@ async def read_form(request: web.Request) -> dict[str, Any]:
         )
     try:
         post = await request.post()
-    except (ValueError, LookupError, HttpProcessingError) as exc:
+    except FORM_READ_ERRORS as exc:
         raise ApiError(400, "invalid_form", f"form body could not be read: {exc}") from None
     out: dict[str, Any] = {}
     for key, value in post.items():

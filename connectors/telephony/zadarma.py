@@ -101,6 +101,9 @@ def parse_time(value: str | None, tz: ZoneInfo) -> datetime:
     return checked_time(local.replace(tzinfo=tz), "call_start")
 
 
+MAX_SECONDS = 10**9
+
+
 def _int(value: str | None, field: str) -> int | None:
     if value is None or value.strip() == "":
         return None
@@ -110,6 +113,8 @@ def _int(value: str | None, field: str) -> int | None:
         raise CallInvalid(f"{field} is not a number") from None
     if number < 0:
         raise CallInvalid(f"{field} is negative")
+    if number > MAX_SECONDS:  # a call longer than ~30 years is not a call; JSON can't hold it
+        raise CallInvalid(f"{field} is too large")
     return number
 
 

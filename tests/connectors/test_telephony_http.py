@@ -574,3 +574,52 @@ async def test_concurrent_duplicate_webhooks_make_one_call(
     stored = rows(db(tmp_path))
     assert sorted(r.meta["kind"] for r in stored) == ["call", "call_result"]
     assert count(db(tmp_path), "SELECT COUNT(*) FROM leads") == 1
+
+
+# --- found in review: inputs that reached a 500 ---------------------------------------------
+
+
+async def test_unreadable_multipart_is_400_before_any_signature_check(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await make_client()
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="event"\r\n'
+        b"Content-Transfer-Encoding: bogus\r\n\r\nNOTIFY_START\r\n--XX--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=XX"}
+    for path in (
+        "/v1/telephony/zadarma",
+        "/v1/telephony/mango/events/call",
+        f"/v1/telephony/cti/{CTI_TOKEN}",
+    ):
+        resp = await client.post(path, data=body, headers=headers)
+        assert resp.status == 400, path
+        assert (await resp.json())["error"] == "invalid_form"
+    assert count(db(tmp_path), "SELECT COUNT(*) FROM events") == 0
+
+
+async def test_absurd_duration_is_refused_not_a_500(make_client: MakeClient) -> None:
+    client = await make_client()
+    form = {
+        "event": "NOTIFY_END",
+        "pbx_call_id": "in_big1",
+        "caller_id": "+79161234567",
+        "called_did": "74951234567",
+        "call_start": "2026-11-27 10:00:00",
+        "disposition": "answered",
+        "duration": "9" * 30,
+        "internal": "101",
+    }
+    status, _ = await send(client, "zadarma", zadarma_request(form))
+    assert status == 400
+
+
+async def test_longest_call_ids_still_fit_a_recording_event(make_client: MakeClient) -> None:
+    client = await make_client()
+    form = {"event": "NOTIFY_RECORD", "pbx_call_id": "p" * 250, "call_id_with_rec": "r" * 250}
+    status, _ = await send(client, "zadarma", zadarma_request(form))
+    assert status == 400  # over the id limit: refused by name, not a 500
+    form = {"event": "NOTIFY_RECORD", "pbx_call_id": "p" * 200, "call_id_with_rec": "r" * 200}
+    status, _ = await send(client, "zadarma", zadarma_request(form))
+    assert status == 200
