@@ -499,3 +499,47 @@ async def test_assignment_counts(store: SQLiteStore) -> None:
         await record(store, make_event(f"a{n}"), assigned_to=seller)
     assert await store.assignment_counts(T0 - timedelta(hours=1)) == {"anna": 2, "boris": 1}
     assert await store.assignment_counts(T0 + timedelta(hours=1)) == {}
+
+
+async def test_merge_into_a_lead_whose_batch_then_fails_fails_too(db_path: Path) -> None:
+    """B merges (through the overlay) into the lead A is creating; A's batch fails later
+    (lock held too long, disk error). B must fail as well: committed alone it would store
+    the lead without A's event and without its lead.created outbox row."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    gate = asyncio.Event()
+    calls = 0
+    real_begin = store._begin
+
+    async def begin_then_fail_once(db: sqlite3.Connection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+            raise StoreUnavailable("database stayed locked")
+        await real_begin(db)
+
+    store._begin = begin_then_fail_once  # type: ignore[method-assign]
+    phone = "+79167770000"
+    try:
+        first = asyncio.create_task(record(store, make_event("first", phone=phone)))
+        await asyncio.sleep(0.05)  # batch 1 = [first] waits in BEGIN
+        second = asyncio.create_task(record(store, make_event("second", phone=phone)))
+        await asyncio.sleep(0.05)  # second is decided: a merge into first's pending lead
+        gate.set()
+        with pytest.raises(StoreUnavailable):
+            await first
+        with pytest.raises(StoreUnavailable):
+            await second
+        assert count(db_path, "leads") == count(db_path, "outbox") == 0
+        # Both senders retry after their 503: one lead, created then merged.
+        again_first = await record(store, make_event("first", phone=phone))
+        again_second = await record(store, make_event("second", phone=phone))
+        assert again_first.outcome is Outcome.CREATED
+        assert again_second.outcome is Outcome.MERGED
+        assert again_second.lead_id == again_first.lead_id
+        with sqlite3.connect(db_path) as db:
+            kinds = [k for (k,) in db.execute("SELECT kind FROM outbox ORDER BY id")]
+        assert kinds == ["lead.created", "lead.merged"]
+    finally:
+        await store.close()

@@ -134,4 +134,6 @@ def _unencoded(chunk: bytes) -> str:
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.split())
+    # Raw 8-bit headers decoded with raw-unicode-escape can carry lone surrogates, which no
+    # JSON encoder or SQLite text column takes: replace them, or the message sticks forever.
+    return " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")

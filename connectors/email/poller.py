@@ -42,6 +42,7 @@ from connectors.email.position import RESYNC_MARGIN, Backoff, Position
 from connectors.email.settings import MailboxSettings
 from connectors.email.worker import SerialWorker
 from gateway.identity import mask_email, mask_text
+from gateway.models import LeadEvent
 from gateway.pipeline import Pipeline
 from gateway.store.base import StoreUnavailable
 
@@ -278,19 +279,27 @@ class FolderPoller:
         checkpoint = (self.checkpoint_name, after.dumps())
         where = {"mailbox": self.mailbox, "folder": self.folder, "uid": str(env.uid)}
         now = self.clock()
-        try:
+        origin = Origin(self.mailbox, self.folder, pos.uidvalidity, env.uid)
+
+        def parse() -> tuple[Mail, LeadEvent | None]:
             mail = parse_mail(raw, self.own)
-            event = None
-            if mail.not_customer is None:
-                event = mail_to_event(
-                    mail,
-                    Origin(self.mailbox, self.folder, pos.uidvalidity, env.uid),
-                    arrived_at=env.arrived_at,
-                    received_at=now,
-                    region=self.region,
-                    size=env.size,
-                    oversize=oversize,
-                )
+            if mail.not_customer is not None:
+                return mail, None
+            event = mail_to_event(
+                mail,
+                origin,
+                arrived_at=env.arrived_at,
+                received_at=now,
+                region=self.region,
+                size=env.size,
+                oversize=oversize,
+            )
+            return mail, event
+
+        try:
+            # Off the loop: a big HTML mail takes seconds to parse, and every channel's
+            # requests would wait for it.
+            mail, event = await asyncio.to_thread(parse)
         except Exception as exc:  # whatever the message does to the parser, the folder goes on
             reason = f"malformed: {type(exc).__name__}: {exc}"[:200]
             await self.pipeline.quarantine(CHANNEL, reason, raw, where, checkpoint=checkpoint)
@@ -301,7 +310,14 @@ class FolderPoller:
             return after
         if event is None:
             assert mail.not_customer is not None
-            await self._keep(mail, raw, where, checkpoint)
+            try:
+                await self._keep(mail, raw, where, checkpoint)
+            except (StoreUnavailable, asyncio.CancelledError):
+                raise
+            except Exception:  # its headers would not store: keep it by location alone
+                log.exception("mailbox %s uid %d: keeping it failed", self.label, env.uid)
+                reason = f"not a customer: {mail.not_customer}"
+                await self.pipeline.quarantine(CHANNEL, reason, raw, where, checkpoint=checkpoint)
             return after
         try:
             accepted = await self.pipeline.accept_detailed(event, checkpoint=checkpoint)

@@ -38,15 +38,21 @@ def _is_outlook_header(lines: list[str], i: int) -> bool:
     return sum(1 for ln in following[:4] if _HEADER_REST.match(ln)) >= 2
 
 
+# Attribution lines are short; the patterns above backtrack polynomially on long lines
+# (a 40 KB one-line body took a minute), so longer lines are never attributions.
+MAX_ATTRIBUTION = 300
+
+
 def _is_attribution(lines: list[str], i: int) -> bool:
     line = lines[i].strip()
-    if not line:
+    if not line or len(line) > MAX_ATTRIBUTION:
         return False
     if _ATTRIBUTION_END.search(line) or _DATED.match(line) or _MAILRU.search(line):
         return True
     # "On Mon, 12 Jan 2026 at 10:00, Ivan <ivan@example.ru>" wrapped onto a second line.
     if i + 1 < len(lines) and _ATTRIBUTION_START.match(line):
-        return bool(_ATTRIBUTION_END.search(lines[i + 1].strip()))
+        following = lines[i + 1].strip()
+        return len(following) <= MAX_ATTRIBUTION and bool(_ATTRIBUTION_END.search(following))
     return False
 
 

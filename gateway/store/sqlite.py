@@ -86,6 +86,10 @@ class _Pending:
     checkpoints: list[tuple[str, str]] = field(default_factory=list)
     # Any other write (outbox state changes, ...): run in order after the inserts above.
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    # The uncommitted write this one builds on (a merge into a lead still in the overlay).
+    # If that write fails, this one must fail too: else a lead would be stored without
+    # its creating event and its lead.created outbox row.
+    after: _Pending | None = None
 
 
 class SQLiteStore(OutboxMethods):
@@ -269,11 +273,14 @@ class SQLiteStore(OutboxMethods):
         loop = asyncio.get_running_loop()
         now = to_epoch(event.received_at)
         lead: Lead | None
+        after: _Pending | None = None
         if decision.action == "create":
             assert decision.lead is not None
             lead, outcome, kind = decision.lead, Outcome.CREATED, "lead.created"
         elif decision.action == "merge":
             assert decision.lead_id is not None
+            pending_base = self._pending_leads.get(decision.lead_id)
+            after = pending_base[1] if pending_base is not None else None
             base = self._load_lead(decision.lead_id)
             if base is None:  # the planner named a lead that does not exist: a bug, not input
                 raise LookupError(f"merge target {decision.lead_id} not found")
@@ -292,6 +299,7 @@ class SQLiteStore(OutboxMethods):
         item = _Pending(
             receipt=Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome),
             done=loop.create_future(),
+            after=after if decision.action == "merge" else None,
         )
         # The EventRecord as JSON, straight from the validated event: one dump, no re-validation.
         record = event.model_dump(mode="json", include=_RECORD_FIELDS)
@@ -340,9 +348,26 @@ class SQLiteStore(OutboxMethods):
         db, fsync = self._writer, self._fsync
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            taken = [await self._queue.get()]
+            while len(taken) < self.max_batch and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            batch = self._drop_orphans(taken)
+            try:
+                await self._write(db, fsync, loop, batch)
+            finally:
+                # Per item taken, dropped ones included: close() waits on queue.join().
+                for _ in taken:
+                    self._queue.task_done()
+
+    async def _write(
+        self,
+        db: sqlite3.Connection,
+        fsync: ThreadPoolExecutor,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending],
+    ) -> None:
+        """Commit one batch and settle its callers; a failure fails this batch only."""
+        if batch:
             try:
                 await self._begin(db)
                 _many(db, _INSERT_LEAD, [r for p in batch for r in p.leads])
@@ -364,8 +389,18 @@ class SQLiteStore(OutboxMethods):
                 self._settle(batch, StoreUnavailable(f"commit failed: {exc}"))
             else:
                 self._settle(batch, None)
-            for _ in batch:
-                self._queue.task_done()
+
+    def _drop_orphans(self, batch: list[_Pending]) -> list[_Pending]:
+        """Fail, in order, the writes whose base write failed in an earlier batch (or earlier
+        in this one): nothing of them is acknowledged, and their senders retry."""
+        kept: list[_Pending] = []
+        for p in batch:
+            base = p.after
+            if base is not None and base.done.done() and base.done.exception() is not None:
+                self._settle([p], StoreUnavailable("the lead it joins could not be stored"))
+            else:
+                kept.append(p)
+        return kept
 
     async def _begin(self, db: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE without blocking the loop while another process holds the lock."""

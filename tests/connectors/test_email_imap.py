@@ -743,3 +743,23 @@ async def test_sigkill_of_the_server_mid_mailbox(
     assert_each_once(db, n)
     assert not any(b"\\Seen" in f for f in dovecot.flags(user).values())
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+async def test_robot_mail_with_an_unstorable_header_does_not_block_the_folder(
+    dovecot: Dovecot, user: str, gateway: GatewayFactory
+) -> None:
+    """Found in review: a lone surrogate decoded from a raw 8-bit Subject could not be
+    stored, so the robot mail was retried forever and the customer behind it never read."""
+    at = datetime(2026, 1, 13, 12, tzinfo=UTC)
+    poison = (
+        b"From: Robot <robot@example.ru>\r\nTo: sales@stroymash-market.ru\r\n"
+        b"Message-ID: <s1@x>\r\nDate: Tue, 13 Jan 2026 12:00:00 +0300\r\n"
+        b"Auto-Submitted: auto-replied\r\n"
+        b"Subject: =?utf-8?q?Re?= \\udc80 x\r\n\r\nbody\r\n"
+    )
+    dovecot.deliver(user, poison, at=at)
+    dovecot.deliver(user, fixture("gmail_utf8_mixed.eml"), at=at)
+    gw = await gateway(email_settings(mailbox(dovecot, user)))
+    await until(lambda: gw.events() == 1 and gw.quarantined() == 1, "both messages taken")
+    position = await gw.position()
+    assert position is not None and position.last_uid == 2

@@ -281,3 +281,27 @@ def test_event_limits() -> None:
     assert mail.message_id_derived  # too long for an external id: derived instead
     event = mail_to_event(mail, ORIGIN, arrived_at=None, received_at=NOW, size=99, oversize=True)
     assert event.meta["oversize"] is True and "слишком большое" in (event.text or "")
+
+
+def test_a_long_one_line_body_is_parsed_in_linear_time() -> None:
+    """Found in review: the Mail.ru attribution pattern backtracked on long lines (a 40 KB
+    one-line body took a minute on the event loop). Attributions are short lines."""
+    import time
+
+    line = "Цены от 1500 " * 3200  # ~41 KB on one line, with «от» and digits
+    raw = (
+        "From: Иван <ivan@example.ru>\r\nTo: sales@example.ru\r\nSubject: Прайс\r\n"
+        "Message-ID: <long@x>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + line
+    ).encode()
+    started = time.monotonic()
+    mail = parse_mail(raw, frozenset())
+    assert "Цены от 1500" in mail.body
+    assert time.monotonic() - started < 5.0  # was ~60 s; generous for a loaded machine
+
+
+def test_raw_8bit_header_with_a_surrogate_escape_is_storable() -> None:
+    import orjson
+
+    value = decode_header_value("=?utf-8?q?Re?= \\udc80 x")
+    orjson.dumps({"subject": value})  # raised TypeError before the fix
+    assert value.startswith("Re")
