@@ -97,7 +97,7 @@ def parse_order(
         raise ApiError(422, "invalid_fields", "the order has invalid fields", problems)
 
     lines = [
-        f"{i.name} × {i.quantity.normalize()}"
+        f"{i.name} × {i.quantity.normalize():f}"
         + (f" — {_money(i.price, order.currency)}" if i.price is not None else "")
         for i in order.items
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,14 +85,20 @@ class Roster:
         )
         self._any_active = any(s.active for s in self._sellers)
         self._counts = [0] * len(self._sellers)
+        self._tz = calendar.tz
+        # Counts are per working day: all-time counts would hand a part-timer every lead of
+        # their day to catch up with full-timers. The day only moves forward: a late event
+        # (an old mail) must not reset the count of the day in progress.
+        self._day: date | None = None
         self._last = -1  # roster position of the last strategy pick; ties rotate after it
 
     def seller(self, seller_id: str) -> SellerSettings | None:
         i = self._index.get(seller_id)
         return None if i is None else self._sellers[i]
 
-    def seed(self, counts: Mapping[str, int]) -> None:
-        """Replace the per-seller counts (leads already assigned, e.g. from the store).
+    def seed(self, counts: Mapping[str, int], day: date | None = None) -> None:
+        """Replace the per-seller counts (leads already assigned, e.g. from the store) of
+        `day` (the calendar's local date); the first lead of a later day starts from zero.
 
         Sellers missing from `counts` start at 0 and unknown ids are ignored (former staff).
         Round robin favours the lowest count, so a seller seeded far below the others gets
@@ -105,6 +112,7 @@ class Roster:
             if i is not None:
                 fresh[i] = count
         self._counts = fresh
+        self._day = day
 
     def counts(self) -> dict[str, int]:
         """Assignments per seller so far (seeded + chosen), for ops and tests."""
@@ -123,6 +131,12 @@ class Roster:
         """The seller who should get a lead worked at `at` (now, or the next opening)."""
         if not self._any_active:
             return Assignment(None, REASON_NO_SELLERS)
+        day = at.astimezone(self._tz).date()
+        if self._day is None:
+            self._day = day  # counts seeded without a day belong to the first lead's day
+        elif day > self._day:
+            self._counts = [0] * len(self._sellers)
+            self._day = day
 
         if self._settings.sticky and previous_owner is not None:
             owner = self._index.get(previous_owner)

@@ -54,6 +54,17 @@ class CalendarSettings(BaseModel):
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"unknown channel(s) {unknown}; expected one of {sorted(known)}")
+        empty = sorted(name for name, week in value.items() if week.is_empty())
+        if empty:
+            raise ValueError(f"channel(s) {empty} have no working hours on any day")
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _some_hours(cls, value: WeeklyHours) -> WeeklyHours:
+        # With no working time no SLA can be computed: refuse it here, not at a request.
+        if value.is_empty():
+            raise ValueError("no working hours on any day")
         return value
 
     @field_validator("reaction_minutes")
@@ -199,7 +210,10 @@ class BusinessCalendar:
                 found = True
                 begin = max(cursor, start)
                 if first is None:
-                    first = local if begin == cursor else self._at(day, begin)
+                    # `local` itself only on its own day: on later days cursor is midnight,
+                    # and a window opening at 00:00 would otherwise look like "open now".
+                    same = day == local.date() and begin == cursor
+                    first = local if same else self._at(day, begin)
                 if remaining <= end - begin:
                     return first, self._at(day, begin + remaining)
                 remaining -= end - begin

@@ -23,7 +23,12 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from connectors.email.settings import EmailSettings
 from connectors.telephony.settings import TelephonySettings
@@ -272,7 +277,32 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
     data.update(overrides)
+    if unknown := _unknown_env():
+        raise ConfigError(source, unknown)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from exc
+    except SettingsError as exc:  # an env value that is not the JSON a list or table needs
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        names = sorted(k for k in os.environ if k.upper().startswith(f"LEADGATE_{field.upper()}"))
+        raise ConfigError(
+            source,
+            [
+                f"environment {', '.join(names) or 'LEADGATE_' + field.upper()}: lists and "
+                "tables must be JSON there, e.g. '[\"10.0.0.0/8\"]' or '{\"site\": \"...\"}'"
+            ],
+        ) from exc
+
+
+def _unknown_env() -> list[str]:
+    """LEADGATE_* variables that name no setting: a typo there would be silently ignored."""
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    problems = []
+    for key in sorted(os.environ):
+        if not key.upper().startswith("LEADGATE_"):
+            continue
+        head = key[len("LEADGATE_") :].split("__", 1)[0].upper()
+        if head not in known:
+            problems.append(f"environment {key}: no setting of that name")
+    return problems

@@ -20,6 +20,8 @@ def parse_window(text: str) -> tuple[time, time]:
         end = time.max if end_s == "24:00" else time.fromisoformat(end_s)
     except ValueError as exc:
         raise ValueError(f"expected 'HH:MM-HH:MM', got {text!r}") from exc
+    if start.tzinfo is not None or end.tzinfo is not None:
+        raise ValueError(f"window {text!r}: give local times without an offset")
     if end <= start:
         raise ValueError(f"window {text!r} ends before it starts")
     return start, end
@@ -60,6 +62,9 @@ class WeeklyHours(BaseModel):
     fri: Windows = []
     sat: Windows = []
     sun: Windows = []
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, day) for day in DAYS)
 
     def windows(self, weekday: int) -> list[tuple[time, time]]:
         """Parsed windows for date.weekday() (0 = Monday), sorted."""

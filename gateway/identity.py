@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import urllib.parse
 
 import idna
 import phonenumbers
@@ -175,28 +176,173 @@ def mask_email(email: str) -> str:
     return f"{local[0]}{_MASK * 3}@{domain}"
 
 
-# One pass over the text with both alternatives. Boundaries are what keep timestamps, UUIDs,
-# ULIDs and IPs intact: a run may not start right after a word char or '-', '/', '.', '+', '@',
-# may not be an ISO (YYYY-MM-DD) or DD-MM-YYYY date, and may not run on into a word char, '@'
-# or a '-'/'/'/'.' followed by more digits. '.' is not a separator so IPs and dotted dates stay.
-_TEXT_PATTERN = re.compile(
-    r"(?P<email>(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+)"
-    r"|(?P<phone>(?<![\w@/.+\-])(?!\d{4}-\d\d-\d\d|\d\d-\d\d-\d{4})"
-    r"\+?\(?\d(?:[ \u00a0\-()]{0,3}\d){6,}(?![\w@]|[-/.]\d))"
+# mask_text makes two left-to-right passes with precompiled patterns:
+#   1. emails (only when the line has an '@' in some spelling at all): an address, also
+#      percent-encoded ("ivan%40mail.ru", "%D0%B8...%40...") or JSON-escaped ("\u0438...@...").
+#   2. numbers. At each position that starts a digit run (or a plus) it tries, in this order:
+#      keep  - dates (ISO, dotted, DD-MM-YYYY), clock times (with seconds and a fraction) and
+#              IPv4 addresses: numeric-looking but not personal, they survive byte for byte.
+#              Matching them first also stops "10:00:00 2025-01-15" being read as "00 2025-...".
+#      phone - a "digit cluster": an optional plus ("+", "%2B", "\u002b"), then digit groups
+#              joined by 1-3 separators (space, tab, NBSP and other Unicode spaces/dashes, "-",
+#              ".", "(", ")", "+" as a form-encoded space, and their %XX / \uXXXX / "\t" /
+#              "&nbsp;" spellings). Letters, "_", "/", "." or "=" around it do not protect it:
+#              "тел.8916...", "phone_7916...", "/cb/7916...", "89161234567abc" are clusters.
+#              _mask_cluster then decides whether the cluster is a phone.
+#      A cluster lying inside a UUID is recognized in context and kept (_inside_uuid). IPv6
+#      groups are at most 4 digits between colons, so never a cluster. ULIDs and hex digests are
+#      not special-cased: in the rare one that holds 10+ digits in a row, that run is masked
+#      (over-masking an id beats showing a phone hidden in something id-shaped).
+# Both passes are linear even on hostile input: everything that repeats is possessive (nothing
+# is ever re-tried at a shorter length), an email is only tried from the first character of a run
+# of local-part characters, and a digit cluster either matches in full or fails its bounded
+# pre-check. tests/test_identity.py runs 100 KB lines of digits and separators to prove it.
+_HEX = "[0-9A-Fa-f]"
+_PLUS = r"(?:\+|%2[Bb]|\\u002[Bb])"
+_SEP = (
+    r"(?:[ \t\u00a0\u2000-\u200b\u202f\u2010-\u2015\u2212.()+\-]"
+    r"|%2[089BbDdEe]|&nbsp;|&#160;|\\t|\\u(?:00[Aa]0|200[0-9AaBb]|201[0-5]|202[Ff]|2212))"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d)"
+_MONTH = r"(?:0[1-9]|1[0-2])"
+_DAY = r"(?:0[1-9]|[12]\d|3[01])"
+_TIME = r"\d\d?:[0-5]\d(?::[0-5]\d(?:\.\d{1,9}(?!\d))?)?(?!\d)"
+_UUID = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+_KEEP = (
+    rf"(?:\d{{4}}-{_MONTH}-{_DAY}|\d{{4}}\.{_MONTH}\.{_DAY}"
+    rf"|{_DAY}\.{_MONTH}\.\d{{4}}|{_DAY}-{_MONTH}-\d{{4}})(?![-.]?\d)"
+    rf"|{_TIME}"
+    rf"|(?:{_OCTET}\.){{3}}{_OCTET}(?!\.?\d)"
+)
+_PLUS_LEAD = rf"{_PLUS}(?:[ (\u00a0]|%2[08])?"
+# The look-ahead is a bounded pre-check (7 digits within reach) so that the callback only runs
+# for clusters that might be phones; it reads at most 7 digits and 19 separators, so it cannot
+# make the pass superlinear. A later group that starts a clock time or a UUID ends the cluster
+# ("uid 1234567 10:00" stays a bare UID, "attempt 3 550e8400-..." leaves the UUID whole).
+_PHONE = (
+    rf"(?=(?:{_PLUS_LEAD})?\d(?:{_SEP}{{0,3}}\d){{6}})"
+    rf"(?:{_PLUS_LEAD})?\d++(?:{_SEP}{{1,3}}+(?!{_TIME}|{_UUID})\d++)*+"
+)
+# The shared prefix rejects most positions (letters, inside digit runs) in two cheap steps.
+_NUMBER_PATTERN = re.compile(rf"(?<!\d)(?=[\d+%\\])(?:(?P<keep>{_KEEP})|(?P<phone>{_PHONE}))")
+
+# A local part may start wherever a run of its characters starts: after a non-local character,
+# but not inside a %XX or \uXXXX escape (one start per run keeps the pass linear). "%40",
+# "%2540" (encoded twice, as in a redirect URL), "\u0040" and "&#64;" are the '@' itself, so
+# they are not local characters.
+_AT = r"(?:@|%40|%2540|\\u0040|&#64;|&#[xX]40;)"
+_LOCAL_CHAR = rf"(?:[\w.+\-]|%(?!40|2540){_HEX}{{2}}|\\u(?!0040){_HEX}{{4}})"
+_DOMAIN_CHAR = rf"(?:[\w\-]|%{_HEX}{{2}}|\\u{_HEX}{{4}})"
+_EMAIL_PATTERN = re.compile(
+    rf"(?<![\w.+\-])(?!(?<=%){_HEX}{{2}}|(?<=\\)u{_HEX}{{4}})"
+    rf"(?P<local>{_LOCAL_CHAR}++)(?P<at>{_AT})"
+    rf"{_DOMAIN_CHAR}++(?:\.{_DOMAIN_CHAR}++)++"
 )
 
+_AT_PATTERN = re.compile(_AT)  # cheap gate: most log lines have no address at all
+_DIGIT_GROUPS = re.compile(r"\d+")
+# Escapes inside a cluster are separators; their hex digits are not the number's digits.
+_CLUSTER_ESCAPES = re.compile(rf"%{_HEX}{{2}}|\\u{_HEX}{{4}}|\\t|&nbsp;|&#160;")
+_PLUS_TOKEN = re.compile(_PLUS)
+_UUID_EXACT = re.compile(rf"(?<![0-9A-Za-z]){_UUID}(?![0-9A-Za-z])")
 
-def _mask_match(match: re.Match[str]) -> str:
-    email = match.group("email")
-    if email is not None:
-        return mask_email(email)
-    run = match.group("phone")
-    return _mask_digits(_NON_DIGITS.sub("", run), run.startswith("+"))
+
+def _bare_run_is_phone(digits: str) -> bool:
+    """Is a run of digits with no plus and no separators a phone number?
+
+    11+ digits: always (a full number with its country code or trunk prefix, "89161234567",
+    "442079460958", or a longer run that may hide one; millisecond epochs get masked too).
+    10 digits: yes, unless it starts with 1. Ten digits is a national number without its prefix
+    in Russia (mobile 9xx, geographic 3xx/4xx/8xx), NANP (area codes never start with 0 or 1)
+    and elsewhere (0xx...), but it is also a Unix time in seconds, and from 2001-09-09 to
+    2033-05-18 those are exactly 1000000000..1999999999. So "1736930000" (a timestamp, an IMAP
+    UIDVALIDITY) survives while "9161234567" and "4951234567" are masked.
+    7-9 digits alone (IMAP UIDs, counters, row ids) are not phones: too short to be a full one.
+    """
+    return len(digits) >= 11 or (len(digits) == 10 and digits[0] != "1")
+
+
+def _mask_cluster(run: str) -> str:
+    """The masked form of a digit cluster, or the cluster unchanged when it is not a phone."""
+    plus_match = _PLUS_TOKEN.match(run)
+    plus = plus_match.group() if plus_match else ""
+    body = run[len(plus) :]
+    if "%" in body or "\\" in body or "&" in body:
+        body = _CLUSTER_ESCAPES.sub(" ", body)
+    groups = _DIGIT_GROUPS.findall(body)
+    digits = "".join(groups)
+    if plus:
+        # "+7 916 ..." and "+79161234567": a number written internationally.
+        is_phone = len(digits) >= 7
+    elif len(groups) == 1:
+        is_phone = _bare_run_is_phone(digits)
+    elif len(groups) == 2 and body == f"{groups[0]}.{groups[1]}":
+        # A decimal ("1736930000.123456"): each side judged as a bare run, so "1.89161234567"
+        # (a numbered list item) is masked. One exception keeps float noise in durations
+        # readable: "0." and 16+ digits ("0.30000000000000004") cannot be a phone, E.164 has
+        # at most 15. ("\u00a0.9161234567" - an escape's 0, then a phone - is still masked.)
+        is_phone = _bare_run_is_phone(groups[0]) or (
+            _bare_run_is_phone(groups[1]) and (groups[0] != "0" or len(groups[1]) < 16)
+        )
+    else:
+        # Separator-grouped: "123-45-67", "8 (916) 123-45-67", "916.123.45.67", "1 234 567".
+        is_phone = len(digits) >= 7
+    if not is_phone:
+        return run
+    masked = _mask_digits(digits, bool(plus))
+    return plus + masked[1:] if plus else masked
+
+
+def _inside_uuid(match: re.Match[str]) -> bool:
+    """Is this cluster part of a UUID ("...-a716-446655440000")?"""
+    start, end = match.span()
+    if end - start > 36:
+        return False
+    # A UUID holding [start, end) lies within [end - 36, start + 36); one more character is
+    # read so that its trailing look-ahead sees the real text, not an artificial end.
+    text = match.string
+    for uuid in _UUID_EXACT.finditer(text, max(0, end - 36), min(len(text), start + 37)):
+        if uuid.start() <= start and end <= uuid.end():
+            return True
+    return False
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    run = match.group()
+    if match.lastgroup == "keep" or _inside_uuid(match):
+        return run
+    return _mask_cluster(run)
+
+
+def _first_char(local: str) -> str:
+    """The first character of a possibly %-encoded or \\u-escaped local part, for display."""
+    if local[0] == "%":
+        char = urllib.parse.unquote(local[:12])[0]  # up to 4 %XX bytes: one UTF-8 character
+    elif local[0] == "\\":
+        char = chr(int(local[2:6], 16))
+    else:
+        char = local[0]
+    return char if char.isprintable() else _MASK  # no lone surrogates or controls in logs
+
+
+def _mask_email_match(match: re.Match[str]) -> str:
+    # The domain stays as written: it helps debugging and keeps a URL or JSON string intact.
+    local, at = match.group("local", "at")
+    return f"{_first_char(local)}{_MASK * 3}{at}{match.group()[len(local) + len(at) :]}"
 
 
 def mask_text(text: str) -> str:
-    """Mask every email and every phone-like run of 7+ digits inside arbitrary text."""
-    return _TEXT_PATTERN.sub(_mask_match, text)
+    """Mask every email and every phone-like digit cluster inside arbitrary text.
+
+    Also the spellings logs really contain: "тел.89161234567", "phone_79161234567",
+    "?phone=%2B79161234567", "?email=ivan%40mail.ru", JSON "\\u0438\\u0432...@..." escapes,
+    "+7.916.123.45.67", tabs between groups. Dates, clock times, ISO timestamps, IPv4/IPv6,
+    UUIDs and bare numbers of up to 9 digits (IMAP UIDs) are left alone, as are 10-digit
+    numbers starting with 1 (Unix times); see _bare_run_is_phone.
+    """
+    if _AT_PATTERN.search(text):
+        text = _EMAIL_PATTERN.sub(_mask_email_match, text)
+    return _NUMBER_PATTERN.sub(_mask_number, text)
 
 
 class MaskingFilter(logging.Filter):

@@ -61,7 +61,12 @@ class Pipeline:
         """Like accept(), plus the calendar verdict and assignment (for connectors that steer
         the sender: a PBX routing the call, an auto-reply saying when we open)."""
         channel = event.channel.value
-        classification = self.calendar.classify(event.occurred_at, channel)
+        try:
+            classification = self.calendar.classify(event.occurred_at, channel)
+        except (ValueError, OverflowError):
+            # A sender's clock far outside the calendar's range (year 9999 in a mail's Date):
+            # judge the event by when we received it rather than refuse it.
+            classification = self.calendar.classify(event.received_at, channel)
         keys = identity_keys(event.contact)
         junk = self.screen.reason(event)
         chosen: list[Assignment] = []
@@ -70,7 +75,13 @@ class Pipeline:
             # Spam never joins a real lead: a bot typing a customer's phone must not
             # bury the customer's own request under junk.
             if match.lead_id is not None and junk is None:
-                return Plan(action="merge", lead_id=match.lead_id, matched_on=match.matched_on)
+                return Plan(
+                    action="merge",
+                    lead_id=match.lead_id,
+                    matched_on=match.matched_on,
+                    # Only a customer's own contact asks for a reaction, not our outgoing call.
+                    sla_due_at=classification.sla_due_at if event.creates_lead else None,
+                )
             if not event.creates_lead and junk is None:
                 return Plan(action="keep")
             lead, assignment = self._new_lead(event, classification, match, junk)
@@ -174,4 +185,4 @@ class Pipeline:
         day_start = now.astimezone(self.calendar.tz).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        self.roster.seed(await self.store.assignment_counts(day_start))
+        self.roster.seed(await self.store.assignment_counts(day_start), day_start.date())

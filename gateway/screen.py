@@ -6,6 +6,19 @@ from gateway.identity import normalize_email, normalize_phone
 from gateway.models import LeadEvent
 
 
+def _normalize_domain(raw: str) -> str:
+    """The domain as normalize_email spells it in an address: lower-case, IDNA (punycode).
+
+    Contact emails carry "bot@xn--80ayhh.xn--p1ai", so a configured "спам.рф" must become the
+    same ASCII form or it never matches. Encoding through normalize_email itself keeps the two
+    spellings identical by construction. A domain that does not encode (no dot, invalid label)
+    is kept lower-cased as given: no normalized email can carry it, so it simply never matches.
+    """
+    domain = raw.strip().lstrip("@")
+    email = normalize_email(f"x@{domain}")
+    return email.rsplit("@", 1)[1] if email is not None else domain.lower()
+
+
 class Screen:
     def __init__(
         self,
@@ -19,7 +32,7 @@ class Screen:
         # Normalize the lists once, so "8 916 ..." in config matches "+7916..." in events.
         self.phones = {p for raw in blocked_phones if (p := normalize_phone(raw, region))}
         self.emails = {e for raw in blocked_emails if (e := normalize_email(raw))}
-        self.domains = {d.lower().lstrip("@") for d in blocked_domains}
+        self.domains = {_normalize_domain(d) for d in blocked_domains}
         self.words = [w.casefold() for w in stop_words if w.strip()]
 
     def reason(self, event: LeadEvent) -> str | None:

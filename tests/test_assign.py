@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -12,6 +12,8 @@ from gateway.hours import OFFICE_HOURS, WeeklyHours
 
 class FakeCalendar:
     """Weekly windows in UTC, no holidays: just enough of BusinessCalendar for the roster."""
+
+    tz = UTC
 
     def __init__(self, hours: WeeklyHours = OFFICE_HOURS) -> None:
         self.hours = hours
@@ -186,3 +188,26 @@ def test_fake_calendar_sanity() -> None:
     assert cal.is_open(MONDAY_NOON) and not cal.is_open(MONDAY_LATE)
     assert cal.next_open(MONDAY_LATE) == datetime(2026, 1, 13, 10, 0, tzinfo=UTC)
     assert cal.with_hours(MORNINGS).next_open(MONDAY_LATE).time() == time(8, 0)
+
+
+def test_round_robin_counts_start_afresh_each_day() -> None:
+    """Found in review: counts since the process started made a Monday-only seller get every
+    Monday lead after a week of the full-timer's leads."""
+    full = SellerSettings(id="a", name="A")
+    mondays = SellerSettings(id="b", name="B", schedule=WeeklyHours(mon=["10:00-19:00"]))
+    roster = Roster([full, mondays], AssignmentSettings(), FakeCalendar())
+    for day in (11, 12, 13, 14):  # Tue-Fri 2025-03-11..14: only "a" is on duty
+        for hour in range(10, 20, 1):
+            if hour < 19:
+                roster.choose(datetime(2025, 3, day, hour, tzinfo=UTC))
+    monday = [roster.choose(datetime(2025, 3, 17, 10, m, tzinfo=UTC)).seller_id for m in range(6)]
+    assert monday.count("a") == 3 and monday.count("b") == 3
+
+
+def test_a_late_event_does_not_reset_the_day_in_progress() -> None:
+    a, b = SellerSettings(id="a", name="A"), SellerSettings(id="b", name="B")
+    roster = Roster([a, b], AssignmentSettings(), FakeCalendar())
+    roster.seed({"a": 5, "b": 0}, date(2025, 3, 12))
+    # An old mail worked "yesterday" must not zero today's counts.
+    roster.choose(datetime(2025, 3, 11, 12, tzinfo=UTC))
+    assert roster.counts()["a"] >= 5

@@ -310,8 +310,16 @@ def test_with_hours_personal_schedule() -> None:
     assert base.is_open(msk(2026, 1, 12, 12, 0))
 
 
+def test_calendar_without_working_time_is_refused_by_config() -> None:
+    with pytest.raises(ValidationError, match="no working hours on any day"):
+        CalendarSettings(hours=WeeklyHours())
+    with pytest.raises(ValidationError, match="have no working hours"):
+        CalendarSettings(channels={"chat": WeeklyHours()})
+
+
 def test_calendar_without_working_time_raises() -> None:
-    cal = BusinessCalendar(CalendarSettings(hours=WeeklyHours()))
+    # Only reachable through with_hours (a seller's schedule): the roster skips such sellers.
+    cal = BusinessCalendar(CalendarSettings()).with_hours(WeeklyHours())
     at = msk(2026, 1, 13, 12, 0)
     assert not cal.is_open(at)
     for call in (cal.next_open, cal.classify):
@@ -391,3 +399,22 @@ def test_cli_rejects_bad_iso(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli_args("--at", "yesterday")
     assert "expected ISO 8601" in capsys.readouterr().err
+
+
+def test_a_window_from_midnight_does_not_make_closed_moments_open() -> None:
+    """Found in review: on a later day the walk's cursor is midnight, so a window opening at
+    00:00 looked like "open now" at a closed moment (a Saturday, a holiday)."""
+    days = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
+    cal = BusinessCalendar(CalendarSettings(channels={"chat": WeeklyHours(**days)}))
+    saturday = cal.classify(msk(2025, 3, 15, 12, 0), "chat")
+    assert saturday.after_hours
+    assert saturday.next_open_at == msk(2025, 3, 17, 0, 0)
+    holiday = cal.classify(msk(2026, 1, 1, 12, 0), "chat")
+    assert holiday.after_hours and holiday.next_open_at == msk(2026, 1, 12, 0, 0)
+    assert not cal.is_open(msk(2025, 3, 15, 12, 0), "chat")
+    assert cal.next_open(msk(2025, 3, 17, 5, 0), "chat") == msk(2025, 3, 17, 5, 0)
+
+
+def test_windows_with_offsets_are_refused() -> None:
+    with pytest.raises(ValidationError, match="without an offset"):
+        WeeklyHours(mon=["10:00Z-19:00"])

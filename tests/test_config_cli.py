@@ -236,7 +236,12 @@ name = "Анна"
     client: TestClient[Any, Any] = await aiohttp_client(create_app(load_settings(config)))
     resp = await client.post(
         "/v1/forms/site",
-        json={"name": "Иван Петров", "phone": "8 916 123-45-67", "email": "ivan.petrov@mail.ru"},
+        json={
+            "name": "Иван Петров",
+            "phone": "8 916 123-45-67",
+            "email": "ivan.petrov@mail.ru",
+            "comment": "Перезвоните на тел.89031234567 или ivan.p@почта.рф",
+        },
     )
     form = await resp.json()
     resp = await client.post(
@@ -277,6 +282,8 @@ name = "Анна"
     assert form["lead_id"] in text
     assert "merged (по phone)" in text
     assert "+79161234567" not in text and "ivan.petrov@mail.ru" not in text
+    # What the customer wrote is masked too (found in review: it was printed raw).
+    assert "89031234567" not in text and "ivan.p@почта.рф" not in text
 
     assert main(["-c", str(config), "leads", "show", "01JNOSUCHLEAD000000000000"]) == 1
 

@@ -83,3 +83,27 @@ def test_check_config_accepts_c_after_the_command(
     cfg.write_text('phone_region = "ZZ"\n')
     assert main(["check-config", "-c", str(cfg)]) == 2
     assert "phone_region" in capsys.readouterr().err
+
+
+def test_env_list_that_is_not_json_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADGATE_SERVER__TRUSTED_PROXIES", "10.0.0.0/8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert "LEADGATE_SERVER__TRUSTED_PROXIES" in caught.value.problems[0]
+    monkeypatch.setenv("LEADGATE_SERVER__TRUSTED_PROXIES", '["10.0.0.0/8"]')
+    assert load_settings(None).server.trusted_proxies == ["10.0.0.0/8"]
+
+
+def test_misspelt_env_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADGATE_SERVR__PORT", "9000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert caught.value.problems == ["environment LEADGATE_SERVR__PORT: no setting of that name"]
+
+
+def test_init_file_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    assert (tmp_path / "leadgate.toml").stat().st_mode & 0o777 == 0o600

@@ -343,3 +343,17 @@ async def test_recent_shop_clock_times_the_event(client: Client) -> None:
     stored = await lead(client, (await resp.json())["lead_id"])
     # Older than a week before receipt: receipt time stands (the test runs after 2026-01-12).
     assert not stored["events"][0]["occurred_at"].startswith("2026-01-05")
+
+
+async def test_quantities_read_as_numbers_not_exponents(client: Client) -> None:
+    body = order(
+        "Q-100",
+        items=[
+            {"name": "Болт М8", "quantity": 100, "price": "12.50"},
+            {"name": "Кабель", "quantity": "2.50"},
+        ],
+    )
+    resp = await client.post("/v1/orders", json=body, headers=ORDER_AUTH)
+    stored = await lead(client, (await resp.json())["lead_id"])
+    assert "Болт М8 × 100 — 12.50 RUB" in stored["interest"]["probable_equipment"]
+    assert "Кабель × 2.5" in stored["interest"]["probable_equipment"]

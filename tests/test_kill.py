@@ -365,7 +365,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    seed = int(os.environ.get("LEADGATE_KILL_SEED", random.randrange(2**32)))
+    seed = int(os.environ.get("KILL_TEST_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     server = Server(tmp_path)
     db_path = tmp_path / "leadgate.db"

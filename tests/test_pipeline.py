@@ -480,3 +480,37 @@ async def test_junk_and_after_hours_metrics(pipeline_factory: Callable[..., Any]
     assert after == {"webform": 1.0}
     leads = await pipeline.store.list_leads(LeadQuery())
     assert sorted(lead.status for lead in leads) == [LeadStatus.JUNK, LeadStatus.NEW]
+
+
+async def test_new_contact_after_the_deadline_passed_asks_for_a_new_reaction(
+    pipeline_factory: Callable[..., Any],
+) -> None:
+    """Found in review: a customer calling again days later joined their open lead, whose
+    callback deadline was days in the past, so the new call had none."""
+    pipeline: Pipeline = await pipeline_factory()
+    phone = ("+79161234567",)
+    first = await pipeline.accept(event("c1", at("2026-11-20T12:00:00+03:00"), phones=phone))
+    lead = await get_lead(pipeline, first.lead_id)
+    assert lead.sla_due_at == at("2026-11-20T12:15:00+03:00")
+    again = await pipeline.accept(event("c2", at("2026-11-26T11:00:00+03:00"), phones=phone))
+    assert again.outcome is Outcome.MERGED
+    lead = await get_lead(pipeline, first.lead_id)
+    assert lead.sla_due_at == at("2026-11-26T11:15:00+03:00")
+    # A third contact while that deadline still runs keeps the earlier deadline.
+    await pipeline.accept(event("c3", at("2026-11-26T11:05:00+03:00"), phones=phone))
+    lead = await get_lead(pipeline, first.lead_id)
+    assert lead.sla_due_at == at("2026-11-26T11:15:00+03:00")
+
+
+async def test_our_own_outgoing_contact_does_not_reset_the_deadline(
+    pipeline_factory: Callable[..., Any],
+) -> None:
+    pipeline: Pipeline = await pipeline_factory()
+    phone = ("+79161234567",)
+    first = await pipeline.accept(event("c1", at("2026-11-20T12:00:00+03:00"), phones=phone))
+    outgoing = event("out-1", at("2026-11-26T11:00:00+03:00"), phones=phone).model_copy(
+        update={"creates_lead": False, "channel": Channel.PHONE}
+    )
+    assert (await pipeline.accept(outgoing)).outcome is Outcome.MERGED
+    lead = await get_lead(pipeline, first.lead_id)
+    assert lead.sla_due_at == at("2026-11-20T12:15:00+03:00")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,8 +69,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"leadgate: {path} exists; use --force to overwrite it", file=sys.stderr)
         return 1
-    path.write_text(render_config(), encoding="utf-8")
-    path.chmod(0o600)  # it holds tokens
+    # Created owner-only from the first byte: it holds tokens.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(render_config())
+    path.chmod(0o600)  # --force over an existing, wider file
     print(f"wrote {path}: review the sellers and tokens, then run `leadgate check-config`")
     return 0
 

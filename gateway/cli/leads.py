@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from gateway.config import Settings
-from gateway.identity import mask_email, mask_phone
+from gateway.identity import mask_email, mask_phone, mask_text
 from gateway.leads_api import lead_json
 from gateway.models import Channel, Lead, LeadStatus
 from gateway.store.base import LeadQuery
@@ -95,8 +95,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         for ev in lead.events:
             matched = f" (по {ev.matched_on})" if ev.matched_on else ""
+            first_line = (ev.text or "").splitlines()[0][:80] if ev.text else ""
             print(
-                f"  - {ev.occurred_at:%Y-%m-%d %H:%M} {ev.channel.value} {ev.outcome.value}"
-                f"{matched}: {(ev.text or '').splitlines()[0][:80] if ev.text else ''}"
+                f"  - {ev.occurred_at.astimezone(tz):%Y-%m-%d %H:%M} {ev.channel.value} "
+                # What customers write carries phones and addresses: masked like any log.
+                f"{ev.outcome.value}{matched}: {mask_text(first_line)}"
             )
         return 0

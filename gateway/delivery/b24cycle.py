@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.delivery.b24client import B24Error, command
 from gateway.delivery.b24mapping import event_comment, lead_fields, marker
+from gateway.delivery.b24merge import CrmLead, Merges
 from gateway.delivery.sink import KIND_CREATED, Delivery, Result, Status
 from gateway.models import LeadStatus
 
@@ -46,6 +47,7 @@ class Cycle:
         self.batch = list(batch)
         self.decided: dict[int, Result] = {}
         self.remote: dict[str, str] = {}  # lead id -> CRM lead id
+        self.fresh: dict[str, CrmLead] = {}  # CRM leads this call created, as sent
         self.stop: B24Error | None = None  # a throttle or halt: no more requests this call
 
     def results(self) -> list[Result]:
@@ -58,10 +60,10 @@ class Cycle:
             out.append(result)
         return out
 
-    def _open(self, d: Delivery) -> bool:
+    def open(self, d: Delivery) -> bool:
         return d.item.id not in self.decided
 
-    def _decide(self, d: Delivery, status: Status, **kw: Any) -> None:
+    def decide(self, d: Delivery, status: Status, **kw: Any) -> None:
         self.decided[d.item.id] = Result(d.item.id, status, **kw)
 
     def _from_error(self, d: Delivery, err: B24Error) -> Result:
@@ -69,7 +71,7 @@ class Cycle:
             d.item.id, _KIND_STATUS[err.kind], error=str(err), retry_after=err.retry_after
         )
 
-    def _fail(self, d: Delivery, err: B24Error) -> None:
+    def fail(self, d: Delivery, err: B24Error) -> None:
         self.decided[d.item.id] = self._from_error(d, err)
         if err.kind in ("halt", "throttle") and self.stop is None:
             self.stop = err
@@ -81,10 +83,10 @@ class Cycle:
             if d.lead_remote_id is not None:
                 self.remote[d.item.lead_id] = d.lead_remote_id
             if d.lead.status is LeadStatus.JUNK and not self.s.send_junk:
-                self._decide(d, Status.SKIPPED, error="JUNK: not sent (bitrix24.send_junk)")
+                self.decide(d, Status.SKIPPED, error="JUNK: not sent (bitrix24.send_junk)")
             elif d.item.kind == KIND_CREATED:
                 if d.lead_remote_id is not None:
-                    self._decide(d, Status.DELIVERED, remote_id=d.lead_remote_id)
+                    self.decide(d, Status.DELIVERED, remote_id=d.lead_remote_id)
                 else:
                     creates.append(d)
             else:
@@ -92,9 +94,9 @@ class Cycle:
         creating = {d.item.lead_id for d in creates}
         await self._find_by_origin(creates, merges, creating)
         if self.stop is None:
-            await self._create([d for d in creates if self._open(d)])
+            await self._create([d for d in creates if self.open(d)])
         if self.stop is None:
-            await self._comment([d for d in merges if self._open(d)], creating)
+            await Merges(self).run([d for d in merges if self.open(d)], creating)
 
     # --- 1. crash safety: is the lead already there? ------------------------------------
 
@@ -131,7 +133,7 @@ class Cycle:
             answer = answers[key]
             if isinstance(answer, B24Error):
                 for d in wanted[lead_id]:
-                    self._fail(d, answer)
+                    self.fail(d, answer)
                 continue
             found = [str(row["ID"]) for row in answer or [] if isinstance(row, dict)]
             if found:
@@ -140,7 +142,7 @@ class Cycle:
                 log.info("lead %s was already in Bitrix24 as %s", lead_id, found[0])
                 for d in wanted[lead_id]:
                     if d.item.kind == KIND_CREATED:
-                        self._decide(d, Status.DELIVERED, remote_id=found[0])
+                        self.decide(d, Status.DELIVERED, remote_id=found[0])
 
     # --- 2. duplicates in the CRM from before leadgate -------------------------------------
 
@@ -169,7 +171,7 @@ class Cycle:
                 if answer.kind == "permanent":
                     log.warning("duplicate search failed, creating anyway: %s", answer)
                 else:
-                    self._fail(d, answer)
+                    self.fail(d, answer)
                 continue
             if isinstance(answer, dict):
                 mine = found.setdefault(d.item.id, {})
@@ -204,7 +206,7 @@ class Cycle:
                 },
             )
             for d in creates
-            if self._open(d) and found.get(d.item.id, {}).get("LEAD")
+            if self.open(d) and found.get(d.item.id, {}).get("LEAD")
         }
         if not commands:
             return
@@ -212,7 +214,7 @@ class Cycle:
         for d in creates:
             answer = answers.get(f"s{d.item.id}")
             if isinstance(answer, B24Error):
-                self._fail(d, answer)
+                self.fail(d, answer)
             elif answer:
                 targets[d.item.id].open_lead_id = str(answer[0]["ID"])
 
@@ -224,11 +226,12 @@ class Cycle:
         targets = await self._targets(creates)
         if self.stop is not None:
             return
-        creates = [d for d in creates if self._open(d)]
+        creates = [d for d in creates if self.open(d)]
         attach = [d for d in creates if targets[d.item.id].open_lead_id is not None]
         if attach:
             await self._attach(attach, targets)
         commands: dict[str, tuple[Delivery, str]] = {}
+        sent: dict[int, dict[str, Any]] = {}
         for i, d in enumerate(creates):
             target = targets[d.item.id]
             if target.open_lead_id is not None:
@@ -248,63 +251,38 @@ class Cycle:
             if self.s.register_sonet_event:
                 params["params"] = {"REGISTER_SONET_EVENT": "Y"}
             commands[f"c{i}"] = (d, command("crm.lead.add", params))
-        for d, answer in await self._send(commands):
+            sent[d.item.id] = fields
+        for d, answer in await self.send(commands):
             self.remote[d.item.lead_id] = str(answer)
-            self._decide(d, Status.DELIVERED, remote_id=str(answer))
+            fields = sent[d.item.id]
+            junk = fields["STATUS_ID"] == self.s.junk_status_id
+            self.fresh[str(answer)] = CrmLead(str(answer), "F" if junk else "P", fields)
+            self.decide(d, Status.DELIVERED, remote_id=str(answer))
 
     async def _attach(self, attach: list[Delivery], targets: dict[int, _Target]) -> None:
         """The person's open CRM lead gets this request as a comment, and becomes our lead."""
         pairs = {d.item.id: (targets[d.item.id].open_lead_id or "", d) for d in attach}
-        done = await self._already_commented({k: v for k, v in pairs.items() if v[1].maybe_sent})
+        done = await self.already_commented({k: v for k, v in pairs.items() if v[1].maybe_sent})
         commands: dict[str, tuple[Delivery, str]] = {}
         for item_id, (crm_id, d) in pairs.items():
-            if not self._open(d):
+            if not self.open(d):
                 continue
             if item_id in done:
                 self.remote[d.item.lead_id] = crm_id
-                self._decide(d, Status.DELIVERED, remote_id=crm_id)
+                self.decide(d, Status.DELIVERED, remote_id=crm_id)
                 continue
             text = "Новое обращение (лид уже в работе)\n" + event_comment(
-                d.lead, d.event, d.item.event_id, self.sink.tz
+                d.lead, d.event, d.item.event_id, self.sink.tz, self.sink.seller_names
             )
-            commands[f"a{item_id}"] = (d, self._comment_command(crm_id, text))
-        for d, _answer in await self._send(commands):
+            commands[f"a{item_id}"] = (d, self.comment_command(crm_id, text))
+        for d, _answer in await self.send(commands):
             crm_id = pairs[d.item.id][0]
             self.remote[d.item.lead_id] = crm_id
-            self._decide(d, Status.DELIVERED, remote_id=crm_id)
+            self.decide(d, Status.DELIVERED, remote_id=crm_id)
 
-    # --- 4. merged events --------------------------------------------------------------------
+    # --- 4. merged events: gateway.delivery.b24merge; what the steps share ----------------
 
-    async def _comment(self, merges: list[Delivery], creating: set[str]) -> None:
-        ready: dict[int, tuple[str, Delivery]] = {}
-        for d in merges:
-            crm_id = self.remote.get(d.item.lead_id)
-            if crm_id is not None:
-                ready[d.item.id] = (crm_id, d)
-            elif d.lead_state == "dead":
-                self._decide(
-                    d,
-                    Status.DEAD,
-                    error="its lead is in the dead-letter queue: retry the lead first",
-                )
-            elif d.lead_state == "pending" or d.item.lead_id in creating:
-                self._decide(d, Status.WAIT, error="waiting for its lead to reach Bitrix24")
-            else:
-                self._decide(d, Status.DEAD, error="its lead is not in Bitrix24 (not found)")
-        done = await self._already_commented({k: v for k, v in ready.items() if v[1].maybe_sent})
-        commands: dict[str, tuple[Delivery, str]] = {}
-        for item_id, (crm_id, d) in ready.items():
-            if not self._open(d):
-                continue
-            if item_id in done:
-                self._decide(d, Status.DELIVERED, remote_id=done[item_id])
-                continue
-            text = event_comment(d.lead, d.event, d.item.event_id, self.sink.tz)
-            commands[f"m{item_id}"] = (d, self._comment_command(crm_id, text))
-        for d, answer in await self._send(commands):
-            self._decide(d, Status.DELIVERED, remote_id=str(answer))
-
-    async def _send(self, commands: dict[str, tuple[Delivery, str]]) -> list[tuple[Delivery, Any]]:
+    async def send(self, commands: dict[str, tuple[Delivery, str]]) -> list[tuple[Delivery, Any]]:
         """Run one batch of per-delivery commands; fail the deliveries whose command failed
         and return the others with their answers."""
         if not commands or self.stop is not None:
@@ -314,18 +292,18 @@ class Cycle:
         for key, (d, _) in commands.items():
             answer = answers[key]
             if isinstance(answer, B24Error):
-                self._fail(d, answer)
+                self.fail(d, answer)
             else:
                 done.append((d, answer))
         return done
 
-    def _comment_command(self, crm_id: str, text: str) -> str:
+    def comment_command(self, crm_id: str, text: str) -> str:
         return command(
             "crm.timeline.comment.add",
             {"fields": {"ENTITY_ID": crm_id, "ENTITY_TYPE": "lead", "COMMENT": text}},
         )
 
-    async def _already_commented(self, pairs: Mapping[int, tuple[str, Delivery]]) -> dict[int, str]:
+    async def already_commented(self, pairs: Mapping[int, tuple[str, Delivery]]) -> dict[int, str]:
         """item id -> comment id, for comments an earlier attempt already left (by marker).
         Only the newest 50 comments of a lead are read: ours are recent."""
         if not pairs or self.stop is not None:
@@ -346,7 +324,7 @@ class Cycle:
         for item_id, (_, d) in pairs.items():
             answer = answers[f"k{item_id}"]
             if isinstance(answer, B24Error):
-                self._fail(d, answer)
+                self.fail(d, answer)
                 continue
             tag = marker(d.item.event_id)
             for row in answer or []:

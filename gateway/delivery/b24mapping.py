@@ -1,35 +1,50 @@
-"""A leadgate lead as Bitrix24 fields: crm.lead.add fields, comment texts, ФИО split.
+"""A leadgate lead as Bitrix24 fields: crm.lead.add fields, merge fill-ins, ФИО split.
 
-Pure functions over the lead, so the mapping is tested without HTTP.
+Pure functions over the lead, so the mapping is tested without HTTP. The texts a seller
+reads (COMMENTS, timeline comments) are in gateway.delivery.b24texts.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
+from gateway.delivery.b24texts import (
+    CHANNEL_NAMES,
+    INTEREST_CHANNELS,
+    channel_name,
+    event_comment,
+    lead_comments,
+    marker,
+    pretty_phone,
+    repeat_comments,
+)
 from gateway.delivery.settings import Bitrix24Settings
+from gateway.identity import normalize_phone
 from gateway.models import Channel, EventRecord, Lead, LeadStatus
 
-CHANNEL_NAMES = {
-    Channel.WEBFORM: "Форма на сайте",
-    Channel.ORDERS: "Интернет-магазин",
-    Channel.CHAT: "Чат на сайте",
-    Channel.CALLBACK: "Обратный звонок",
-    Channel.PHONE: "Телефон",
-    Channel.EMAIL: "Почта",
-    Channel.VK: "ВКонтакте",
-    Channel.FACEBOOK: "Facebook",
-    Channel.TELEGRAM: "Telegram",
-}
+__all__ = [
+    "CHANNEL_NAMES",
+    "event_comment",
+    "fill_fields",
+    "lead_comments",
+    "lead_fields",
+    "marker",
+    "person_fields",
+    "pretty_phone",
+    "render_title",
+    "repeat_lead_fields",
+    "repeat_origin",
+    "split_name",
+    "title_values",
+]
+
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
-_FMT = "%d.%m.%Y %H:%M"
+NAME_KEYS = ("NAME", "LAST_NAME", "SECOND_NAME")
 
 # --- ФИО ---------------------------------------------------------------------------------
 
@@ -57,8 +72,8 @@ def _surname_score(word: str) -> int:
 def split_name(full: str | None, order: str = "auto") -> dict[str, str]:
     """ФИО -> NAME / LAST_NAME / SECOND_NAME. See docs/delivery/bitrix24.md for the rules.
 
-    auto: three words with a patronymic last are «Фамилия Имя Отчество», with a patronymic
-    in the middle «Имя Отчество Фамилия»; two words with a patronymic are «Имя Отчество»;
+    auto: three words with a patronymic in the middle are «Имя Отчество Фамилия», else with
+    a patronymic last «Фамилия Имя Отчество»; two words with a patronymic are «Имя Отчество»;
     two plain words go by which looks more like a surname (-ов/-ева/-ский beat -ин/-ина),
     else «Имя Фамилия»; one word is the first name; anything else stays whole in NAME.
     """
@@ -83,10 +98,12 @@ def split_name(full: str | None, order: str = "auto") -> dict[str, str]:
             out["SECOND_NAME"] = " ".join(words[2:])
         return out
     if len(words) == 3:
-        if _is_patronymic(words[2]):
-            return {"LAST_NAME": words[0], "NAME": words[1], "SECOND_NAME": words[2]}
+        # The middle word first: surnames end in -ович/-ич too (Абрамович, Бабич), so
+        # «Роман Аркадьевич Абрамович» is «Имя Отчество Фамилия», not «Фамилия Имя Отчество».
         if _is_patronymic(words[1]):
             return {"NAME": words[0], "SECOND_NAME": words[1], "LAST_NAME": words[2]}
+        if _is_patronymic(words[2]):
+            return {"LAST_NAME": words[0], "NAME": words[1], "SECOND_NAME": words[2]}
         return {"NAME": " ".join(words)}
     if len(words) == 2:
         first, second = words
@@ -98,25 +115,49 @@ def split_name(full: str | None, order: str = "auto") -> dict[str, str]:
     return {"NAME": " ".join(words)}
 
 
-# --- titles and texts ----------------------------------------------------------------------
+# Russian legal forms: «ООО Ромашка» is a company, not a person called ООО.
+_LEGAL_FORMS = frozenset({"ООО", "ИП", "АО", "ЗАО", "ПАО", "ОАО"})
 
 
-def pretty_phone(e164: str) -> str:
-    """+79161234567 -> +7 916 123-45-67 (what a seller reads), or as given."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return e164
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+def is_legal_entity(text: str | None) -> bool:
+    words = (text or "").split()
+    return bool(words) and words[0].strip("«»\"'.,").upper() in _LEGAL_FORMS
 
 
-def title_values(lead: Lead, event: EventRecord | None) -> dict[str, str]:
+def person_fields(name: str | None, company: str | None, order: str = "auto") -> dict[str, str]:
+    """NAME / LAST_NAME / SECOND_NAME and COMPANY_TITLE from what the contact gave.
+
+    A "name" that starts with a legal form («ООО Ромашка», «ИП Сидоров») is the company:
+    it goes to COMPANY_TITLE when no company was given (NAME stays empty); when another
+    company was given, the text stays whole in NAME so nothing is lost.
+    """
+    company = (company or "").strip() or None
+    out: dict[str, str] = {}
+    if is_legal_entity(name):
+        whole = " ".join((name or "").split())
+        if company is None:
+            return {"COMPANY_TITLE": whole}
+        if whole != company:
+            out["NAME"] = whole
+    else:
+        out.update(split_name(name, order))
+    if company is not None:
+        out["COMPANY_TITLE"] = company
+    return out
+
+
+# --- titles ----------------------------------------------------------------------------------
+
+
+def title_values(
+    lead: Lead, event: EventRecord | None, channel: Channel | None = None
+) -> dict[str, str]:
     c = lead.contact
     phone = pretty_phone(c.phones[0]) if c.phones else ""
     email = c.emails[0] if c.emails else ""
     who = c.name or phone or email or (c.handles[0] if c.handles else "")
     return {
-        "channel": CHANNEL_NAMES.get(lead.channel, lead.channel.value),
+        "channel": channel_name(channel or lead.channel),
         "name": c.name or "",
         "who": who,
         "phone": phone,
@@ -138,58 +179,6 @@ def render_title(template: str, values: Mapping[str, str]) -> str:
     return " ".join(title.split())[:255] or values["channel"]
 
 
-def _local(at: datetime, tz: ZoneInfo) -> str:
-    return at.astimezone(tz).strftime(_FMT)
-
-
-def lead_comments(lead: Lead, event: EventRecord | None, tz: ZoneInfo) -> str:
-    lines: list[str] = []
-    if event is not None and event.text:
-        lines += [event.text.strip(), ""]
-    channel = CHANNEL_NAMES.get(lead.channel, lead.channel.value)
-    detail = f" ({event.source_detail})" if event is not None and event.source_detail else ""
-    lines.append(f"Канал: {channel}{detail}; получено {_local(lead.created_at, tz)}")
-    if lead.after_hours:
-        reason = f" ({lead.after_hours_reason})" if lead.after_hours_reason else ""
-        opens = f"; в работу с {_local(lead.next_open_at, tz)}" if lead.next_open_at else ""
-        lines.append(f"Вне рабочего времени{reason}{opens}")
-    lines.append(f"Взять в работу до {_local(lead.sla_due_at, tz)}")
-    if lead.junk_reason:
-        lines.append(f"Спам: {lead.junk_reason}")
-    if lead.contact.handles:
-        lines.append("Мессенджеры: " + ", ".join(lead.contact.handles))
-    if event is not None and event.attachments:
-        names = [a.url or a.name or "файл" for a in event.attachments]
-        lines.append("Вложения: " + ", ".join(names))
-    lines.append(f"leadgate: {lead.id}")
-    return "\n".join(lines)
-
-
-def marker(event_id: str) -> str:
-    """The tag that finds our comment again after a lost answer."""
-    return f"leadgate:{event_id}"
-
-
-def event_comment(lead: Lead, event: EventRecord | None, event_id: str, tz: ZoneInfo) -> str:
-    """A later contact by the same person, as a timeline comment on their CRM lead."""
-    if event is None:
-        return f"Повторное обращение\n{marker(event_id)}"
-    channel = CHANNEL_NAMES.get(event.channel, event.channel.value)
-    lines = [f"Повторное обращение: {channel}, {_local(event.occurred_at, tz)}"]
-    c = event.contact
-    reach = [c.name or "", *(pretty_phone(p) for p in c.phones), *c.emails, c.company or ""]
-    if any(reach):
-        lines.append("Контакт: " + ", ".join(x for x in reach if x))
-    if event.source_detail:
-        lines.append(f"Откуда: {event.source_detail}")
-    if event.text:
-        lines += ["", event.text.strip()]
-    if event.attachments:
-        lines.append("Вложения: " + ", ".join(a.url or a.name or "файл" for a in event.attachments))
-    lines += ["", marker(event_id)]
-    return "\n".join(lines)
-
-
 # --- crm.lead.add ----------------------------------------------------------------------------
 
 
@@ -205,18 +194,16 @@ def lead_fields(
     template = settings.titles.get(lead.channel, "{channel}: {who}")
     fields: dict[str, Any] = {
         "TITLE": render_title(template, title_values(lead, event)),
-        **split_name(c.name, settings.name_order),
+        **person_fields(c.name, c.company, settings.name_order),
         "STATUS_ID": (
             settings.junk_status_id if lead.status is LeadStatus.JUNK else settings.new_status_id
         ),
         "SOURCE_ID": lead.source_id,
-        "SOURCE_DESCRIPTION": _source_description(lead, event),
+        "SOURCE_DESCRIPTION": source_description(lead.channel, event),
         "COMMENTS": lead_comments(lead, event, tz),
         "ORIGINATOR_ID": settings.originator_id,
         "ORIGIN_ID": lead.id,
     }
-    if c.company:
-        fields["COMPANY_TITLE"] = c.company
     if c.phones:
         fields["PHONE"] = [{"VALUE": p, "VALUE_TYPE": settings.phone_type} for p in c.phones]
     if c.emails:
@@ -237,7 +224,120 @@ def lead_fields(
     return fields
 
 
-def _source_description(lead: Lead, event: EventRecord | None) -> str:
-    channel = CHANNEL_NAMES.get(lead.channel, lead.channel.value)
+def source_description(channel: Channel, event: EventRecord | None) -> str:
     detail = event.source_detail if event is not None else None
-    return f"leadgate: {channel}" + (f" ({detail})" if detail else "")
+    return f"leadgate: {channel_name(channel)}" + (f" ({detail})" if detail else "")
+
+
+# --- a new CRM lead for a returning customer whose CRM lead is closed ------------------------
+
+
+def repeat_origin(lead_id: str, event_id: str) -> str:
+    """ORIGIN_ID of a CRM lead made for a later request: the crash-safe look-up finds it,
+    and every such lead of a leadgate lead starts with "<lead id>:"."""
+    return f"{lead_id}:{event_id}"
+
+
+def repeat_lead_fields(
+    lead: Lead,
+    event: EventRecord | None,
+    event_id: str,
+    settings: Bitrix24Settings,
+    *,
+    previous_id: str,
+    previous_semantic: str | None,
+    source_id: str,
+    assigned_by: int | None,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    """crm.lead.add fields for a request whose CRM lead is closed: the person as leadgate
+    knows them now, this request's channel, title and words, and the previous lead's id."""
+    channel = event.channel if event is not None else lead.channel
+    fields = lead_fields(lead, event, settings, assigned_by=assigned_by, tz=tz)
+    template = settings.titles.get(channel, "{channel}: {who}")
+    fields["TITLE"] = render_title(template, title_values(lead, event, channel))
+    fields["STATUS_ID"] = settings.new_status_id
+    fields["SOURCE_ID"] = source_id
+    fields["SOURCE_DESCRIPTION"] = source_description(channel, event)
+    fields["COMMENTS"] = repeat_comments(
+        lead,
+        event,
+        event_id,
+        tz,
+        previous_id=previous_id,
+        previous_semantic=previous_semantic,
+    )
+    fields["ORIGIN_ID"] = repeat_origin(lead.id, event_id)
+    return fields
+
+
+# --- crm.lead.update on a merge: fill what the CRM lead lacks --------------------------------
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def multifield(value: Any) -> list[dict[str, Any]]:
+    """PHONE / EMAIL as Bitrix24 returns them: a list of {ID, VALUE, VALUE_TYPE, TYPE_ID}."""
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if not isinstance(value, list | tuple):
+        return []
+    return [dict(item) for item in value if isinstance(item, Mapping) and item.get("VALUE")]
+
+
+def _phone_key(value: str, region: str) -> str:
+    return normalize_phone(value, region) or re.sub(r"\D", "", value)
+
+
+def fill_fields(
+    current: Mapping[str, Any],
+    lead: Lead,
+    event: EventRecord | None,
+    settings: Bitrix24Settings,
+    *,
+    region: str = "RU",
+) -> dict[str, Any]:
+    """crm.lead.update fields for what this event brings and the CRM lead lacks: ФИО and
+    company only when empty there, phones and emails it does not have yet (added, never
+    replaced), the interest fields only when empty. A seller's own input is never touched.
+    """
+    if event is None:
+        return {}
+    out: dict[str, Any] = {}
+    c = event.contact
+    person = person_fields(c.name, c.company, settings.name_order)
+    if all(_empty(current.get(key)) for key in NAME_KEYS):
+        out.update({k: v for k, v in person.items() if k in NAME_KEYS})
+    if person.get("COMPANY_TITLE") and _empty(current.get("COMPANY_TITLE")):
+        out["COMPANY_TITLE"] = person["COMPANY_TITLE"]
+    have = {_phone_key(str(m["VALUE"]), region) for m in multifield(current.get("PHONE"))}
+    phones = [p for p in dict.fromkeys(c.phones) if _phone_key(p, region) not in have]
+    if phones:
+        out["PHONE"] = [{"VALUE": p, "VALUE_TYPE": settings.phone_type} for p in phones]
+    known = {str(m["VALUE"]).strip().lower() for m in multifield(current.get("EMAIL"))}
+    emails = [e for e in dict.fromkeys(c.emails) if e.strip().lower() not in known]
+    if emails:
+        out["EMAIL"] = [{"VALUE": e, "VALUE_TYPE": settings.email_type} for e in emails]
+    if event.channel in INTEREST_CHANNELS:
+        interest = lead.interest
+        category = interest.equipment_category
+        field = settings.category_field
+        if field and category is not None and _empty(current.get(field)):
+            out[field] = settings.category_values.get(category, category.value)
+        field = settings.equipment_field
+        if field and interest.probable_equipment and _empty(current.get(field)):
+            out[field] = interest.probable_equipment
+    return out
+
+
+def with_filled(current: Mapping[str, Any], filled: Mapping[str, Any]) -> dict[str, Any]:
+    """The CRM lead's values after `filled` went through (multifields are added to)."""
+    out = dict(current)
+    for key, value in filled.items():
+        if key in ("PHONE", "EMAIL"):
+            out[key] = [*multifield(current.get(key)), *value]
+        else:
+            out[key] = value
+    return out

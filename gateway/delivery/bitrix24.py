@@ -6,8 +6,9 @@ One deliver() call is a few `batch` requests, each within the leaky bucket:
 2. optionally crm.duplicate.findbycomm (and which found leads are still open), so a person
    already in the CRM is attached to, not duplicated;
 3. crm.lead.add for the new leads (or a comment on the person's open lead);
-4. crm.timeline.comment.add for merged events, on their lead's CRM id (looked up by our
-   marker first when an earlier attempt may have landed).
+4. merged events (gateway.delivery.b24merge): the status of their lead's CRM lead; a
+   timeline comment (plus crm.lead.update of what the CRM lead lacks) while it is in work,
+   a new CRM lead for a new request once it is closed.
 A throttle or a credentials error stops the call: what is undecided gets the same answer.
 """
 
@@ -22,6 +23,7 @@ from gateway.delivery.b24client import MAX_BATCH, B24Client, B24Error, LeakyBuck
 from gateway.delivery.b24cycle import Cycle
 from gateway.delivery.settings import Bitrix24Settings
 from gateway.delivery.sink import Delivery, Result
+from gateway.models import Channel
 
 
 class Bitrix24Sink:
@@ -34,6 +36,9 @@ class Bitrix24Sink:
         *,
         sellers: Mapping[str, int | None],
         tz: ZoneInfo,
+        seller_names: Mapping[str, str] | None = None,
+        sources: Mapping[Channel, str] | None = None,
+        region: str = "RU",
         record: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -42,6 +47,9 @@ class Bitrix24Sink:
         self.settings = settings
         self.sellers = dict(sellers)
         self.tz = tz
+        self.seller_names = dict(seller_names or {})  # seller id -> name, for call comments
+        self.sources = dict(sources or {})  # SOURCE_ID by channel, for repeat-request leads
+        self.region = region  # to compare the CRM's phones with ours
         bucket = LeakyBucket(
             settings.burst, settings.rate, full=settings.assume_busy_on_start, clock=clock
         )

@@ -29,6 +29,9 @@ def make_sink(settings: Settings, record: Callable[[str], None] | None = None) -
             delivery.bitrix24,
             sellers={s.id: s.crm_user_id for s in settings.sellers},
             tz=ZoneInfo(settings.calendar.timezone),
+            seller_names={s.id: s.name for s in settings.sellers},
+            sources=settings.sources,
+            region=settings.phone_region,
             record=record,
         )
     if delivery.sink == "webhook":

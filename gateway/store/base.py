@@ -35,6 +35,10 @@ class Plan:
     lead: Lead | None = None
     lead_id: str | None = None
     matched_on: str | None = None
+    # merge: the reaction deadline this contact asks for. It replaces the lead's when that
+    # one had already passed when the contact came (a customer calling again a week later
+    # needs a callback again); an earlier deadline still running stays.
+    sla_due_at: datetime | None = None
 
 
 Planner = Callable[[PersonMatch], Plan]

@@ -290,6 +290,12 @@ class SQLiteStore(OutboxMethods):
                     "interest": base.interest.merged_with(event.interest),
                     "updated_at": event.received_at,
                     "last_event_at": max(base.last_event_at, event.occurred_at),
+                    "sla_due_at": (
+                        decision.sla_due_at
+                        if decision.sla_due_at is not None
+                        and base.sla_due_at < event.occurred_at
+                        else base.sla_due_at
+                    ),
                 }
             )
             outcome, kind = Outcome.MERGED, "lead.merged"

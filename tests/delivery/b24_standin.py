@@ -9,8 +9,18 @@ What it enforces, from the Bitrix24 REST docs:
   "method?query" string whose parameters must be URL-encoded PHP-style (fields[TITLE]=..);
   answers result.result / result.result_error keyed by command (empty ones as [] like PHP),
   plus result_total / result_next for list methods;
-- crm.lead.add / list / get, crm.timeline.comment.add / list, crm.duplicate.findbycomm with
-  their documented parameters; errors as {"error": ..., "error_description": ...}.
+- crm.lead.add / update / list / get, crm.timeline.comment.add / list,
+  crm.duplicate.findbycomm with their documented parameters; errors as
+  {"error": ..., "error_description": ...};
+- list filters with the documented prefixes (=, !, !=, @, !@, and LIKE: % substring,
+  =% / %= with the % in the value, !% / !=% / !%= their negations, case-insensitive);
+  `select` "*" gives every field but the multifields (PHONE, EMAIL, ...) and UF_*, which
+  are named or "UF_*";
+- multifields (PHONE, EMAIL) come back as [{ID, VALUE_TYPE, VALUE, TYPE_ID}]; on
+  crm.lead.update an item with an ID changes that value (an empty VALUE deletes it), an
+  item without one is added, values not mentioned stay;
+- STATUS_SEMANTIC_ID follows STATUS_ID (CONVERTED "S", JUNK "F", others "P");
+  `set_status()` plays a seller moving a lead on.
 It can fail on purpose, before or after doing the work (`fail`), or hold an answer after
 the work is done until released (`hold`) so a test can kill the client mid-delivery.
 """
@@ -133,6 +143,7 @@ class Bitrix24StandIn:
         self.revoked: str | None = None
         self.unencoded: int = 0
         self._next_id = 1
+        self._next_multi = 1001
         self._level = 0.0
         self._stamp = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -196,6 +207,12 @@ class Bitrix24StandIn:
     def fill_bucket(self) -> None:
         self._drain()
         self._level = float(self.burst)
+
+    def set_status(self, lead_id: int, status_id: str, semantic: str | None = None) -> None:
+        """A seller moves the lead on (CONVERTED, JUNK, or a portal's own status)."""
+        lead = self.leads[lead_id]
+        lead["STATUS_ID"] = status_id
+        lead["STATUS_SEMANTIC_ID"] = semantic or _SEMANTIC.get(status_id, "P")
 
     def next_id(self) -> int:
         value = self._next_id
@@ -369,6 +386,7 @@ class Bitrix24StandIn:
     ) -> Any:
         handlers = {
             "crm.lead.add": self._lead_add,
+            "crm.lead.update": self._lead_update,
             "crm.lead.get": self._lead_get,
             "crm.lead.list": self._lead_list,
             "crm.timeline.comment.add": self._comment_add,
@@ -400,15 +418,67 @@ class Bitrix24StandIn:
                     400, "ERROR_CORE", f"{multi} must be a list of {{VALUE, VALUE_TYPE}}"
                 )
         lead_id = self.next_id()
-        stored = dict(fields)
+        stored = {k: v for k, v in fields.items() if k not in _MULTI}
+        for multi in _MULTI:
+            if multi in fields:
+                stored[multi] = self._multi([], fields[multi], multi)
         stored["ID"] = lead_id
         stored.setdefault("STATUS_ID", "NEW")
-        stored["STATUS_SEMANTIC_ID"] = {"JUNK": "F", "CONVERTED": "S"}.get(
-            str(stored["STATUS_ID"]), "P"
-        )
+        stored["STATUS_SEMANTIC_ID"] = _SEMANTIC.get(str(stored["STATUS_ID"]), "P")
         self.leads[lead_id] = stored
         self.lead_times[lead_id] = time.monotonic()
         return lead_id
+
+    def _lead_update(self, params: dict[str, Any]) -> bool:
+        try:
+            lead_id = int(str(params.get("id", "")))
+        except ValueError:
+            raise MethodError(400, "ERROR_CORE", "ID is not defined or invalid") from None
+        lead = self.leads.get(lead_id)
+        if lead is None:
+            raise MethodError(400, "NOT_FOUND", "Not found")
+        fields = params.get("fields")
+        if not isinstance(fields, dict):
+            raise MethodError(400, "ERROR_CORE", "fields are required")
+        for key, value in fields.items():
+            if key in _MULTI:
+                lead[key] = self._multi(lead.get(key) or [], value, key)
+            elif key not in ("ID", "STATUS_SEMANTIC_ID"):
+                lead[key] = value
+        if "STATUS_ID" in fields:
+            lead["STATUS_SEMANTIC_ID"] = _SEMANTIC.get(str(fields["STATUS_ID"]), "P")
+        return True
+
+    def _multi(self, have: list[dict[str, Any]], given: Any, type_id: str) -> list[dict[str, Any]]:
+        """Bitrix24's multifield rules: with an ID change (or, with an empty VALUE, delete)
+        that value; without one add it; values not mentioned stay."""
+        items = list(given.values()) if isinstance(given, dict) else given
+        if not isinstance(items, list) or not all(isinstance(v, dict) for v in items):
+            raise MethodError(
+                400, "ERROR_CORE", f"{type_id} must be a list of {{VALUE, VALUE_TYPE}}"
+            )
+        out = [dict(v) for v in have]
+        for item in items:
+            if item.get("ID"):
+                found = next((v for v in out if str(v.get("ID")) == str(item["ID"])), None)
+                if found is None:
+                    continue
+                if not item.get("VALUE"):
+                    out.remove(found)
+                else:
+                    found.update({k: item[k] for k in ("VALUE", "VALUE_TYPE") if k in item})
+            elif item.get("VALUE"):
+                value_id = self._next_multi
+                self._next_multi += 1
+                out.append(
+                    {
+                        "ID": str(value_id),
+                        "VALUE_TYPE": item.get("VALUE_TYPE") or "WORK",
+                        "VALUE": item["VALUE"],
+                        "TYPE_ID": type_id,
+                    }
+                )
+        return out
 
     def _lead_get(self, params: dict[str, Any]) -> dict[str, Any]:
         lead = self.leads.get(int(str(params.get("id", "0")) or 0))
@@ -487,6 +557,10 @@ class Bitrix24StandIn:
         return found or []
 
 
+_MULTI = ("PHONE", "EMAIL", "WEB", "IM")
+_SEMANTIC = {"CONVERTED": "S", "JUNK": "F"}
+
+
 @dataclass
 class _Page:
     rows: list[dict[str, Any]]
@@ -503,21 +577,39 @@ def _page(rows: list[dict[str, Any]], params: dict[str, Any]) -> _Page:
     page = rows[start : start + 50]
     out = []
     for row in page:
-        picked = dict(row) if "*" in select else {k: row.get(k) for k in select}
+        picked: dict[str, Any] = {}
+        if "*" in select:  # every field but the multifields and the custom ones
+            picked.update(
+                {k: v for k, v in row.items() if k not in _MULTI and not k.startswith("UF_")}
+            )
+        if "UF_*" in select:
+            picked.update({k: v for k, v in row.items() if k.startswith("UF_")})
+        picked.update({k: row.get(k) for k in select if "*" not in k})
         picked["ID"] = str(row["ID"])
         out.append(picked)
     nxt = start + 50 if start + 50 < len(rows) else None
     return _Page(out, len(rows), nxt)
 
 
+def _like(pattern: str, value: str) -> bool:
+    """SQL LIKE (% any run, _ one character), case-insensitive as MySQL's collation."""
+    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+
+
 def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
     for raw_key, wanted in flt.items():
-        m = re.fullmatch(r"(>=|<=|!=|@|!@|=|!|>|<)?(.+)", str(raw_key))
+        m = re.fullmatch(r"(!%=|!=%|=%|%=|!%|%|>=|<=|!=|!@|@|=|!|>|<)?(.+)", str(raw_key))
         assert m is not None
         op, key = m.group(1) or "=", m.group(2)
         have = row.get(key)
         have_s = "" if have is None else str(have)
-        if op in ("@", "!@"):
+        if "%" in op:
+            # "%": the value is a substring; "=%" / "%=": the value is a LIKE pattern.
+            pattern = f"%{wanted}%" if op in ("%", "!%") else str(wanted)
+            if _like(pattern, have_s) == op.startswith("!"):
+                return False
+        elif op in ("@", "!@"):
             values = wanted if isinstance(wanted, list) else [wanted]
             inside = have_s in {str(v) for v in values}
             if inside != (op == "@"):

@@ -196,7 +196,7 @@ def test_lead_fields_minimal_and_junk() -> None:
     assert fields["NAME"] == "Анна"
     for absent in ("PHONE", "EMAIL", "COMPANY_TITLE", "ASSIGNED_BY_ID", "LAST_NAME"):
         assert absent not in fields
-    assert "Вне рабочего времени (holiday: Новогодние каникулы)" in fields["COMMENTS"]
+    assert "Нерабочее время — праздник: Новогодние каникулы" in fields["COMMENTS"]
     assert "Спам: stop word: казино" in fields["COMMENTS"]
 
 
