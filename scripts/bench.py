@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+END_MARK = "<!-- end of scripts/bench.py output -->"
 
 BARE_APP = """
 import orjson, sys
@@ -276,7 +277,7 @@ def main() -> int:
             "",
             f"Leads in the databases after the runs: {num(stored)}; requests wrk counted as "
             f"answered: about {num(acknowledged)} (a few more may be answered as wrk stops).",
-            "",
+            END_MARK,
         ]
     )
     print("\n" + section)
@@ -288,9 +289,10 @@ def main() -> int:
 
 def write_section(section: str) -> None:
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"## Forms hot path\n.*?(?=\n## |\Z)", re.S)
+    # Only the generated block is replaced: the analysis written below it stays.
+    pattern = re.compile(r"## Forms hot path\n.*?" + re.escape(END_MARK), re.S)
     text = (
-        pattern.sub(section.rstrip("\n"), text)
+        pattern.sub(lambda _: section.rstrip("\n"), text)
         if pattern.search(text)
         else (text.rstrip("\n") + "\n\n" + section)
     )
