@@ -21,6 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from gateway.delivery.http_session import LazySession
 from gateway.delivery.sink import masked
 
 MAX_BATCH = 50
@@ -168,19 +169,15 @@ class B24Client:
         self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self._secret = self._base.rstrip("/").rsplit("/", 1)[-1]
         self.bucket = bucket
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http = LazySession(timeout)
         self._operation_wait = operation_wait
         self._record = record or (lambda outcome: None)
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        await self._http.get()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     def mask(self, text: str) -> str:
         return masked(text, self._base, self._secret)
@@ -213,12 +210,10 @@ class B24Client:
         return dict(results), errors
 
     async def _post(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
+        session = await self._http.get()
         await self.bucket.acquire()
         try:
-            async with self._session.post(
+            async with session.post(
                 f"{self._base}{method}.json",
                 data=orjson.dumps(payload),
                 headers={"Content-Type": "application/json", "Accept": "application/json"},

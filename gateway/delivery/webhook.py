@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.delivery.http_session import LazySession
 from gateway.delivery.settings import WebhookSinkSettings
 from gateway.delivery.sink import Delivery, Result, Status, masked
 
@@ -59,31 +60,25 @@ class WebhookSink:
             raise ValueError("delivery.webhook.url and delivery.webhook.secret must be set")
         self.url = settings.url
         self._secret = settings.secret.get_secret_value().encode()
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self._http = LazySession(settings.timeout_seconds)
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._record = record or (lambda outcome: None)
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        await self._http.get()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def ready(self) -> None:
         return None
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
-        if self._session is None:
-            await self.start()
-        return list(await asyncio.gather(*(self._one(d) for d in batch)))
+        session = await self._http.get()
+        return list(await asyncio.gather(*(self._one(session, d) for d in batch)))
 
-    async def _one(self, d: Delivery) -> Result:
-        assert self._session is not None
+    async def _one(self, session: aiohttp.ClientSession, d: Delivery) -> Result:
         body = payload(d)
         stamp = str(int(self._clock()))
         headers = {
@@ -97,7 +92,7 @@ class WebhookSink:
         }
         async with self._limit:
             try:
-                async with self._session.post(self.url, data=body, headers=headers) as resp:
+                async with session.post(self.url, data=body, headers=headers) as resp:
                     status = resp.status
                     answer = await resp.read()
                     retry_after = _seconds(resp.headers.get("Retry-After"))
