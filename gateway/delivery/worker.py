@@ -18,7 +18,6 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from gateway.delivery.local import LocalSink
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
@@ -126,10 +125,6 @@ class OutboxWorker:
         if not items:
             await self._purge(now)
             return self.settings.poll_seconds
-        if isinstance(self.sink, LocalSink):
-            # The lead is already where it belongs: loading it and its events to say so
-            # cost a fifth of the loop on the forms benchmark.
-            return await self._record(items, self.sink.settle(items))
         deliveries, missing = await self._deliveries(items)
         results = await self._deliver(deliveries)
         results += [
