@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from gateway.delivery.b24client import B24Error, command
 from gateway.delivery.b24mapping import event_comment, lead_fields, marker
 from gateway.delivery.b24merge import CrmLead, Merges
-from gateway.delivery.sink import KIND_CREATED, Delivery, Result, Status
+from gateway.delivery.sink import Delivery, Result, Status
 from gateway.models import LeadStatus
+from gateway.store.base import KIND_CREATED
 
 if TYPE_CHECKING:
     from gateway.delivery.bitrix24 import Bitrix24Sink

@@ -13,10 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.models import EventRecord, Lead
-from gateway.store.base import OutboxItem
-
-KIND_CREATED = "lead.created"
-KIND_MERGED = "lead.merged"
+from gateway.store.base import KIND_CREATED, KIND_MERGED, OutboxItem  # noqa: F401  (re-exported)
 
 
 class Status(StrEnum):

@@ -54,12 +54,17 @@ class LeadQuery:
     limit: int = 50
 
 
+# What an outbox row asks a sink to do; written by the store, read by the sinks.
+KIND_CREATED = "lead.created"
+KIND_MERGED = "lead.merged"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     id: int
     lead_id: str
     event_id: str
-    kind: str  # "lead.created" | "lead.merged"
+    kind: str  # KIND_CREATED | KIND_MERGED
     state: str  # "pending" | "delivered" | "dead"
     attempts: int
     next_attempt_at: datetime

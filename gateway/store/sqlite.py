@@ -33,6 +33,8 @@ import orjson
 
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
+    KIND_CREATED,
+    KIND_MERGED,
     LeadQuery,
     OutboxItem,
     PersonMatch,
@@ -276,7 +278,7 @@ class SQLiteStore(OutboxMethods):
         after: _Pending | None = None
         if decision.action == "create":
             assert decision.lead is not None
-            lead, outcome, kind = decision.lead, Outcome.CREATED, "lead.created"
+            lead, outcome, kind = decision.lead, Outcome.CREATED, KIND_CREATED
         elif decision.action == "merge":
             assert decision.lead_id is not None
             pending_base = self._pending_leads.get(decision.lead_id)
@@ -298,7 +300,7 @@ class SQLiteStore(OutboxMethods):
                     ),
                 }
             )
-            outcome, kind = Outcome.MERGED, "lead.merged"
+            outcome, kind = Outcome.MERGED, KIND_MERGED
         else:
             lead, outcome, kind = None, Outcome.KEPT, ""
         lead_id = lead.id if lead else None
