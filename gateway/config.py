@@ -64,7 +64,6 @@ class ServerSettings(Section):
     # Proxies whose X-Forwarded-For we believe; from anyone else the header is ignored,
     # otherwise any client could pick the IP the rate limit sees.
     trusted_proxies: Networks = []
-    public_url: str | None = None  # how senders reach us; used in docs/links only
 
 
 class StoreSettings(Section):
