@@ -51,8 +51,12 @@ def translations(locale: str) -> NullTranslations:
     return Translations(fp=buf, domain=DOMAIN)
 
 
+@functools.lru_cache(maxsize=1024)
 def negotiate(accept_language: str | None) -> str:
-    """The best locale we have for an Accept-Language header; Russian when unsure."""
+    """The best locale we have for an Accept-Language header; Russian when unsure.
+
+    Cached: browsers repeat the same header verbatim, and negotiating costs ~4 us a form post.
+    """
     if not accept_language:
         return DEFAULT_LOCALE
     wanted = []
