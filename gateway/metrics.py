@@ -57,6 +57,10 @@ class Metrics:
         # labels() hashes and locks on every call; the hot path reuses the children.
         self._children: dict[tuple[Any, ...], Any] = {}
 
+    def count(self, metric: Counter, *labels: str) -> None:
+        """Increment a labelled counter through the cached child."""
+        self._child(metric, *labels).inc()
+
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)

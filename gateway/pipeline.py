@@ -97,9 +97,9 @@ class Pipeline:
         self.metrics.event(channel, receipt.outcome.value)
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
-                self.metrics.after_hours.labels(channel).inc()
+                self.metrics.count(self.metrics.after_hours, channel)
             if receipt.outcome is Outcome.CREATED and junk is not None:
-                self.metrics.junk.labels(junk.split(":", 1)[0]).inc()
+                self.metrics.count(self.metrics.junk, junk.split(":", 1)[0])
         return Accepted(receipt, classification, chosen[0] if chosen else None)
 
     def _new_lead(
@@ -177,7 +177,7 @@ class Pipeline:
     ) -> None:
         """Keep authentic input that could not become an event, for a person to inspect."""
         await self.store.quarantine(Quarantined(channel, reason, body, headers or {}), checkpoint)
-        self.metrics.quarantined.labels(channel).inc()
+        self.metrics.count(self.metrics.quarantined, channel)
 
     async def seed(self, now: datetime) -> None:
         """Start round robin from today's assignments: all-time totals would hand every lead
