@@ -9,8 +9,10 @@ laravel-zadarma and twenty-zadarma webhook tests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import ADMIN_AUTH
 
 from gateway.config import ConfigError, load_settings
 from gateway.identity import find_phones, normalize_phone
@@ -94,3 +96,12 @@ def test_phone_region_decides_the_national_reading(tmp_path: Path) -> None:
             phone_region="RU",
             screen={"blocked_phones": ["0301234567"]},
         )
+
+
+async def test_a_web_form_reads_the_number_by_the_same_rule(client: Any) -> None:
+    """The rule lives in one place (gateway.identity): a form gets it as calls do."""
+    resp = await client.post("/v1/forms/site", json={"name": "John", "phone": "442037691880"})
+    assert resp.status == 201
+    lead_id = (await resp.json())["lead_id"]
+    lead = await (await client.get(f"/v1/leads/{lead_id}", headers=ADMIN_AUTH)).json()
+    assert lead["contact"]["phones"] == ["+442037691880"]

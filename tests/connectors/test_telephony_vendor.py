@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ADMIN_AUTH, make_settings
-from test_telephony_support import Client, send
+from test_telephony_support import Client, send, set_clock
 
 from connectors.telephony import cti, mango, zadarma
 from connectors.telephony.calls import CallEnd, Notice, settle
@@ -241,6 +241,7 @@ MakeClient = Callable[..., Awaitable[Client]]
 def make_client(aiohttp_client: Any, tmp_path: Path) -> MakeClient:
     async def make(**overrides: Any) -> Client:
         telephony = {
+            "zadarma": {"api_secret": ZADARMA_SECRET},
             "mango": {"api_key": MANGO_KEY, "api_salt": MANGO_SALT},
             "cti": {"token": CTI_TOKEN},
             **overrides.pop("telephony", {}),
@@ -349,3 +350,34 @@ async def test_mango_manual_calls_over_http(make_client: MakeClient) -> None:
     (lead,) = await leads(client)
     fact = result_of(lead)
     assert fact["missed"] is True and fact["disposition"] == "not_reached"
+
+
+async def test_zadarma_notifications_over_http(make_client: MakeClient) -> None:
+    """The whole inbound sequence (start, IVR, internal, answer, end, recording) and the
+    outgoing one, as signed by the vendor's formula: one lead for the Polish caller who
+    called without "+", answered by extension 100 (Борис), with its recording."""
+    client = await make_client()
+    # The notifications carry their own call_start; deliver them when they were sent.
+    set_clock(client, lambda: datetime(2026, 5, 12, 10, 0, 30, tzinfo=UTC))
+    inbound = [
+        "notify_start",
+        "notify_ivr",
+        "notify_internal",
+        "notify_answer",
+        "notify_end",
+        "notify_record",
+    ]
+    for name in [*inbound, "notify_out_start", "notify_out_end"]:
+        doc = load("zadarma", name)
+        status, _ = await send(client, "zadarma", doc)
+        assert status == 200, name
+    leads_now = await leads(client)
+    by_phone = {tuple(lead["contact"]["phones"]): lead for lead in leads_now}
+    lead = by_phone[("+48123123123",)]
+    fact = result_of(lead)
+    assert fact["answered"] is True and fact["answered_by"] == "boris"
+    assert fact["duration"] == 42
+    kinds = [e["meta"]["kind"] for e in lead["events"]]
+    assert kinds.count("call") == 1 and "call_recording" in kinds
+    # The outgoing call to a number with no open lead makes no lead (kept on none).
+    assert ("+48792010388",) not in by_phone
