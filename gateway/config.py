@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -35,6 +36,7 @@ from connectors.telephony.settings import TelephonySettings
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.delivery.settings import DeliverySettings
+from gateway.identity import normalize_phone
 from gateway.models import Channel, EquipmentCategory
 
 DEFAULT_PATH = Path("leadgate.toml")
@@ -222,6 +224,26 @@ class Settings(BaseSettings):
             seen.add(s.id)
         return sellers
 
+    @model_validator(mode="after")
+    def _phone_lists_are_phones(self) -> Settings:
+        # A blocked number that does not read as a phone would never match anything: it is
+        # a typo the operator must hear about, not something to drop without a word. Numbers
+        # are read by the same rule as every channel's (gateway.identity.normalize_phone).
+        lists = (
+            ("screen.blocked_phones", self.screen.blocked_phones),
+            ("telephony.blocked_numbers", self.telephony.blocked_numbers),
+        )
+        problems = [
+            f"{key}.{i}: not a phone number (write it with + and the country code, or as a "
+            f"number valid in phone_region {self.phone_region})"
+            for key, values in lists
+            for i, raw in enumerate(values)
+            if normalize_phone(raw, self.phone_region) is None
+        ]
+        if problems:
+            raise ValueError(PATH_PROBLEMS + "\n".join(problems))
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -252,12 +274,20 @@ def resolve_path(path: str | Path | None) -> Path | None:
     return DEFAULT_PATH if DEFAULT_PATH.exists() else None
 
 
+# A whole-settings check whose message lines name their own key paths ("key.path: what").
+PATH_PROBLEMS = "key paths follow:\n"
+
+
 def _problems(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
+        msg = str(err["msg"])
+        if not err["loc"] and PATH_PROBLEMS in msg:
+            out += msg.split(PATH_PROBLEMS, 1)[1].splitlines()
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         # Never echo a rejected value: it may be a secret.
-        out.append(f"{where}: {err['msg']}")
+        out.append(f"{where}: {msg}")
     return out
 
 
@@ -289,7 +319,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             source,
             [
                 f"environment {', '.join(names) or 'LEADGATE_' + field.upper()}: lists and "
-                "tables must be JSON there, e.g. '[\"10.0.0.0/8\"]' or '{\"site\": \"...\"}'"
+                'tables must be JSON there, e.g. \'["10.0.0.0/8"]\' or \'{"site": "..."}\''
             ],
         ) from exc
 

@@ -51,13 +51,22 @@ def normalize_phone(raw: str, region: str = "RU") -> str | None:
     return result
 
 
+# Separators a PBX or a person puts between the digits of a number written without "+".
+_DIALLED = re.compile(r"[\s\-().]+")
+
+
 def _parse_phone(raw: str, region: str) -> str | None:
     """E.164 ("+79161234567"), or None when it is not a valid number.
 
-    phonenumbers with region RU already understands the trunk prefix 8 and 11 digits starting
-    with 7 without '+'. Extensions ("доб. 12") are dropped: E.164 has no place for them and the
-    person is the same. Validity (not mere possibility) is required so junk such as "1234567"
-    never becomes a matching key that would merge strangers.
+    The one rule for a number written without "+": it is read as a national number of
+    `region` when it is valid there, else as an international number (as if it had a "+")
+    when that is valid. PBXs send foreign callers that way ("442037691880" for a UK
+    number, "493023125741" for Berlin), and the national reading wins whenever both are
+    possible, so "4951234567" stays a Moscow number. phonenumbers with region RU already
+    understands the trunk prefix 8, 11 digits starting with 7 and the 8~10 international
+    prefix. Extensions ("доб. 12") are dropped: E.164 has no place for them and the person is
+    the same. Validity (not mere possibility) is required so junk such as "1234567" never
+    becomes a matching key that would merge strangers.
     """
     text = raw.strip()
     if not text or len(text) > _MAX_PHONE_INPUT:
@@ -67,6 +76,15 @@ def _parse_phone(raw: str, region: str) -> str | None:
         text = "+" + text[2:]
     try:
         number = phonenumbers.parse(text, region)
+    except NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    digits = _DIALLED.sub("", text)
+    if text.startswith("+") or not digits.isdigit() or not digits.isascii():
+        return None
+    try:
+        number = phonenumbers.parse("+" + digits, None)
     except NumberParseException:
         return None
     if not phonenumbers.is_valid_number(number):

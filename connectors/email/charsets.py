@@ -61,8 +61,11 @@ def guess_decode(data: bytes) -> str:
     """Undeclared bytes: UTF-8 if it is valid UTF-8, else the likelier of cp1251 and KOI8-R."""
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            # UTF-8 cut in the middle of its last character (a mailer truncating a long
+            # header, as Yahoo did with a Russian file name): UTF-8 it is.
+            return data[: exc.start].decode("utf-8") + "\ufffd"
     candidates = [data.decode(codec, errors="replace") for codec in ("cp1251", "koi8_r")]
     return max(candidates, key=_cyrillic_score)
 

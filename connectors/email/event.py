@@ -48,6 +48,10 @@ def mail_to_event(
         parts.append(f"Тема: {mail.subject}")
     if body:
         parts.append(body)
+    if mail.forwarded and not oversize:
+        # Shown, not mined: a forwarded mail's phones (our own signature, when a customer
+        # forwards our offer back) are not the customer's.
+        parts.append(mail.forwarded)
     meta: dict[str, object] = {
         "subject": mail.subject,
         "mailbox": origin.mailbox,

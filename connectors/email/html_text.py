@@ -27,7 +27,9 @@ _BLOCK = frozenset(
 _PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
 _VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr"})
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix")
-_OUTLOOK_REPLY_IDS = ("divrplyfwdmsg", "appendonsend")
+# Where Outlook (desktop: divRplyFwdMsg, appendonsend; Outlook.com/Hotmail: the
+# <hr id="stopSpelling"> above its Date/Subject/From/To block) starts the quoted mail.
+_OUTLOOK_REPLY_IDS = ("divrplyfwdmsg", "appendonsend", "stopspelling")
 _SPACES = re.compile(r"[ \t\r\n\f\u00a0\u200b]+")
 ORIGINAL_MESSAGE = "-----Original Message-----"
 

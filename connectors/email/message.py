@@ -19,6 +19,8 @@ from gateway.identity import normalize_email
 from gateway.models import Attachment
 
 MAX_TEXT = 20_000
+MAX_FORWARD_DEPTH = 4  # a forward inside a forward is read; deeper ones are listed only
+FORWARDED_HEAD = "---------- Пересланное сообщение ----------"
 MAX_DEPTH = 20  # MIME nesting; deeper is a crafted message, not mail
 MAX_THREAD_IDS = 20
 _MAX_ID = 500  # LeadEvent.external_id allows 512
@@ -29,9 +31,15 @@ _ROBOT_LOCAL = re.compile(r"(no-?reply|do-?not-?reply|mailer|robot|notif)", re.I
 _REPORT_TYPES = frozenset(
     {"message/delivery-status", "message/disposition-notification", "message/feedback-report"}
 )
+# Headers Exchange puts on mail its mailbox rules generated (out-of-office, auto-replies).
+_EXCHANGE_GENERATED = (
+    "X-MS-Exchange-Inbox-Rules-Loop",
+    "X-MS-Exchange-Generated-Message-Source",
+)
 AUDIT_HEADERS = (
     "From", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
     "References", "Return-Path", "Auto-Submitted", "Precedence", "List-Id",
+    "X-Auto-Response-Suppress",
 )  # fmt: skip
 
 
@@ -60,6 +68,9 @@ class Mail:
     attachments: tuple[Attachment, ...]
     not_customer: str | None  # why this is no customer's mail (a metric label), or None
     headers: dict[str, str] = field(default_factory=dict)  # decoded, for audit
+    # Mail the customer forwarded as an attachment (message/rfc822), as readable text. Kept
+    # apart from `body`: it is shown to the seller, but its numbers are not the customer's.
+    forwarded: str = ""
 
     @property
     def answer_to(self) -> Address:
@@ -182,6 +193,13 @@ def not_customer_reason(
         return "auto_submitted"
     if any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond")):
         return "auto_submitted"
+    if msg.get("X-Auto-Response-Suppress") is not None and any(
+        msg.get(h) is not None for h in _EXCHANGE_GENERATED
+    ):
+        # Exchange's own replies (out-of-office, rule replies) asking not to be answered,
+        # with Exchange's marks of a mailbox rule having made them; some carry no
+        # Auto-Submitted at all.
+        return "auto_submitted"
     precedence = (_header(msg, "Precedence") or "").strip().lower()
     if precedence in ("bulk", "junk", "list"):
         return "precedence"
@@ -208,6 +226,7 @@ class _Parts:
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    forwarded: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         if any(t.strip() for t in self.plain):
@@ -216,18 +235,24 @@ class _Parts:
 
 
 def _unflow(text: str, delsp: bool) -> str:
-    """RFC 3676 format=flowed: a line ending in a space continues on the next one."""
+    """RFC 3676 format=flowed: a line ending in a space continues on the next one of the
+    same quote depth. Lines of different depth are never joined (4.5): a reply written
+    under a quoted line that ends in a space stays a line of its own."""
     out: list[str] = []
     joining = False
-    for line in text.split("\n"):
-        line = line.rstrip("\r")
-        if line.startswith(" "):
-            line = line[1:]  # space-stuffing
-        if joining and out:
-            out[-1] += line
+    depth = 0
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        marks = len(line) - len(line.lstrip(">"))
+        body = line[marks:]
+        if body.startswith(" "):
+            body = body[1:]  # space-stuffing (after the quote marks, if any)
+        if joining and out and marks == depth:
+            out[-1] += body
         else:
-            out.append(line)
-        joining = line.endswith(" ") and line != "-- "
+            out.append(("> " * marks) + body if marks else body)
+        depth = marks
+        joining = body.endswith(" ") and body != "-- "
         if joining and delsp:
             out[-1] = out[-1][:-1]
     return "\n".join(out)
@@ -250,9 +275,25 @@ def _text_of(part: Message) -> str:
     return text
 
 
+_RAW_NAME = re.compile(r"""(?:^|;)\s*(?:file)?name\s*=\s*"([^"]*)\"""", re.IGNORECASE)
+
+
+def _raw_filename(part: Message) -> str | None:
+    """The file name as the raw header holds it: get_filename() turns undeclared 8-bit
+    bytes (raw UTF-8 in Yahoo's file names) into replacement characters, the raw header
+    keeps them for decode_header_value to read."""
+    for name in ("Content-Disposition", "Content-Type"):
+        raw = _header(part, name)
+        if raw and (m := _RAW_NAME.search(raw)):
+            return m.group(1)
+    return None
+
+
 def _attachment(part: Message) -> Attachment:
     ctype = part.get_content_type()
     name = part.get_filename()
+    if name and "\ufffd" in name:
+        name = _raw_filename(part) or name
     decoded = decode_header_value(name) if name else None
     size: int | None
     if ctype == "message/rfc822":
@@ -293,12 +334,33 @@ def _collect(part: Message, into: _Parts, depth: int) -> None:
         for child in children:
             _collect(child, into, depth + 1)
         return
+    if ctype == "message/rfc822" and depth < MAX_FORWARD_DEPTH:
+        inner = part.get_payload()
+        first = inner[0] if isinstance(inner, list) and inner else None
+        if isinstance(first, Message):
+            into.forwarded.append(_forwarded_text(first, depth))
     disposition = part.get_content_disposition()
     is_text = ctype in ("text/plain", "text/html")
     if is_text and disposition != "attachment" and part.get_filename() is None:
         (into.plain if ctype == "text/plain" else into.html).append(_text_of(part))
         return
     into.attachments.append(_attachment(part))
+
+
+def _forwarded_text(inner: Message, depth: int) -> str:
+    """A forwarded message as a seller reads it: who, what about, and its new text.
+
+    Thunderbird's "Forward as attachment" (and Outlook's "Forward as attachment") leaves the
+    customer's own text empty and puts everything in a message/rfc822 part; dropping it
+    would lose the request itself."""
+    bucket = _Parts()
+    _collect(inner, bucket, depth + 1)
+    lines = [FORWARDED_HEAD]
+    for name, label in (("From", "От"), ("Date", "Дата"), ("Subject", "Тема")):
+        if value := decode_header_value(_header(inner, name)):
+            lines.append(f"{label}: {value}")
+    text = trim_quoted(bucket.text())
+    return "\n".join(lines) + ("\n\n" + text if text else "")
 
 
 def _cap(text: str) -> str:
@@ -334,6 +396,7 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Mail:
         thread_ids=_thread_ids(msg),
         references=tuple(message_ids(_header(msg, "References")))[-MAX_THREAD_IDS:],
         body=_cap(trim_quoted(parts.text())),
+        forwarded=_cap("\n\n".join(parts.forwarded)),
         attachments=tuple(parts.attachments),
         not_customer=not_customer_reason(msg, sender, own_addresses, reply_to),
         headers=headers,

@@ -38,6 +38,12 @@ NOT_REACHED = "not_reached"  # hung up in the IVR, the queue or the after-hours 
 FAILED = "failed"
 FORWARDED = "forwarded"
 
+# Who "answered" when a mailbox did (Zammad's CTI word): a call that reached it is missed.
+VOICEMAIL = "voicemail"
+# Who answered when the provider says a person did but not which one (a CTI `answer` event
+# without user or answeringNumber): answered, by no seller we can name.
+UNNAMED = "(unnamed)"
+
 MAX_CALL_ID = 200  # "zadarma:" + id + ":record:" + id must fit LeadEvent's 512
 # Call times before this are a provider's placeholder or garbage, not a call.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -144,7 +150,8 @@ def settle(end: CallEnd, direction: Direction, answered_by: str | None = None) -
     """The final word on a call's end, with what else we know of who answered it.
 
     An inbound call counts as answered only when a person took it: "connected" with no
-    extension is the IVR, the queue or the after-hours message talking, i.e. a missed call.
+    extension is the IVR, the queue or the after-hours message talking, and "connected" to
+    the voice mailbox is a message left: both are missed calls.
     """
     if direction == "out":
         # Our own extension dialled: nobody of ours "answered" it, the customer did.
@@ -152,8 +159,20 @@ def settle(end: CallEnd, direction: Direction, answered_by: str | None = None) -
     who = end.answered_by or answered_by
     if end.disposition != ANSWERED:
         return replace(end, answered_by=None, answered_by_name=None)
+    if who == VOICEMAIL:
+        # The voice mailbox took the call: nobody talked to the customer, call them back.
+        word = ", ".join(w for w in (end.provider_disposition, VOICEMAIL) if w)
+        return replace(
+            end,
+            disposition=NOT_REACHED,
+            answered_by=None,
+            answered_by_name=None,
+            provider_disposition=word[:64],
+        )
     if who is None:
         return replace(end, disposition=NOT_REACHED, answered_by_name=None)
+    if who == UNNAMED:
+        return replace(end, answered_by=None)
     return replace(end, answered_by=who)
 
 

@@ -2,9 +2,22 @@
 
 sign = sha256 hex of (api_key + json + api_salt); vpbx_api_key must be our key. A call is
 one entry_id (all its legs: IVR, queue, each ringing extension). events/call tells the
-states as they happen (Appeared, Connected, Disconnected); events/summary comes once per
-entry at its end with how it went (talk_time 0 = nobody talked to the customer).
+states as they happen (Appeared, Connected, OnHold, Disconnected) and where the leg is
+(`location`: ivr, queue, abonent); events/summary comes once per entry at its end.
 Timestamps are unix seconds.
+
+What the VPBX API manual (v1.10, "Уведомление о завершении вызова") says the summary means,
+read against its own examples:
+- call_direction: 0 internal (two VPBX employees), 1 inbound, 2 outbound. An internal call
+  is no customer's, even when `to.number` is an employee's mobile.
+- a person talked to the customer when talk_time is set (and entry_result is not 0);
+- `to` of a missed call is the first employee it rang; it is empty when the caller never
+  left the IVR (the manual's example 2: to {}, talk_time 0, forward_time set, entry_result
+  1). So `to`, not forward_time, tells "rang a person, nobody picked up" (no_answer) from
+  "left in the IVR or the queue" (not_reached); forward_time is set in both.
+- disconnect_reason codes are classed (11xx normal end, 2xxx billing, 3xxx/4xxx number or
+  reachability, 5xxx PBX trouble): 1110 the caller hung up (cancel), 1121/1123 busy or do
+  not disturb (busy), 2xxx-5xxx the call did not go through (failed).
 """
 
 from __future__ import annotations
@@ -17,6 +30,9 @@ from typing import Any
 
 from connectors.telephony.calls import (
     ANSWERED,
+    BUSY,
+    CANCEL,
+    FAILED,
     NO_ANSWER,
     NOT_REACHED,
     Call,
@@ -75,15 +91,43 @@ def _time(value: Any, field: str, *, required: bool = True) -> datetime | None:
 
 
 def _direction(data: Mapping[str, Any], src: dict[str, str], dst: dict[str, str]) -> str:
-    """One of in, out, internal: call_direction when given (1 in, 2 out), else who is who."""
+    """One of in, out, internal: call_direction when given (0 internal, 1 in, 2 out), else
+    who is who: an extension on both sides is two employees, whatever numbers their
+    devices have (events/call carries no call_direction)."""
     given = data.get("call_direction")
+    if given in (0, "0"):
+        return "internal"
     if given in (1, "1"):
         return "in"
     if given in (2, "2"):
         return "out"
     if src.get("extension"):
-        return "internal" if dst.get("extension") and not dst.get("number") else "out"
+        return "internal" if dst.get("extension") else "out"
     return "in"
+
+
+def _reason(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _missed(way: Direction, rang_person: bool, reason: int | None) -> str:
+    """The normalized disposition of a call nobody talked on, from the manual's code classes."""
+    if reason is not None and 2000 <= reason < 6000:
+        return FAILED  # billing limits, a wrong or unreachable number, PBX trouble
+    if way == "out":
+        return BUSY if reason in (1121, 1123) else NO_ANSWER
+    if not rang_person:
+        return NOT_REACHED
+    if reason in (1121, 1123):
+        return BUSY
+    if reason == 1110:
+        return CANCEL  # the caller hung up while it rang
+    return NO_ANSWER
 
 
 def _call(
@@ -137,7 +181,8 @@ def parse(kind: str, data: Mapping[str, Any], *, region: str = "RU") -> Notice:
         event = f"call:{state or 'unknown'}"
         if state == "Appeared":
             return Notice(PROVIDER, event, "start", entry_id, way, call=call)
-        if state == "Connected" and way == "in" and dst.get("extension"):
+        location = str(data.get("location") or "abonent")
+        if state == "Connected" and way == "in" and dst.get("extension") and location == "abonent":
             return Notice(
                 PROVIDER, event, "answer", entry_id, way, call=call, answered_by=dst["extension"]
             )
@@ -153,17 +198,21 @@ def parse(kind: str, data: Mapping[str, Any], *, region: str = "RU") -> Notice:
     call = _call(entry_id, way, src, dst, created, region, line_number)
     if way == "out" and call.number is None:
         return Notice(PROVIDER, kind, "ignored", call_id=entry_id, reason="not an outside call")
-    if talked is not None:
+    reason = data.get("disconnect_reason")
+    result = data.get("entry_result")
+    del forwarded  # set for calls that ended in the IVR too (the manual's example 2)
+    if talked is not None and result not in (0, "0"):
         disposition = ANSWERED
         who = (dst.get("extension") or dst.get("number")) if way == "in" else src.get("extension")
     else:
-        # Nobody talked: it rang at an employee (forwarded) and was not picked up, or the
-        # caller left while still in the IVR or the queue.
-        disposition = NO_ANSWER if forwarded is not None or way == "out" else NOT_REACHED
+        # Nobody talked. `to` names the first employee it rang; empty, the caller never got
+        # past the IVR or the queue.
+        line = line_number or dst.get("line_number")
+        rang = bool(dst.get("extension") or (dst.get("number") and dst.get("number") != line))
+        disposition = _missed(way, rang, _reason(reason))
         who = None
+        talked = None
     duration = int((ended - talked).total_seconds()) if talked and ended else None
-    reason = data.get("disconnect_reason")
-    result = data.get("entry_result")
     end = CallEnd(
         disposition=disposition,
         provider_disposition=f"entry_result={result}, disconnect_reason={reason}"[:64],

@@ -1,7 +1,10 @@
 """Zadarma PBX notifications: form-encoded POSTs with an event name and a Signature header.
 
 Signature = base64 of the lowercase hex HMAC-SHA1 (api secret) of some of the event's
-fields concatenated; which fields depends on the event (SIGNED_FIELDS). call_start is the
+fields concatenated; which fields depends on the event (SIGNED_FIELDS). That is the formula
+of Zadarma's docs and PHP SDK (`base64_encode(hash_hmac('sha1', ...))`, hex by default);
+Zadarma's own TypeScript SDK checks the base64 of the raw digest instead, so both spellings
+of the same HMAC are accepted (neither can be made without the secret). call_start is the
 provider's local wall time "YYYY-MM-DD HH:MM:SS" (zone configurable). The answer to
 NOTIFY_START may steer the call (steer()).
 """
@@ -75,19 +78,32 @@ def signed_string(fields: Mapping[str, str]) -> str | None:
     return "".join(fields.get(name, "") for name in names)
 
 
-def signature(secret: str, fields: Mapping[str, str]) -> str | None:
+def _digest(secret: str, fields: Mapping[str, str]) -> bytes | None:
     text = signed_string(fields)
     if text is None:
         return None
-    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).hexdigest()
-    return base64.b64encode(digest.encode()).decode()
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
+
+
+def signature(secret: str, fields: Mapping[str, str]) -> str | None:
+    """The documented Signature: base64 of the lowercase hex HMAC-SHA1."""
+    digest = _digest(secret, fields)
+    if digest is None:
+        return None
+    return base64.b64encode(digest.hex().encode()).decode()
 
 
 def verify(secret: str, fields: Mapping[str, str], given: str | None) -> bool:
-    expected = signature(secret, fields)
-    if expected is None or not given:
+    digest = _digest(secret, fields)
+    if digest is None or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.strip().encode())
+    sent = given.strip().encode()
+    documented = base64.b64encode(digest.hex().encode())
+    raw = base64.b64encode(digest)  # as Zadarma's TypeScript SDK computes it
+    # Both compared, always, so the time taken does not tell which spelling came close.
+    ok_documented = hmac.compare_digest(documented, sent)
+    ok_raw = hmac.compare_digest(raw, sent)
+    return ok_documented or ok_raw
 
 
 def parse_time(value: str | None, tz: ZoneInfo) -> datetime:

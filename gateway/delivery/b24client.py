@@ -38,8 +38,13 @@ HALT_CODES = frozenset(
         "user_access_error",
         "OVERLOAD_LIMIT",  # a manual block by Bitrix24 support: only a person can lift it
         "PORTAL_DELETED",
+        # The portal's subscription ended (bitrix24/b24phpsdk's ApiLevelErrorHandler test
+        # records it): nothing will be accepted until someone pays.
+        "PAYMENT_REQUIRED",
     }
 )
+# Longest wait taken from a portal's own operating_reset_at (its limit window is 10 min).
+MAX_RESET_WAIT = 900.0
 RETRY_CODES = frozenset({"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"})
 
 
@@ -203,10 +208,16 @@ class B24Client:
         if not isinstance(results, dict) or not isinstance(errors_raw, dict):
             raise B24Error("retry", "BAD_ANSWER", "batch result is not keyed by command")
         errors: dict[str, B24Error] = {}
+        reset = _reset_wait(body.get("time"))
         for key, err in errors_raw.items():
-            code = str(err.get("error", "ERROR")) if isinstance(err, dict) else str(err)
+            # A method's own error may come with an empty code and only a description.
+            code = str((err.get("error") if isinstance(err, dict) else err) or "ERROR")
             text = str(err.get("error_description", "")) if isinstance(err, dict) else ""
-            errors[key] = B24Error(classify(None, code), code, self.mask(text))
+            kind = classify(None, code)
+            # A blocked method answers 200 with the block inside the batch; the portal says
+            # when the block lifts (time.operating_reset_at): wait for that, not a second.
+            wait = reset if code == "OPERATION_TIME_LIMIT" else None
+            errors[key] = B24Error(kind, code, self.mask(text), retry_after=wait)
         return dict(results), errors
 
     async def _post(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -243,10 +254,23 @@ class B24Client:
             retry_after = retry_after or 1.0 / self.bucket.rate
         elif kind == "throttle":
             self._record("operation_limit")
-            retry_after = retry_after or self._operation_wait
+            retry_after = retry_after or _reset_wait(body.get("time")) or self._operation_wait
         else:
             self._record({"halt": "auth", "retry": "server_error"}.get(kind, "error"))
         raise B24Error(kind, code, description, status=status, retry_after=retry_after)
+
+
+def _reset_wait(time_block: Any) -> float | None:
+    """Seconds until the portal lifts an operating-time block, by the portal's own clock:
+    time.operating_reset_at (unix time) minus time.finish of the same answer."""
+    if not isinstance(time_block, dict):
+        return None
+    reset, finish = time_block.get("operating_reset_at"), time_block.get("finish")
+    if not isinstance(reset, int | float) or not isinstance(finish, int | float):
+        return None
+    if isinstance(reset, bool) or isinstance(finish, bool):
+        return None
+    return min(MAX_RESET_WAIT, max(1.0, float(reset) - float(finish)))
 
 
 def _seconds(value: str | None) -> float | None:
