@@ -91,12 +91,20 @@ async def test_a_dying_task_is_restarted_and_named_in_readyz(
 
     probe = TestConnector("probe", tasks=[TaskSpec("probe:job", flaky, singleton=True)])
     app = create_app(make_settings(tmp_path), specs=[*registry.SPECS, spec_of(probe)])
-    app[SUPERVISOR].backoff_initial = 0.5
+    backoff_over = asyncio.Event()
+    waits: list[float] = []
+
+    async def backoff(seconds: float) -> None:  # the test says when the backoff is over
+        waits.append(seconds)
+        await backoff_over.wait()
+
+    app[SUPERVISOR]._sleep = backoff
     client = await aiohttp_client(app)
     deadline = time.monotonic() + 3
-    while app[SUPERVISOR].problem() is None and not healthy.is_set():
-        assert time.monotonic() < deadline
+    while not waits:
+        assert time.monotonic() < deadline, "the task did not fail"
         await asyncio.sleep(0.01)
+    assert waits == [1.0]
 
     resp = await client.get("/readyz")
     assert resp.status == 200  # a task down degrades; it does not stop serving
@@ -108,6 +116,7 @@ async def test_a_dying_task_is_restarted_and_named_in_readyz(
     ), body
     assert sample(app, "leadgate_task_restarts_total", task="probe:job") == 1
 
+    backoff_over.set()
     await asyncio.wait_for(healthy.wait(), 3)
     body = await (await client.get("/readyz")).json()
     assert not any(p.startswith("tasks:") for p in body["problems"]), body
