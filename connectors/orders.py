@@ -15,7 +15,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from connectors.base import Connector, ConnectorContext
+from gateway.channels import (
+    ChannelDefaults,
+    ChannelSpec,
+    Connector,
+    ConnectorContext,
+    TaskSpec,
+)
 from gateway.errors import ApiError
 from gateway.http import idempotency_key, read_json_object, require_token
 from gateway.identity import normalize_email, normalize_phone
@@ -155,8 +161,14 @@ class OrdersConnector:
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [web.post("/v1/orders", self.handle)]
 
-    def tasks(self) -> Sequence[Any]:
+    def tasks(self) -> Sequence[TaskSpec]:
         return []
+
+    def readiness(self) -> str | None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         token_name = require_token(request, self.ctx.settings.orders.tokens, "orders")
@@ -173,3 +185,19 @@ class OrdersConnector:
 
 def build(ctx: ConnectorContext) -> Connector | None:
     return OrdersConnector(ctx)
+
+
+# [orders.tokens] stays a core section beside [admin.tokens]: the same kind of table (named
+# bearer tokens), part of the contractor's documented API, counted by `check-config`.
+SPEC = ChannelSpec(
+    name="orders",
+    channels={
+        Channel.ORDERS: ChannelDefaults(
+            source_id="STORE",
+            title="Заказ №{external_id}",
+            label="Интернет-магазин",
+            carries_interest=True,
+        ),
+    },
+    build=build,
+)

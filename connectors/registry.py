@@ -1,19 +1,22 @@
-"""Every channel the gateway knows; adding a channel is one line here."""
+"""Every channel package the gateway runs: the only file that names them all.
+
+The core finds `SPECS` through the entry point `leadgate.channels` (pyproject.toml), never
+by importing this module. Adding a channel: its package declares a ChannelSpec (see
+docs/development.md), and one line here lists it. Order matters: connectors are built,
+mounted and shut down in this order.
+"""
 
 from __future__ import annotations
 
-from connectors import orders, webform
-from connectors.base import Connector, ConnectorContext, ConnectorFactory
-from connectors.email import connector as email
-from connectors.telephony import connector as telephony
+from connectors import orders, planned, webform
+from connectors.email import spec as email
+from connectors.telephony import spec as telephony
+from gateway.channels import ChannelSpec
 
-FACTORIES: list[ConnectorFactory] = [
-    webform.build,
-    orders.build,
-    telephony.build,
-    email.build,
+SPECS: list[ChannelSpec] = [
+    webform.SPEC,
+    orders.SPEC,
+    telephony.SPEC,
+    email.SPEC,
+    planned.SPEC,  # channels whose packages are still to come
 ]
-
-
-def build_all(ctx: ConnectorContext) -> list[Connector]:
-    return [c for factory in FACTORIES if (c := factory(ctx)) is not None]

@@ -17,7 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.base import Connector, ConnectorContext
+from gateway.channels import (
+    ChannelDefaults,
+    ChannelSpec,
+    Connector,
+    ConnectorContext,
+    TaskSpec,
+)
 from gateway.config import FormSettings
 from gateway.errors import ApiError
 from gateway.http import (
@@ -205,8 +211,14 @@ class WebformConnector:
             web.get("/v1/forms/{form_id}/thanks", self.thanks),
         ]
 
-    def tasks(self) -> Sequence[Any]:
+    def tasks(self) -> Sequence[TaskSpec]:
         return []
+
+    def readiness(self) -> str | None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
 
     def _form(self, request: web.Request) -> tuple[str, FormSettings]:
         form_id = request.match_info["form_id"]
@@ -372,3 +384,26 @@ def _page(locale: str, title: str, body: str, *, status: int) -> web.Response:
 
 def build(ctx: ConnectorContext) -> Connector | None:
     return WebformConnector(ctx) if ctx.settings.forms else None
+
+
+# Forms keep their [forms.NAME] and [ratelimit] tables in the core settings: they are the
+# website contractor's documented API (docs/api.md), a form may be of any of the channels
+# below, and the table is keyed by the operator's own form names.
+SPEC = ChannelSpec(
+    name="webform",
+    channels={
+        Channel.WEBFORM: ChannelDefaults(
+            source_id="WEBFORM",
+            title="Заявка с сайта",
+            label="Форма на сайте",
+            carries_interest=True,
+        ),
+        Channel.CALLBACK: ChannelDefaults(
+            source_id="CALLBACK",
+            title="Обратный звонок: {phone}",
+            label="Обратный звонок",
+            carries_interest=True,
+        ),
+    },
+    build=build,
+)

@@ -7,11 +7,13 @@ Unknown keys are errors that name their key path.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import phonenumbers
 from pydantic import (
@@ -21,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -31,8 +34,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from connectors.email.settings import EmailSettings
-from connectors.telephony.settings import TelephonySettings
+from gateway import channels
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.delivery.settings import DeliverySettings
@@ -161,21 +163,14 @@ class ScreenSettings(Section):
     stop_words: list[str] = []
 
 
-def _default_sources() -> dict[Channel, str]:
-    return {
-        Channel.PHONE: "CALL",
-        Channel.EMAIL: "EMAIL",
-        Channel.WEBFORM: "WEBFORM",
-        Channel.CALLBACK: "CALLBACK",
-        Channel.ORDERS: "STORE",
-        Channel.CHAT: "WEB",
-        Channel.VK: "UC_VK",
-        Channel.FACEBOOK: "UC_FACEBOOK",
-        Channel.TELEGRAM: "UC_TELEGRAM",
-    }
+M = TypeVar("M", bound=BaseModel)
 
 
 class Settings(BaseSettings):
+    """The core's settings. What `load_settings` returns is an instance of a subclass built
+    once from this and every channel spec's section (`settings_model()`); connectors read
+    their own section with `settings.section(TheirSettings)`."""
+
     model_config = SettingsConfigDict(
         env_prefix="LEADGATE_",
         env_nested_delimiter="__",
@@ -196,10 +191,10 @@ class Settings(BaseSettings):
     orders: TokenSettings = TokenSettings()
     admin: TokenSettings = TokenSettings()
     screen: ScreenSettings = ScreenSettings()
-    telephony: TelephonySettings = TelephonySettings()
-    email: EmailSettings = EmailSettings()
-    delivery: DeliverySettings = DeliverySettings()
-    sources: dict[Channel, str] = Field(default_factory=_default_sources)
+    # Factories, not instances: the delivery defaults read the channel specs, which are
+    # loaded when settings are first built, not while this module is imported.
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    sources: dict[Channel, str] = Field(default_factory=channels.default_sources)
 
     @field_validator("phone_region")
     @classmethod
@@ -212,7 +207,7 @@ class Settings(BaseSettings):
     @classmethod
     def _fill_sources(cls, given: dict[Channel, str]) -> dict[Channel, str]:
         # A file naming one channel's SOURCE_ID keeps the defaults of the others.
-        return {**_default_sources(), **given}
+        return {**channels.default_sources(), **given}
 
     @field_validator("sellers")
     @classmethod
@@ -255,6 +250,55 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init kwargs; env must override them.
         return (env_settings, init_settings)
+
+    def section(self, model: type[M]) -> M:
+        """A channel spec's config section, typed: `settings.section(TelephonySettings)`."""
+        name = _spec_sections(type(self)).get(model)
+        value = getattr(self, name, None) if name is not None else None
+        if not isinstance(value, model):
+            raise LookupError(
+                f"no config section holds {model.__name__}: is its spec registered, and were "
+                "these settings built by load_settings() / settings_model()?"
+            )
+        return value
+
+
+@functools.cache
+def _spec_sections(model: type[Settings]) -> dict[type, str]:
+    """Settings model of a spec section -> the section's name, for an assembled model."""
+    return {
+        field.annotation: name
+        for name, field in model.model_fields.items()
+        if name not in Settings.model_fields and isinstance(field.annotation, type)
+    }
+
+
+@functools.cache
+def settings_model() -> type[Settings]:
+    """The full settings model: the core's fields plus one section per registered channel
+    spec. Built once per process; `load_settings` returns instances of it."""
+    return build_settings_model(channels.specs())
+
+
+def build_settings_model(specs: Sequence[channels.ChannelSpec]) -> type[Settings]:
+    """The core's settings plus each spec's section. A spec section is a table like any
+    other: unknown keys in it are named by path, LEADGATE_<SECTION>__<KEY> sets it."""
+    sections: dict[str, Any] = {}
+    for spec in specs:
+        if spec.section is None or spec.settings is None:
+            continue
+        if spec.section in Settings.model_fields:
+            raise channels.RegistryError(
+                f"spec {spec.name!r}: [{spec.section}] is a core section already"
+            )
+        sections[spec.section] = (spec.settings, Field(default_factory=spec.settings))
+    return create_model(
+        "Settings",
+        __base__=Settings,
+        __module__=__name__,
+        __doc__=Settings.__doc__,
+        **sections,
+    )
 
 
 class ConfigError(Exception):
@@ -309,7 +353,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     if unknown := _unknown_env():
         raise ConfigError(source, unknown)
     try:
-        return Settings(**data)
+        return settings_model()(**data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from exc
     except SettingsError as exc:  # an env value that is not the JSON a list or table needs
@@ -326,7 +370,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 def _unknown_env() -> list[str]:
     """LEADGATE_* variables that name no setting: a typo there would be silently ignored."""
-    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    known = {name.upper() for name in settings_model().model_fields} | {"CONFIG"}
     problems = []
     for key in sorted(os.environ):
         if not key.upper().startswith("LEADGATE_"):

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from gateway.channels import Connector
 from gateway.config import Settings
+from gateway.coordination import Coordination
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.store.base import Store
-
-if TYPE_CHECKING:
-    from connectors.base import Connector
+from gateway.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 STORE: web.AppKey[Store] = web.AppKey("store")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 CONNECTORS: web.AppKey[list[Connector]] = web.AppKey("connectors")
+COORDINATION: web.AppKey[Coordination] = web.AppKey("coordination")
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # Extra readiness checks connectors and workers register: name -> problem or None.
 READINESS: web.AppKey[dict[str, Any]] = web.AppKey("readiness")

@@ -54,6 +54,19 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("leadgate_ready", "1 when /readyz is ok", registry=r)
+        self.task_restarts = Counter(
+            "leadgate_task_restarts",
+            "Background tasks restarted after they failed or ended, by task",
+            ["task"],
+            registry=r,
+        )
+        # WebSocket sessions last minutes: they are kept out of leadgate_request_seconds.
+        self.websockets = Gauge(
+            "leadgate_websockets_open",
+            "WebSocket connections open now, by route",
+            ["route"],
+            registry=r,
+        )
         # labels() hashes and locks on every call; the hot path reuses the children.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -76,3 +89,6 @@ class Metrics:
 
     def event(self, channel: str, outcome: str) -> None:
         self._child(self.events, channel, outcome).inc()
+
+    def task_restarted(self, task: str) -> None:
+        self._child(self.task_restarts, task).inc()

@@ -28,6 +28,7 @@ class Channel(StrEnum):
     EMAIL = "email"
     VK = "vk"
     FACEBOOK = "facebook"
+    INSTAGRAM = "instagram"
     TELEGRAM = "telegram"
 
 

@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from connectors.base import Connector, ConnectorContext
-from connectors.registry import build_all
-from gateway import leads_api, ops
+from gateway import channels, leads_api, ops
 from gateway.assign import Roster
 from gateway.calendar import BusinessCalendar
+from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
 from gateway.config import Settings
+from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
-from gateway.keys import CONNECTORS, METRICS, PIPELINE, SETTINGS, STORE
+from gateway.keys import (
+    CONNECTORS,
+    COORDINATION,
+    METRICS,
+    PIPELINE,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+)
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What the startup log says about each connector (built with the app, logged when it starts).
+_STARTUP_LINES: web.AppKey[list[str]] = web.AppKey("connector_lines")
 
 
 def make_store(settings: Settings) -> Store:
@@ -40,6 +50,11 @@ def make_store(settings: Settings) -> Store:
         max_batch=settings.store.max_batch,
         outbox_delivered=settings.delivery.sink == "local",
     )
+
+
+def make_coordination(settings: Settings) -> Coordination:
+    """What replicas agree on; in-process for the embedded (one process) setup."""
+    return InProcessCoordination()
 
 
 def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipeline:
@@ -74,6 +89,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     microseconds a request, and this is the hot path."""
     app = request.app
     start = time.perf_counter()
+    # A WebSocket lives for minutes: as one "request" it would swamp the latency histogram.
+    upgrade = request.headers.get(hdrs.UPGRADE)
+    websocket = upgrade is not None and upgrade.lower() == "websocket"
+    if websocket:
+        app[METRICS].websockets.labels(_route_name(request)).inc()
     try:
         limit = app[SETTINGS].server.max_body_bytes
         # Refuse a declared oversize body before reading a byte of it; bodies without a
@@ -115,9 +135,12 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             content_type="application/json",
         )
     finally:
-        app[METRICS].observe_request(
-            _route_name(request), request.method, time.perf_counter() - start
-        )
+        if websocket:
+            app[METRICS].websockets.labels(_route_name(request)).dec()
+        else:
+            app[METRICS].observe_request(
+                _route_name(request), request.method, time.perf_counter() - start
+            )
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -137,35 +160,59 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     )
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    coordination: Coordination | None = None,
+    specs: Sequence[ChannelSpec] | None = None,
+) -> web.Application:
+    """The app; `specs` defaults to the registered channel specs (tests pass their own)."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[gateway_middleware],
     )
     metrics = Metrics()
     store = store or make_store(settings)
+    coordination = coordination or make_coordination(settings)
     pipeline = make_pipeline(settings, store, metrics)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STORE] = store
     app[PIPELINE] = pipeline
+    app[COORDINATION] = coordination
+    supervisor = app[SUPERVISOR] = Supervisor(coordination, metrics)
     ctx = ConnectorContext(
         settings=settings,
         pipeline=pipeline,
         metrics=metrics,
+        coordination=coordination,
         trusted_proxies=networks(settings.server.trusted_proxies),
     )
-    connectors = build_all(ctx)
-    app[CONNECTORS] = connectors
-    for connector in connectors:
-        app.router.add_routes(connector.routes())
+    specs = channels.specs() if specs is None else specs
+    built = [c for spec in specs if (c := spec.build(ctx)) is not None]
+    app[CONNECTORS] = built
     leads_api.setup(app)
     ops.setup(app)
+    app[_STARTUP_LINES] = lines = []
+    for connector in built:
+        routes = app.router.add_routes(connector.routes())
+        tasks = connector.tasks()
+        for task in tasks:
+            supervisor.add(task)
+        ops.add_readiness_check(app, connector.name, connector.readiness)
+        lines.append(_describe(connector.name, routes, tasks))
     for name, check in ctx.readiness.items():
         ops.add_readiness_check(app, name, check)
+    # cleanup_ctx runs in order at startup and in reverse at shutdown: on SIGTERM the tasks
+    # are cancelled first, then the connectors shut down (in registry order), then the
+    # coordination and last the store closes (after the events in flight are committed).
     app.cleanup_ctx.append(_store_ctx)
-    delivery.setup(app)  # the outbox worker: after the store (needs it open)
-    app.cleanup_ctx.append(_tasks_ctx)
+    app.cleanup_ctx.append(_coordination_ctx)
+    app.cleanup_ctx.append(_connectors_ctx)
+    delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
+    ops.add_readiness_check(app, "tasks", supervisor.problem)
+    app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)
     return app
 
@@ -186,20 +233,33 @@ async def _freeze_startup_objects(app: web.Application) -> None:
     gc.freeze()
 
 
-async def _run(job: Callable[[], Awaitable[None]]) -> None:
-    await job()
-
-
-async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
-    connectors: list[Connector] = app[CONNECTORS]
-    tasks: list[asyncio.Task[None]] = [
-        asyncio.create_task(_run(run), name=f"{c.name}-task")
-        for c in connectors
-        for run in c.tasks()
-    ]
+async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[COORDINATION].open()
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await app[COORDINATION].close()
+
+
+def _describe(name: str, routes: Sequence[web.AbstractRoute], tasks: Sequence[TaskSpec]) -> str:
+    # Route patterns, never paths: a path parameter such as the CTI {token} is a secret, and
+    # the pattern shows its name only.
+    shown = ", ".join(f"{r.method} {r.resource.canonical}" for r in routes if r.resource)
+    jobs = ", ".join(f"{t.name} (singleton)" if t.singleton else t.name for t in tasks)
+    return f"connector {name}: routes {shown or 'none'}; tasks {jobs or 'none'}"
+
+
+async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
+    for line in app[_STARTUP_LINES]:
+        log.info("%s", line)
+    yield
+    for connector in app[CONNECTORS]:
+        try:
+            await connector.shutdown()
+        except Exception:
+            log.exception("connector %s: shutdown failed", connector.name)
+
+
+async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
+    supervisor = app[SUPERVISOR]
+    supervisor.start()
+    yield
+    await supervisor.stop()

@@ -1,14 +1,16 @@
 """Keep the docs honest: what the code has, the docs name — and the documented JSON is real.
 
-- every key of the core config sections is in its section of docs/configuration.md;
+- every key of every config section is in its section of docs/configuration.md: the
+  sections are read off the assembled settings model, so a new channel spec's section is
+  checked as soon as it is registered;
 - docs/openapi.yaml is valid OpenAPI, covers the core routes the app registers (and only
   routes that exist), its schemas have exactly the models' fields, and real responses
   validate against them;
 - every CLI command and subcommand appears in the docs, and the core commands' options too;
 - every core metric exists in gateway.metrics.Metrics and is described in docs/operations.md.
 
-Channels and delivery document their own routes, metrics and config sections; this test
-only holds the core to account, so their additions do not break it.
+Channels and delivery document their own routes and metrics; for those this test only
+holds the core to account, so their additions do not break it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pydantic import BaseModel
 
 from connectors import orders
 from gateway import models
+from gateway.channels import specs
 from gateway.cli import build_parser
-from gateway.config import Settings
+from gateway.config import Settings, settings_model
 from gateway.metrics import Metrics
 from gateway.web import create_app
 
@@ -41,7 +44,7 @@ CONFIG_DOC = DOCS / "configuration.md"
 OPERATIONS_DOC = DOCS / "operations.md"
 OPENAPI = DOCS / "openapi.yaml"
 
-# The core's config sections (top-level keys of Settings); others document their own.
+# The core's config sections (top-level keys of Settings); the channel specs add theirs.
 CORE_SETTINGS = (
     "phone_region",
     "log_level",
@@ -57,6 +60,7 @@ CORE_SETTINGS = (
     "admin",
     "screen",
     "sources",
+    "delivery",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
 CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads")
@@ -70,6 +74,8 @@ CORE_METRICS = (
     "leadgate_quarantined_total",
     "leadgate_request_seconds",
     "leadgate_ready",
+    "leadgate_task_restarts_total",
+    "leadgate_websockets_open",
 )
 CORE_COMMANDS = ("serve", "init", "check-config", "calendar", "leads")
 # Nested tables whose keys are documented as a whole elsewhere (weekly hours: calendar.md).
@@ -114,22 +120,34 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _is_table(annotation: Any) -> bool:
+    if get_origin(annotation) is dict:
+        inner = _model_of(get_args(annotation)[1])
+    else:
+        inner = _model_of(annotation)
+    return inner is not None and inner.__name__ not in OPAQUE_MODELS
+
+
 def _expected_sections() -> Iterator[tuple[tuple[str, ...], list[str]]]:
-    """(heading titles that may hold them, keys) for every table of the core settings."""
+    """(heading titles that may hold them, keys) for every table of the assembled settings:
+    the core's and every channel spec's sections."""
 
     def table(model: type[BaseModel], titles: tuple[str, ...], path: str) -> Iterator[Any]:
-        yield titles, list(model.model_fields)
+        # A key that is a table of its own is checked under its own heading instead.
+        yield titles, [k for k, f in model.model_fields.items() if not _is_table(f.annotation)]
         for name, field in model.model_fields.items():
             ann = field.annotation
             if get_origin(ann) is dict:
                 inner = _model_of(get_args(ann)[1])
                 if inner is not None and inner.__name__ not in OPAQUE_MODELS:
                     sub = f"{path}.{name}.{name.upper().rstrip('S')}"
-                    yield from table(inner, (f"[{sub}]",), sub)
+                    yield from table(inner, (f"[{sub}]", f"[{path}.{name}.NAME]"), sub)
+            elif (inner := _model_of(ann)) is not None and inner.__name__ not in OPAQUE_MODELS:
+                yield from table(inner, (f"[{path}.{name}]",), f"{path}.{name}")
 
     top_level = []
-    for name in CORE_SETTINGS:
-        ann = Settings.model_fields[name].annotation
+    for name, field in settings_model().model_fields.items():
+        ann = field.annotation
         origin = get_origin(ann)
         model = _model_of(ann)
         if model is not None:
@@ -156,6 +174,15 @@ def _expected_sections() -> Iterator[tuple[tuple[str, ...], list[str]]]:
 def test_core_settings_exist() -> None:
     missing = [name for name in CORE_SETTINGS if name not in Settings.model_fields]
     assert not missing, f"core settings renamed or gone (update this test and the docs): {missing}"
+
+
+def test_every_spec_section_is_in_the_assembled_settings() -> None:
+    fields = settings_model().model_fields
+    sections = [s.section for s in specs() if s.section is not None]
+    assert {"telephony", "email"} <= set(sections)
+    assert all(name in fields for name in sections)
+    # ... and the docs check above walks exactly these fields: a spec section cannot hide.
+    assert set(fields) == set(CORE_SETTINGS) | set(sections)
 
 
 def test_every_core_config_key_is_documented() -> None:
@@ -191,7 +218,7 @@ def test_openapi_is_valid(spec: dict[str, Any]) -> None:
 
 
 def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
-    app = create_app(Settings(store={"path": str(tmp_path / "routes.db")}))
+    app = create_app(settings_model()(store={"path": str(tmp_path / "routes.db")}))
     routes = set()
     for route in app.router.routes():
         resource = route.resource

@@ -1,18 +1,23 @@
 """The email connector: one poller task per configured (mailbox, folder), one auto-reply
-worker, a readiness check, and no HTTP routes."""
+worker, a readiness check, and no HTTP routes.
+
+A folder's poller is a singleton task: with several replicas, one holder of the lease
+`task:email:<mailbox>:<folder>` reads it. The auto-reply worker serves the pollers of its
+own process (their queue is in memory), so every process runs its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from connectors.base import ConnectorContext
 from connectors.email.autoreply import RETRY_DELAYS, AutoReplier, Clock, Sender
 from connectors.email.metrics import EmailMetrics
 from connectors.email.poller import FolderPoller
 from connectors.email.settings import EmailSettings
+from gateway.channels import ConnectorContext, TaskSpec
 
 
 def _utc_now() -> datetime:
@@ -62,24 +67,28 @@ class EmailConnector:
             for name, box in settings.mailboxes.items()
             for folder in box.folders
         ]
-        ctx.readiness[self.name] = self.readiness
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return []
 
-    def tasks(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        jobs: list[Callable[[], Awaitable[None]]] = [p.run for p in self.pollers]
+    def tasks(self) -> Sequence[TaskSpec]:
+        jobs = [
+            TaskSpec(f"email:{p.mailbox}:{p.folder}", p.run, singleton=True) for p in self.pollers
+        ]
         if self.replier is not None:
-            jobs.append(self.replier.run)
+            jobs.append(TaskSpec("email:auto-reply", self.replier.run, singleton=False))
         return jobs
 
     def readiness(self) -> str | None:
         problems = [p for poller in self.pollers if (p := poller.problem()) is not None]
         return "; ".join(problems) or None
 
+    async def shutdown(self) -> None:
+        return None
+
 
 def build(ctx: ConnectorContext) -> EmailConnector | None:
-    settings = ctx.settings.email
+    settings = ctx.settings.section(EmailSettings)
     if not settings.mailboxes:
         return None
     return EmailConnector(ctx, settings)

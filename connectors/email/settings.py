@@ -1,7 +1,7 @@
 """The `[email]` config section: mailboxes to read, the SMTP server to answer through, and
 the auto-reply text.
 
-Imported by gateway.config, so it must not import gateway.config (or anything that does).
+Declared by connectors.email.spec; the core assembles it into the settings model.
 Passwords are SecretStr: they print as '**********' and never reach a log or an error.
 """
 

@@ -1,6 +1,5 @@
 """Telephony: Zadarma, Mango Office and generic CTI webhooks turn calls into leads.
 
-Kept import-free on purpose: gateway.config imports `connectors.telephony.settings`, and
-anything imported here would be imported by the config module too (an import cycle).
-The connector itself is `connectors.telephony.connector`.
+The package's ChannelSpec is `connectors.telephony.spec.SPEC`; the connector itself is
+`connectors.telephony.connector`, its config section `connectors.telephony.settings`.
 """

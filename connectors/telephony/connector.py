@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiohttp import web
 
-from connectors.base import Connector, ConnectorContext
 from connectors.telephony import cti, mango, zadarma
 from connectors.telephony.calls import (
     ANSWERED,
@@ -33,7 +32,9 @@ from connectors.telephony.calls import (
     settle,
 )
 from connectors.telephony.metrics import TelephonyMetrics
+from connectors.telephony.settings import TelephonySettings
 from gateway.assign import REASON_STICKY
+from gateway.channels import Connector, ConnectorContext, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import FORM_READ_ERRORS, FORM_TYPES
 from gateway.identity import normalize_phone
@@ -90,7 +91,7 @@ class TelephonyConnector:
 
     def __init__(self, ctx: ConnectorContext) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings.telephony
+        self.settings = ctx.settings.section(TelephonySettings)
         self.pipeline = ctx.pipeline
         self.region = ctx.settings.phone_region
         self.blocked = {
@@ -118,8 +119,14 @@ class TelephonyConnector:
             routes.append(web.post("/v1/telephony/cti/{token}", self.cti_event))
         return routes
 
-    def tasks(self) -> Sequence[Any]:
+    def tasks(self) -> Sequence[TaskSpec]:
         return []
+
+    def readiness(self) -> str | None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
 
     # --- Zadarma --------------------------------------------------------------------
 
@@ -356,4 +363,5 @@ class TelephonyConnector:
 
 
 def build(ctx: ConnectorContext) -> Connector | None:
-    return TelephonyConnector(ctx) if ctx.settings.telephony.any_provider else None
+    configured = ctx.settings.section(TelephonySettings).any_provider
+    return TelephonyConnector(ctx) if configured else None

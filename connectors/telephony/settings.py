@@ -1,6 +1,6 @@
 """The `[telephony]` config section: which providers may call us, with which secrets.
 
-Imported by gateway.config, so this module imports nothing from gateway/ (pydantic only).
+Declared by connectors.telephony.spec; the core assembles it into the settings model.
 A provider's webhook is mounted only when its secret is configured.
 """
 

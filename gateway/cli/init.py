@@ -1,10 +1,13 @@
-"""The commented leadgate.toml that `leadgate init` writes."""
+"""The commented leadgate.toml that `leadgate init` writes: the core's part below, then
+each channel spec's own snippet (gateway.channels), so every channel's section is there."""
 
 from __future__ import annotations
 
 import secrets
 
-TEMPLATE = """\
+from gateway import channels
+
+CORE_TEMPLATE = """\
 # leadgate configuration. Every key is optional: what is left out takes the default shown.
 # Environment variables override the file: LEADGATE_SERVER__PORT=9000, LEADGATE_LOG_LEVEL=DEBUG.
 # Check it with `leadgate check-config`; docs/configuration.md lists every key.
@@ -78,24 +81,12 @@ sink = "local"
 # equipment_field = "UF_CRM_1700000001"         # «Вероятное оборудование к покупке и его цена»
 # find_duplicates = true                         # join people already in the CRM
 
-# Telephony webhooks (docs/channels/telephony.md): set the provider's secret to switch it on.
-[telephony]
-blocked_numbers = []
-# [telephony.zadarma]
-# api_secret = "..."                  # Zadarma cabinet: API and integrations
-# after_hours_ivr = "file-id"         # the autoresponder played after hours
-# sticky_redirect = true              # a returning caller goes to their seller's extension
-# [telephony.mango]
-# api_key = "..."
-# api_salt = "..."
-# [telephony.cti]
-# token = "..."                       # POST /v1/telephony/cti/<token>
-
 # The website form; add more [forms.NAME] tables for other forms.
 [forms.site]
 title = "Заявка с сайта"
-thank_you_url = "/thanks"
 honeypot_field = "website"   # hidden field; bots fill it
+# thank_you_url = "https://example.ru/spasibo"  # default: the gateway's own thank-you page
+# allowed_origins = ["https://example.ru"]      # pages that may post this form with fetch()
 
 [forms.site.fields.name]
 label = "Имя"
@@ -127,7 +118,20 @@ maps_to = "comment"
 """
 
 
+def _sources() -> str:
+    """The SOURCE_ID defaults, as the channel specs declare them."""
+    lines = [
+        "# Bitrix24 SOURCE_ID by channel: the defaults; a channel left out keeps its own.",
+        "# [sources]",
+    ]
+    lines += [f'# {ch.value} = "{source}"' for ch, source in channels.default_sources().items()]
+    return "\n".join(lines) + "\n"
+
+
 def render_config() -> str:
-    return TEMPLATE.format(
+    core = CORE_TEMPLATE.format(
         orders_token=secrets.token_urlsafe(32), admin_token=secrets.token_urlsafe(32)
     )
+    # Snippets are appended as written (not .format()ed): their braces are their own.
+    parts = [core, _sources(), *(s.init_snippet for s in channels.specs() if s.init_snippet)]
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts)

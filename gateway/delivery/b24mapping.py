@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway import channels
 from gateway.delivery.b24texts import (
-    CHANNEL_NAMES,
-    INTEREST_CHANNELS,
     channel_name,
     event_comment,
     lead_comments,
@@ -28,7 +27,6 @@ from gateway.identity import normalize_phone
 from gateway.models import Channel, EventRecord, Lead, LeadStatus
 
 __all__ = [
-    "CHANNEL_NAMES",
     "event_comment",
     "fill_fields",
     "lead_comments",
@@ -320,7 +318,7 @@ def fill_fields(
     emails = [e for e in dict.fromkeys(c.emails) if e.strip().lower() not in known]
     if emails:
         out["EMAIL"] = [{"VALUE": e, "VALUE_TYPE": settings.email_type} for e in emails]
-    if event.channel in INTEREST_CHANNELS:
+    if channels.carries_interest(event.channel):
         interest = lead.interest
         category = interest.equipment_category
         field = settings.category_field

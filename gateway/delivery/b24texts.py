@@ -14,19 +14,9 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from gateway import channels
 from gateway.models import Channel, EventRecord, Interest, Lead
 
-CHANNEL_NAMES = {
-    Channel.WEBFORM: "Форма на сайте",
-    Channel.ORDERS: "Интернет-магазин",
-    Channel.CHAT: "Чат на сайте",
-    Channel.CALLBACK: "Обратный звонок",
-    Channel.PHONE: "Телефон",
-    Channel.EMAIL: "Почта",
-    Channel.VK: "ВКонтакте",
-    Channel.FACEBOOK: "Facebook",
-    Channel.TELEGRAM: "Telegram",
-}
 _FMT = "%d.%m.%Y %H:%M"
 
 # Event kinds in meta["kind"] (connectors/telephony/calls.py): the call, and facts about it.
@@ -34,8 +24,6 @@ KIND_CALL = "call"
 KIND_CALL_RESULT = "call_result"
 KIND_CALL_RECORDING = "call_recording"
 _FACTS = (KIND_CALL_RESULT, KIND_CALL_RECORDING)
-# Channels whose events carry the customer's interest (form fields, the cart).
-INTEREST_CHANNELS = frozenset({Channel.WEBFORM, Channel.CALLBACK, Channel.ORDERS})
 # STATUS_SEMANTIC_ID of a closed lead, as a seller would say it.
 CLOSED_AS = {"S": "сконвертирован (успешно закрыт)", "F": "закрыт как некачественный"}
 
@@ -59,7 +47,8 @@ def marker(event_id: str) -> str:
 
 
 def channel_name(channel: Channel) -> str:
-    return CHANNEL_NAMES.get(channel, channel.value)
+    """The channel as a seller reads it; each channel's spec declares its label."""
+    return channels.label(channel)
 
 
 # --- what kind of event ----------------------------------------------------------------------
@@ -243,7 +232,7 @@ def repeat_comments(
     """COMMENTS of a new CRM lead made for a returning customer whose CRM lead is closed."""
     closed = CLOSED_AS.get(previous_semantic or "", "закрыт")
     lines = [f"Повторное обращение: предыдущий лид №{previous_id} {closed}", ""]
-    with_interest = event is not None and event.channel in INTEREST_CHANNELS
+    with_interest = event is not None and channels.carries_interest(event.channel)
     lines += _lead_body(lead, event, with_interest=with_interest)
     if event is not None:
         detail = f" ({event.source_detail})" if event.source_detail else ""
@@ -284,8 +273,9 @@ def event_comment(
         lines.append("Контакт: " + ", ".join(x for x in reach if x))
     if event.source_detail:
         lines.append(f"Откуда: {event.source_detail}")
-    if event.channel in INTEREST_CHANNELS and (line := interest_line(lead.interest, event.text)):
-        lines.append(line)
+    interest = interest_line(lead.interest, event.text)
+    if channels.carries_interest(event.channel) and interest:
+        lines.append(interest)
     lines += extra_field_lines(event.meta)
     if event.text:
         lines += ["", event.text.strip()]

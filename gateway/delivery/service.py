@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from gateway.channels import TaskSpec
 from gateway.config import Settings
 from gateway.delivery.bitrix24 import Bitrix24Sink
 from gateway.delivery.local import LocalSink
@@ -16,7 +15,7 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.sink import Sink
 from gateway.delivery.webhook import WebhookSink
 from gateway.delivery.worker import OutboxWorker
-from gateway.keys import METRICS, SETTINGS, STORE
+from gateway.keys import METRICS, SETTINGS, STORE, SUPERVISOR
 from gateway.ops import add_readiness_check
 
 WORKER = web.AppKey("outbox_worker", OutboxWorker)
@@ -40,19 +39,12 @@ def make_sink(settings: Settings, record: Callable[[str], None] | None = None) -
 
 
 def setup(app: web.Application) -> None:
-    """Register the worker; call after the store's cleanup_ctx (the worker needs it open)."""
+    """Register the worker as a supervised task (restarted if it dies). Not a singleton:
+    every replica runs one, and the outbox's claims keep two from sending the same row."""
     settings = app[SETTINGS]
     metrics = DeliveryMetrics(app[METRICS].registry, settings.delivery.sink)
     sink = make_sink(settings, metrics.request)
     worker = OutboxWorker(app[STORE], sink, settings.delivery, metrics)
     app[WORKER] = worker
     add_readiness_check(app, "delivery", worker.problem)
-    app.cleanup_ctx.append(_worker_ctx)
-
-
-async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[WORKER].run(), name="outbox-worker")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    app[SUPERVISOR].add(TaskSpec("outbox", worker.run, singleton=False))

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.channels import default_titles
 from gateway.models import Channel, EquipmentCategory
 
 # What a TITLE template may use; see gateway.delivery.b24mapping.title_values.
@@ -25,20 +26,6 @@ _WEBHOOK_PATH = re.compile(r"/rest/\d+/[^/]+/?")
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def default_titles() -> dict[Channel, str]:
-    return {
-        Channel.WEBFORM: "Заявка с сайта",
-        Channel.CALLBACK: "Обратный звонок: {phone}",
-        Channel.PHONE: "Звонок с {phone}",
-        Channel.ORDERS: "Заказ №{external_id}",
-        Channel.CHAT: "Чат на сайте: {who}",
-        Channel.EMAIL: "Письмо от {who}",
-        Channel.VK: "Сообщение ВКонтакте: {who}",
-        Channel.FACEBOOK: "Сообщение Facebook: {who}",
-        Channel.TELEGRAM: "Сообщение Telegram: {who}",
-    }
 
 
 def check_template(template: str) -> str:
@@ -61,6 +48,7 @@ class Bitrix24Settings(_Section):
     # https://{portal}/rest/{user_id}/{secret}/ — the secret is in the URL: never logged.
     webhook_url: SecretStr | None = None
     originator_id: str = Field("leadgate", min_length=1, max_length=50)
+    # Defaults per channel come from the channel specs; a channel named here overrides one.
     titles: dict[Channel, str] = Field(default_factory=default_titles)
     # How ФИО is split: see docs/delivery/bitrix24.md ("auto" reads the patronymic).
     name_order: Literal["auto", "first_last", "last_first", "whole"] = "auto"
@@ -148,7 +136,8 @@ class DeliverySettings(_Section):
     halt_probe_seconds: float = Field(300.0, gt=0)
     # Delivered outbox rows older than this are deleted (0 keeps them forever).
     keep_delivered_days: int = Field(30, ge=0)
-    bitrix24: Bitrix24Settings = Bitrix24Settings()
+    # A factory: the title defaults come from the channel specs, loaded at first use.
+    bitrix24: Bitrix24Settings = Field(default_factory=Bitrix24Settings)
     webhook: WebhookSinkSettings = WebhookSinkSettings()
 
     @model_validator(mode="after")

@@ -89,6 +89,7 @@ class OutboxWorker:
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.stopped = None  # started (again, by the supervisor, after it stopped)
         await self.sink.start()
         try:
             while True:
