@@ -38,7 +38,7 @@ from gateway import channels
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.delivery.settings import DeliverySettings
-from gateway.identity import normalize_phone
+from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
 
 DEFAULT_PATH = Path("leadgate.toml")
@@ -157,7 +157,7 @@ class TokenSettings(Section):
 class ScreenSettings(Section):
     """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
 
-    blocked_phones: list[str] = []
+    blocked_phones: PhoneList = []
     blocked_emails: list[str] = []
     blocked_domains: list[str] = []
     stop_words: list[str] = []
@@ -224,14 +224,11 @@ class Settings(BaseSettings):
         # A blocked number that does not read as a phone would never match anything: it is
         # a typo the operator must hear about, not something to drop without a word. Numbers
         # are read by the same rule as every channel's (gateway.identity.normalize_phone).
-        lists = (
-            ("screen.blocked_phones", self.screen.blocked_phones),
-            ("telephony.blocked_numbers", self.telephony.blocked_numbers),
-        )
+        # Channel sections mark their lists with the PhoneList type; the region is ours.
         problems = [
             f"{key}.{i}: not a phone number (write it with + and the country code, or as a "
             f"number valid in phone_region {self.phone_region})"
-            for key, values in lists
+            for key, values in _phone_lists(self)
             for i, raw in enumerate(values)
             if normalize_phone(raw, self.phone_region) is None
         ]
@@ -320,6 +317,18 @@ def resolve_path(path: str | Path | None) -> Path | None:
 
 # A whole-settings check whose message lines name their own key paths ("key.path: what").
 PATH_PROBLEMS = "key paths follow:\n"
+
+
+def _phone_lists(model: BaseModel, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Every PhoneList field in the settings, core and channel sections alike, by key path."""
+    found: list[tuple[str, list[str]]] = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name, None)
+        if PHONE_LIST in info.metadata and isinstance(value, list):
+            found.append((f"{prefix}{name}", value))
+        elif isinstance(value, BaseModel):
+            found += _phone_lists(value, f"{prefix}{name}.")
+    return found
 
 
 def _problems(exc: ValidationError) -> list[str]:

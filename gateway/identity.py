@@ -10,12 +10,18 @@ import functools
 import logging
 import re
 import urllib.parse
+from typing import Annotated
 
 import idna
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, NumberParseException, PhoneNumberFormat
 
 from gateway.models import Contact
+
+# Marks a settings field as a list of phone numbers: gateway.config checks every such list,
+# in any section, with the one phone rule and the configured phone_region.
+PHONE_LIST = "phone-list"
+PhoneList = Annotated[list[str], PHONE_LIST]
 
 # phonenumbers refuses longer input anyway; cutting early keeps junk payloads cheap.
 _MAX_PHONE_INPUT = 250

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.hours import TimeZoneName
+from gateway.identity import PhoneList
 
 DEFAULT_ZADARMA_RECORDING_URL = (
     "https://api.zadarma.com/v1/pbx/record/request/?call_id={recording_id}"
@@ -64,7 +65,7 @@ class CtiSettings(_Section):
 
 class TelephonySettings(_Section):
     # Numbers whose calls are rejected and stored as JUNK, beside [screen].blocked_phones.
-    blocked_numbers: list[str] = []
+    blocked_numbers: PhoneList = []
     # Record outgoing calls as activity on the person's open lead.
     outgoing_calls: bool = True
     zadarma: ZadarmaSettings = ZadarmaSettings()
