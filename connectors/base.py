@@ -15,6 +15,7 @@ from typing import Protocol
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.coordination import Coordination
 from gateway.http import Network
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -25,6 +26,7 @@ class ConnectorContext:
     settings: Settings
     pipeline: Pipeline
     metrics: Metrics
+    coordination: Coordination
     trusted_proxies: Sequence[Network] = field(default_factory=list)
     # Readiness checks a connector registers (name -> problem in words, or None); the app
     # adds them to /readyz. For pollers, whose health no request would reveal.

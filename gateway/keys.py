@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.coordination import Coordination
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.store.base import Store
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 STORE: web.AppKey[Store] = web.AppKey("store")
+# What replicas agree on beside the store (leases, shared limits); see gateway.coordination.
+COORDINATION: web.AppKey[Coordination] = web.AppKey("coordination")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 CONNECTORS: web.AppKey[list[Connector]] = web.AppKey("connectors")
 # Extra readiness checks connectors and workers register: name -> problem or None.

@@ -19,10 +19,11 @@ from gateway import leads_api, ops
 from gateway.assign import Roster
 from gateway.calendar import BusinessCalendar
 from gateway.config import Settings
+from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
-from gateway.keys import CONNECTORS, METRICS, PIPELINE, SETTINGS, STORE
+from gateway.keys import CONNECTORS, COORDINATION, METRICS, PIPELINE, SETTINGS, STORE
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.screen import Screen
@@ -40,6 +41,12 @@ def make_store(settings: Settings) -> Store:
         max_batch=settings.store.max_batch,
         outbox_delivered=settings.delivery.sink == "local",
     )
+
+
+def make_coordination(settings: Settings) -> Coordination:
+    """What this process agrees on with its peers. Embedded (one process, today's exact
+    behaviour) until a shared implementation is configured."""
+    return InProcessCoordination()
 
 
 def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipeline:
@@ -144,15 +151,18 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     )
     metrics = Metrics()
     store = store or make_store(settings)
+    coordination = make_coordination(settings)
     pipeline = make_pipeline(settings, store, metrics)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STORE] = store
+    app[COORDINATION] = coordination
     app[PIPELINE] = pipeline
     ctx = ConnectorContext(
         settings=settings,
         pipeline=pipeline,
         metrics=metrics,
+        coordination=coordination,
         trusted_proxies=networks(settings.server.trusted_proxies),
     )
     connectors = build_all(ctx)
@@ -163,11 +173,20 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     ops.setup(app)
     for name, check in ctx.readiness.items():
         ops.add_readiness_check(app, name, check)
+    app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_store_ctx)
     delivery.setup(app)  # the outbox worker: after the store (needs it open)
     app.cleanup_ctx.append(_tasks_ctx)
     app.on_startup.append(_freeze_startup_objects)
     return app
+
+
+async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Opened before the store and closed after it: everything that runs uses both.
+    coordination = app[COORDINATION]
+    await coordination.open()
+    yield
+    await coordination.close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

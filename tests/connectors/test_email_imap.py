@@ -33,6 +33,7 @@ from connectors.email.autoreply import describe_opening
 from connectors.email.connector import EmailConnector
 from connectors.email.position import Position
 from gateway.config import ConfigError, Settings
+from gateway.coordination import InProcessCoordination
 from gateway.keys import METRICS, STORE
 from gateway.metrics import Metrics
 from gateway.models import Channel, Lead, Outcome
@@ -205,7 +206,12 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         await store.open()
         metrics = Metrics()
         pipeline = make_pipeline(settings, store, metrics)
-        ctx = ConnectorContext(settings=settings, pipeline=pipeline, metrics=metrics)
+        ctx = ConnectorContext(
+            settings=settings,
+            pipeline=pipeline,
+            metrics=metrics,
+            coordination=InProcessCoordination(),
+        )
         connector = EmailConnector(ctx, settings.email, **connector_kw)
         gw = Gateway(settings, store, pipeline, metrics, connector, ctx)
         built.append(gw)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from b24_standin import Bitrix24StandIn
 from conftest import make_settings
-from helpers import ORDER_AUTH, fast_delivery, order, outbox_rows, phone, standin, until
+from helpers import ORDER_AUTH, fast_delivery, order, phone, standin, until
+from store_view import outbox_of
 
 from gateway.delivery.service import WORKER
 from gateway.web import create_app
@@ -47,12 +49,25 @@ async def post(client: Client, n: int | str, tel: str, **extra: Any) -> dict[str
     return body
 
 
-def states(tmp_path: Path) -> list[str]:
-    return [r["state"] for r in outbox_rows(db(tmp_path))]
+async def _states_are(tmp_path: Path, expected: list[str]) -> bool:
+    return await states(tmp_path) == expected
 
 
-def all_delivered(tmp_path: Path) -> Callable[[], bool]:
-    return lambda: all(s == "delivered" for s in states(tmp_path)) and bool(states(tmp_path))
+async def _last_is_dead(tmp_path: Path) -> bool:
+    now = await states(tmp_path)
+    return bool(now) and now[-1] == "dead"
+
+
+async def states(tmp_path: Path) -> list[str]:
+    return [r.state for r in await outbox_of(db(tmp_path))]
+
+
+def all_delivered(tmp_path: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        now = await states(tmp_path)
+        return bool(now) and all(s == "delivered" for s in now)
+
+    return check
 
 
 async def test_lead_and_merges_arrive_once_each(
@@ -74,9 +89,9 @@ async def test_lead_and_merges_arrive_once_each(
     assert lead["TITLE"] == "Заказ №A-1"
     assert lead["ASSIGNED_BY_ID"] in ("1", "2")  # anna or boris, by crm_user_id
     assert lead["SOURCE_ID"] == "STORE"
-    rows = outbox_rows(db(tmp_path))
-    assert rows[0]["remote_id"] == str(crm_id)
-    assert {r["remote_id"] for r in rows[1:]} == {str(k) for k in standin.comments}
+    rows = await outbox_of(db(tmp_path))
+    assert rows[0].remote_id == str(crm_id)
+    assert {r.remote_id for r in rows[1:]} == {str(k) for k in standin.comments}
     assert standin.unencoded == 0
 
 
@@ -90,9 +105,11 @@ async def test_merge_waits_for_its_lead(
     await until(lambda: len(standin.comments) == 1)
     (crm_id,) = standin.by_origin()[first["lead_id"]]
     assert len(standin.comments_on(crm_id)) == 1
-    rows = outbox_rows(db(tmp_path))
-    assert rows[0]["attempts"] == 4  # three failures, one success
-    assert rows[1]["attempts"] == 1  # waiting used no attempts
+    # The CRM has both; the outcome is recorded once the worker hears back.
+    await until(all_delivered(tmp_path))
+    rows = await outbox_of(db(tmp_path))
+    assert rows[0].attempts == 4  # three failures, one success
+    assert rows[1].attempts == 1  # waiting used no attempts
 
 
 async def test_lost_answer_never_makes_a_second_lead(
@@ -109,8 +126,8 @@ async def test_lost_answer_never_makes_a_second_lead(
     assert len(standin.by_origin()[first["lead_id"]]) == 1
     assert len(standin.leads) == 1
     assert len(standin.comments) == 1
-    rows = outbox_rows(db(tmp_path))
-    assert [r["attempts"] for r in rows] == [2, 2]
+    rows = await outbox_of(db(tmp_path))
+    assert [r.attempts for r in rows] == [2, 2]
 
 
 async def test_query_limit_backs_off_without_using_attempts(
@@ -121,7 +138,7 @@ async def test_query_limit_backs_off_without_using_attempts(
     await post(client, 1, "+7 916 123-45-67")
     await until(all_delivered(tmp_path))
     assert standin.count(503) >= 1
-    assert outbox_rows(db(tmp_path))[0]["attempts"] == 1
+    assert (await outbox_of(db(tmp_path)))[0].attempts == 1
     metrics = await (await client.get("/metrics")).text()
     assert 'leadgate_sink_requests_total{outcome="query_limit",sink="bitrix24"}' in metrics
 
@@ -134,7 +151,7 @@ async def test_operation_time_limit_waits(
     await post(client, 1, "+7 916 123-45-67")
     await until(lambda: standin.count(429) == 1)
     await until(all_delivered(tmp_path))
-    assert outbox_rows(db(tmp_path))[0]["attempts"] == 1
+    assert (await outbox_of(db(tmp_path)))[0].attempts == 1
     ok = [e for e in standin.log if e.status == 200]
     blocked = next(e for e in standin.log if e.status == 429)
     assert ok[0].at - blocked.at >= 0.25  # it waited before asking again
@@ -148,10 +165,10 @@ async def test_server_errors_retry_then_dead_letter_and_cli_replays(
     standin.fail(100)
     client = await gateway(max_attempts=3)
     await post(client, 1, "+7 916 123-45-67")
-    await until(lambda: states(tmp_path) == ["dead"])
-    row = outbox_rows(db(tmp_path))[0]
-    assert row["attempts"] == 3
-    assert row["last_error"].startswith("gave up after 3 attempts: bitrix24: HTTP 500")
+    await until(lambda: _states_are(tmp_path, ["dead"]))
+    row = (await outbox_of(db(tmp_path)))[0]
+    assert row.attempts == 3
+    assert row.last_error.startswith("gave up after 3 attempts: bitrix24: HTTP 500")
     ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "degraded"
     metrics = await (await client.get("/metrics")).text()
@@ -159,7 +176,8 @@ async def test_server_errors_retry_then_dead_letter_and_cli_replays(
     standin.faults.clear()
     config = tmp_path / "cli.toml"
     config.write_text(f'[store]\npath = "{db(tmp_path)}"\n', encoding="utf-8")
-    assert main(["-c", str(config), "outbox", "retry", "--all-dead"]) == 0
+    retry = ["-c", str(config), "outbox", "retry", "--all-dead"]
+    assert await asyncio.to_thread(main, retry) == 0
     await until(all_delivered(tmp_path))
     assert len(standin.leads) == 1
     await until(lambda: client.app[WORKER].problem() is None)
@@ -174,10 +192,10 @@ async def test_permanent_error_goes_to_the_dlq_at_once(
     await until(all_delivered(tmp_path))
     standin.leads.clear()  # someone deleted the lead in the CRM
     await post(client, 2, "+7 916 123-45-67")
-    await until(lambda: states(tmp_path)[-1] == "dead")
-    row = outbox_rows(db(tmp_path))[-1]
-    assert row["attempts"] == 1
-    assert "NOT_FOUND" in row["last_error"]
+    await until(lambda: _last_is_dead(tmp_path))
+    row = (await outbox_of(db(tmp_path)))[-1]
+    assert row.attempts == 1
+    assert "NOT_FOUND" in row.last_error
 
 
 async def test_refused_credentials_stop_delivery_and_alert(
@@ -205,8 +223,8 @@ async def test_refused_credentials_stop_delivery_and_alert(
     requests_while_halted = len(standin.log)
     await until(lambda: len(standin.log) > requests_while_halted, within=3)  # one probe
     assert len(standin.log) <= requests_while_halted + 2  # probes, not a retry storm
-    rows = outbox_rows(db(tmp_path))
-    assert all(r["state"] == "pending" and r["attempts"] == 0 for r in rows)
+    rows = await outbox_of(db(tmp_path))
+    assert all(r.state == "pending" and r.attempts == 0 for r in rows)
     standin.revoke(None)  # the admin fixed the webhook's rights
     await until(all_delivered(tmp_path))
     assert len(standin.leads) == 3
@@ -214,7 +232,7 @@ async def test_refused_credentials_stop_delivery_and_alert(
     secret = standin.secret
     assert secret not in caplog.text
     assert secret not in str(body)
-    assert all(secret not in (r["last_error"] or "") for r in outbox_rows(db(tmp_path)))
+    assert all(secret not in (r.last_error or "") for r in await outbox_of(db(tmp_path)))
     assert "STOPPED" in caplog.text and "resumed" in caplog.text
 
 
