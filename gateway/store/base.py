@@ -163,7 +163,7 @@ class EventQuery:
     channel: Channel | None = None
     external_id: str | None = None
     lead_id: str | None = None
-    after_id: str | None = None  # paging cursor: events after this id (oldest first)
+    after_id: str | None = None  # paging cursor: the events stored after this one
     limit: int = 100
 
 
@@ -219,7 +219,8 @@ class Store(Protocol):
     async def get_event(self, event_id: str) -> StoredEvent | None: ...
 
     async def list_events(self, query: EventQuery) -> list[StoredEvent]:
-        """Oldest first (by id), with their raw payloads; kept events (no lead) included."""
+        """In the order they were stored, with their raw payloads; kept events (on no
+        lead) included."""
 
     async def event_for_key(self, key: str) -> StoredEvent | None:
         """The event first stored under a client's Idempotency-Key (what a replay answers)."""

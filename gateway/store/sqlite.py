@@ -161,8 +161,14 @@ class SQLiteStore(OutboxMethods, ReadMethods):
         if not self.path.exists():
             raise StoreUnavailable(f"no store at {self.path}")
         self._client_writer = open_client_writer(self.path)
-        if outbox_needs_migration(self._client_writer):
-            # An older (or brand-new) file: bring it to this version's schema first.
+        migrate = outbox_needs_migration(self._client_writer)
+        if migrate is None:
+            self._client_writer.close()
+            self._client_writer = None
+            # A server that is still creating the file, or not a leadgate store at all.
+            raise StoreUnavailable(f"{self.path} has no leadgate tables (yet)")
+        if migrate:
+            # A file of an older version: bring it to this version's schema first.
             self._client_writer.executescript(SCHEMA)
             await self._transact(migrate_outbox)
         self._reader = open_reader(self.path)

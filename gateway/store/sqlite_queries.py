@@ -126,12 +126,13 @@ def list_events(db: sqlite3.Connection, query: EventQuery) -> list[StoredEvent]:
         where.append("lead_id = ?")
         params.append(query.lead_id)
     if query.after_id is not None:
-        where.append("id > ?")
+        # In the order stored (rowid), not by id: ids made in one millisecond are unordered.
+        where.append("rowid > COALESCE((SELECT rowid FROM events WHERE id = ?), 0)")
         params.append(query.after_id)
     sql = "SELECT lead_id, doc FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id LIMIT ?"
+    sql += " ORDER BY rowid LIMIT ?"
     params.append(query.limit)
     return [stored_event(lead_id, doc) for lead_id, doc in db.execute(sql, params)]
 
@@ -193,9 +194,12 @@ def migrate_outbox(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
 
 
-def outbox_needs_migration(db: sqlite3.Connection) -> bool:
+def outbox_needs_migration(db: sqlite3.Connection) -> bool | None:
+    """Whether the outbox lacks columns of this version; None when there is no outbox."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
-    return not columns or any(name not in columns for name, _ in _OUTBOX_ADDED)
+    if not columns:
+        return None
+    return any(name not in columns for name, _ in _OUTBOX_ADDED)
 
 
 _OUTBOX_ADDED = (
