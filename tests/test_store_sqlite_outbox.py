@@ -139,6 +139,13 @@ async def test_the_client_role_never_creates_a_store(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="no store"):
         await client.open()
     assert not (tmp_path / "missing.db").exists()
+    # A file the server has only just created, without its tables yet: not touched either.
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(StoreUnavailable, match="no leadgate tables"):
+        await SQLiteStore(empty, role=StoreRole.CLIENT).open()
+    tables = sqlite3.connect(empty).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == []
 
 
 async def test_claims_in_one_process_never_overlap_while_their_write_waits(

@@ -35,6 +35,7 @@ SINK = "bitrix24"
 class Harness:
     store: Store  # the store under test
     accept: Callable[[LeadEvent], Awaitable[Receipt]]  # the way in: pipeline.accept
+    writer: Store  # what records (the store itself, or the server beside a client)
 
 
 async def _sqlite(tmp_path: Path, role: StoreRole) -> AsyncIterator[Harness]:
@@ -52,7 +53,7 @@ async def _sqlite(tmp_path: Path, role: StoreRole) -> AsyncIterator[Harness]:
         tested = SQLiteStore(path, role=StoreRole.CLIENT)
         await tested.open()
     try:
-        yield Harness(store=tested, accept=pipeline.accept)
+        yield Harness(store=tested, accept=pipeline.accept, writer=server)
     finally:
         if tested is not server:
             await tested.close()
