@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -15,7 +17,11 @@ from conftest import make_settings
 from helpers import ORDER_AUTH, fast_delivery, order, phone, standin, until
 from store_view import outbox_of
 
+from gateway.coordination import InProcessCoordination
+from gateway.delivery.b24client import B24Error
+from gateway.delivery.bitrix24 import Bitrix24Sink
 from gateway.delivery.service import WORKER
+from gateway.delivery.settings import Bitrix24Settings
 from gateway.web import create_app
 
 __all__ = ["standin"]
@@ -353,3 +359,50 @@ async def test_metrics_show_depth_and_age_while_the_crm_is_down(
     assert 'leadgate_deliveries_total{result="retry",sink="bitrix24"}' in text
     ready = await (await client.get("/readyz")).json()
     assert any("bitrix24 failing since" in p for p in ready["problems"])
+
+
+async def _hammer(sinks: list[Bitrix24Sink], per_sink: int) -> None:
+    async def one(sink: Bitrix24Sink) -> None:
+        for _ in range(per_sink):
+            with contextlib.suppress(B24Error):
+                await sink.client.call("crm.lead.list", {"select": ["ID"]})
+
+    for sink in sinks:
+        await sink.start()
+    try:
+        await asyncio.gather(*(one(s) for s in sinks for _ in range(2)))
+    finally:
+        for sink in sinks:
+            await sink.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
+async def test_replicas_on_shared_coordination_stay_within_the_portal_budget(
+    shared: bool,
+) -> None:
+    """Two sinks (two replicas) deliver to one portal. On one coordination they take from
+    one bucket and the portal never answers 503; each on its own, they overrun it."""
+    portal = Bitrix24StandIn(burst=10, rate=20.0)
+    await portal.start()
+    try:
+        settings = Bitrix24Settings(
+            webhook_url=portal.webhook_url, burst=10, rate=20.0, assume_busy_on_start=False
+        )
+        one = InProcessCoordination()
+        sinks = [
+            Bitrix24Sink(
+                settings,
+                sellers={},
+                tz=ZoneInfo("Europe/Moscow"),
+                coordination=one if shared else InProcessCoordination(),
+            )
+            for _ in range(2)
+        ]
+        await _hammer(sinks, per_sink=8)  # 32 requests: the burst, then paced
+        assert len(portal.log) == 32
+        if shared:
+            assert portal.count(503) == 0
+        else:
+            assert portal.count(503) > 0
+    finally:
+        await portal.stop()
