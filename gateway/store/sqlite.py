@@ -24,7 +24,7 @@ import contextlib
 import fcntl
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,14 +45,13 @@ from gateway.store.base import (
     StoreUnavailable,
 )
 from gateway.store.schema import SCHEMA
-from gateway.store.sqlite_client import StoreRole, in_transaction, open_client_writer
+from gateway.store.sqlite_client import ClientRole, StoreRole
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
     idempotency_key,
     list_leads,
     migrate_outbox,
     open_reader,
-    outbox_needs_migration,
     read_lead,
     release_claims,
     replay_key,
@@ -96,7 +95,7 @@ class _Pending:
     after: _Pending | None = None
 
 
-class SQLiteStore(OutboxMethods, ReadMethods):
+class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
     def __init__(
         self,
         path: Path | str,
@@ -112,7 +111,7 @@ class SQLiteStore(OutboxMethods, ReadMethods):
         # delivered, in the lead's own transaction, instead of costing a second commit.
         self._outbox_state = OutboxState.DELIVERED if outbox_delivered else OutboxState.PENDING
         self._outbox_busy = {}
-        self._client_writer: sqlite3.Connection | None = None
+        self._client_writer = None
         self._client_lock = asyncio.Lock()
         self._writer: sqlite3.Connection | None = None
         self._fsync: ThreadPoolExecutor | None = None
@@ -156,33 +155,6 @@ class SQLiteStore(OutboxMethods, ReadMethods):
         self._writer.execute("PRAGMA busy_timeout=0")
         self._reader = open_reader(self.path)
         self._commit_task = asyncio.create_task(self._commit_loop(), name="sqlite-group-commit")
-
-    async def _open_client(self) -> None:
-        if not self.path.exists():
-            raise StoreUnavailable(f"no store at {self.path}")
-        self._client_writer = open_client_writer(self.path)
-        migrate = outbox_needs_migration(self._client_writer)
-        if migrate is None:
-            self._client_writer.close()
-            self._client_writer = None
-            # A server that is still creating the file, or not a leadgate store at all.
-            raise StoreUnavailable(f"{self.path} has no leadgate tables (yet)")
-        if migrate:
-            # A file of an older version: bring it to this version's schema first.
-            self._client_writer.executescript(SCHEMA)
-            await self._transact(migrate_outbox)
-        self._reader = open_reader(self.path)
-
-    @property
-    def _is_client(self) -> bool:
-        return self.role is StoreRole.CLIENT
-
-    async def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Client role: `work` in one short transaction of our own, off the loop."""
-        if self._client_writer is None:
-            raise StoreUnavailable("store is not open")
-        async with self._client_lock:
-            return await asyncio.to_thread(in_transaction, self._client_writer, work)
 
     async def close(self) -> None:
         if self._client_writer is not None:

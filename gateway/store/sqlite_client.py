@@ -9,6 +9,7 @@ commit loop never blocks on such a transaction either: it retries BEGIN asynchro
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.store.base import StoreUnavailable
+from gateway.store.schema import SCHEMA
+from gateway.store.sqlite_queries import migrate_outbox, open_reader, outbox_needs_migration
 
 T = TypeVar("T")
 
@@ -50,3 +53,40 @@ def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], 
             db.execute("ROLLBACK")
         raise
     return result
+
+
+class ClientRole:
+    """Mixed into SQLiteStore: opening in the client role, and its transactions."""
+
+    path: Path
+    role: StoreRole
+    _reader: sqlite3.Connection | None
+    _client_writer: sqlite3.Connection | None
+    _client_lock: asyncio.Lock
+
+    @property
+    def _is_client(self) -> bool:
+        return self.role is StoreRole.CLIENT
+
+    async def _open_client(self) -> None:
+        if not self.path.exists():
+            raise StoreUnavailable(f"no store at {self.path}")
+        self._client_writer = open_client_writer(self.path)
+        migrate = outbox_needs_migration(self._client_writer)
+        if migrate is None:
+            self._client_writer.close()
+            self._client_writer = None
+            # A server that is still creating the file, or not a leadgate store at all.
+            raise StoreUnavailable(f"{self.path} has no leadgate tables (yet)")
+        if migrate:
+            # A file of an older version: bring it to this version's schema first.
+            self._client_writer.executescript(SCHEMA)
+            await self._transact(migrate_outbox)
+        self._reader = open_reader(self.path)
+
+    async def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in one short transaction of our own, off the loop."""
+        if self._client_writer is None:
+            raise StoreUnavailable("store is not open")
+        async with self._client_lock:
+            return await asyncio.to_thread(in_transaction, self._client_writer, work)
