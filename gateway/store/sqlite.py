@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import orjson
 
@@ -60,8 +60,6 @@ from gateway.store.sqlite_queries import (
 from gateway.store.sqlite_reads import ReadMethods
 
 __all__ = ["SQLiteStore", "StoreLocked", "StoreRole", "idempotency_key", "replay_key"]
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
