@@ -1,7 +1,9 @@
 """The outbox worker: claim due items, hand them to the sink, record what happened.
 
 At-least-once: an item leaves the outbox only after the sink said it took effect, and a
-crash anywhere leaves it pending. Exactly-once effect comes from the sinks' idempotency
+crash anywhere leaves it pending. Items are claimed under this process's owner name for
+`claim_lease_seconds`: no other worker (another replica) takes them while the claim runs,
+one takes them over after it, and an outcome we record too late is refused by the store. Exactly-once effect comes from the sinks' idempotency
 (the claim durably flags an item as attempted before the sink sees it, so the next try
 looks before it creates). Transient failures back off exponentially with jitter;
 permanent ones and exhausted retries go to the dead-letter queue with their last error.
