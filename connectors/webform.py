@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -197,12 +196,13 @@ class WebformConnector:
     def __init__(self, ctx: ConnectorContext) -> None:
         self.ctx = ctx
         limits = ctx.settings.ratelimit
-        self.limiter = RateLimiter(limits.requests, limits.per_seconds)
+        self.limiter = RateLimiter(
+            ctx.coordination, limits.requests, limits.per_seconds, namespace="form"
+        )
         self.exempt = networks(limits.exempt)
         self.trusted = list(ctx.trusted_proxies)
         self.region = ctx.settings.phone_region
         self._exempt_cache: dict[str, bool] = {}
-        self._junk_kept: dict[str, float] = {}  # client -> when its last rate-limited post was kept
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [
@@ -287,7 +287,7 @@ class WebformConnector:
         self, request: web.Request, form_id: str, form: FormSettings
     ) -> web.StreamResponse:
         ip = client_ip(request, self.trusted)
-        wait = 0.0 if self._is_exempt(ip) else self.limiter.hit(_bucket_of(ip))
+        wait = 0.0 if self._is_exempt(ip) else await self.limiter.hit(_bucket_of(ip))
         data = await read_fields(request)
         locale = negotiate(request.headers.get("Accept-Language"))
         _ = gettext_for(locale)
@@ -325,13 +325,10 @@ class WebformConnector:
         return exempt
 
     async def _keep_rate_limited(self, ip: str, event: LeadEvent) -> None:
-        now = time.monotonic()
         window = self.ctx.settings.ratelimit.per_seconds
-        if now - self._junk_kept.get(ip, -window) < window:
+        coordination = self.ctx.coordination
+        if not await coordination.set_if_absent(f"form-junk:{ip}", coordination.owner, window):
             return  # one kept per client per window; the rest are counted as rejections
-        self._junk_kept[ip] = now
-        if len(self._junk_kept) > 10_000:
-            self._junk_kept = {k: t for k, t in self._junk_kept.items() if now - t < window}
         # Without the client's Idempotency-Key: the honest retry after Retry-After must make
         # the real lead, not replay this JUNK copy.
         await self.ctx.pipeline.accept(

@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 def process_owner() -> str:
@@ -108,6 +108,9 @@ class Coordination(Protocol):
 # --- the embedded implementation ----------------------------------------------------------
 
 
+_V = TypeVar("_V")
+
+
 @dataclass(slots=True)
 class _Held:
     owner: str
@@ -124,9 +127,11 @@ class _Bucket:
 class InProcessCoordination:
     """Coordination for one process: plain dicts, exact, no I/O.
 
-    Bucket and memo maps are bounded (`max_keys`, least recently used first out), so a
-    flood of distinct clients costs memory up to the bound and no more: forgetting a
-    bucket only ever makes a client's limit start again full, never refuses anyone else.
+    Bucket and memo maps are bounded (`max_keys` per namespace, the key up to its first
+    ":"; least recently used first out), so a flood of distinct clients costs memory up to
+    the bound and O(1) per call, and floods only its own namespace: a hundred thousand
+    form clients never push out the CRM portal's bucket. Forgetting a bucket only ever
+    makes that client's limit start again full, never refuses anyone else.
     """
 
     def __init__(
@@ -141,8 +146,11 @@ class InProcessCoordination:
         self._max_keys = max_keys
         self._leases: dict[str, _Held] = {}
         self._counters: dict[str, tuple[int, float | None]] = {}
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._memos: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # Past this size the counters are swept for expired ones; it doubles when a sweep
+        # frees little, so a map of live counters is not rescanned on every call.
+        self._sweep_counters_at = max_keys
+        self._buckets: dict[str, OrderedDict[str, _Bucket]] = {}
+        self._memos: dict[str, OrderedDict[str, tuple[str, float]]] = {}
 
     @property
     def owner(self) -> str:
@@ -194,11 +202,12 @@ class InProcessCoordination:
         now = self._clock()
         value, expires = self._counters.get(key, (0, None))
         if expires is not None and expires <= now:
-            value = 0
+            value, expires = 0, None
         value += amount
         self._counters[key] = (value, now + ttl if ttl is not None else expires)
-        if len(self._counters) > self._max_keys:
+        if len(self._counters) > self._sweep_counters_at:
             self._counters = {k: v for k, v in self._counters.items() if v[1] is None or v[1] > now}
+            self._sweep_counters_at = max(self._max_keys, 2 * len(self._counters))
         return value
 
     # --- token buckets ------------------------------------------------------------------
@@ -212,50 +221,68 @@ class InProcessCoordination:
         *,
         start_empty: bool = False,
     ) -> float:
+        if cost > capacity:
+            raise ValueError(f"a cost of {cost} never fits a bucket of {capacity}")
         now = self._clock()
-        state = self._buckets.get(bucket)
+        space = self._space(self._buckets, bucket)
+        state = space.get(bucket)
         if state is None:
             state = _Bucket(0.0 if start_empty else capacity, now)
-            self._buckets[bucket] = state
-            if len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)
+            space[bucket] = state
+            if len(space) > self._max_keys:
+                space.popitem(last=False)
         else:
             state.tokens = min(capacity, state.tokens + (now - state.at) * rate)
             state.at = now
-            self._buckets.move_to_end(bucket)
+            space.move_to_end(bucket)
         if state.tokens >= cost:
             state.tokens -= cost
             return 0.0
         return (cost - state.tokens) / rate
 
     async def drain(self, bucket: str, capacity: float, rate: float) -> None:
-        self._buckets[bucket] = _Bucket(0.0, self._clock())
-        self._buckets.move_to_end(bucket)
-        if len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+        space = self._space(self._buckets, bucket)
+        space[bucket] = _Bucket(0.0, self._clock())
+        space.move_to_end(bucket)
+        if len(space) > self._max_keys:
+            space.popitem(last=False)
 
     # --- memos --------------------------------------------------------------------------
 
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
         now = self._clock()
-        current = self._memos.get(key)
+        space = self._space(self._memos, key)
+        current = space.get(key)
         if current is not None and current[1] > now:
             return False
-        self._memos[key] = (value, now + ttl)
-        self._memos.move_to_end(key)
-        if len(self._memos) > self._max_keys:
-            # Expired memos go first; a live one is forgotten only past the bound.
-            self._memos = OrderedDict((k, v) for k, v in self._memos.items() if v[1] > now)
-            while len(self._memos) > self._max_keys:
-                self._memos.popitem(last=False)
+        space[key] = (value, now + ttl)
+        space.move_to_end(key)
+        if len(space) > self._max_keys:
+            # The least recently set goes; with one ttl per namespace that is also the one
+            # closest to expiry. O(1): no sweep, whatever the flood.
+            space.popitem(last=False)
         return True
 
     async def get(self, key: str) -> str | None:
-        current = self._memos.get(key)
+        current = self._space(self._memos, key).get(key)
         if current is None or current[1] <= self._clock():
             return None
         return current[0]
 
     async def delete(self, key: str) -> None:
-        self._memos.pop(key, None)
+        self._space(self._memos, key).pop(key, None)
         self._counters.pop(key, None)
+
+    # --- bounds -------------------------------------------------------------------------
+
+    @staticmethod
+    def _space(spaces: dict[str, OrderedDict[str, _V]], key: str) -> OrderedDict[str, _V]:
+        namespace = key.partition(":")[0]
+        space = spaces.get(namespace)
+        if space is None:
+            space = spaces[namespace] = OrderedDict()
+        return space
+
+    def size(self, namespace: str) -> int:
+        """Buckets plus memos kept under a namespace (for tests and ops)."""
+        return len(self._buckets.get(namespace, ())) + len(self._memos.get(namespace, ()))

@@ -17,9 +17,10 @@ from gateway.supervisor import Supervisor
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 STORE: web.AppKey[Store] = web.AppKey("store")
+# What replicas agree on beside the store (leases, shared limits); see gateway.coordination.
+COORDINATION: web.AppKey[Coordination] = web.AppKey("coordination")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 CONNECTORS: web.AppKey[list[Connector]] = web.AppKey("connectors")
-COORDINATION: web.AppKey[Coordination] = web.AppKey("coordination")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # Extra readiness checks connectors and workers register: name -> problem or None.
 READINESS: web.AppKey[dict[str, Any]] = web.AppKey("readiness")

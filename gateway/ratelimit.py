@@ -1,41 +1,32 @@
-"""Per-client token buckets for public endpoints (in-process; one gateway per bucket set)."""
+"""Per-client token buckets for public endpoints, kept in Coordination.
+
+With the embedded coordination the buckets live in this process (bounded: a flood of
+distinct clients costs O(1) each and memory up to the bound); with a shared one every
+replica takes from the same bucket, so running two gateways does not double a client's
+allowance.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
+from gateway.coordination import Coordination
 
 
 class RateLimiter:
-    def __init__(self, requests: int, per_seconds: float, *, max_clients: int = 100_000) -> None:
+    def __init__(
+        self,
+        coordination: Coordination,
+        requests: int,
+        per_seconds: float,
+        *,
+        namespace: str = "ratelimit",
+    ) -> None:
+        self.coordination = coordination
         self.capacity = float(requests)
         self.rate = requests / per_seconds
-        self.max_clients = max_clients
-        self._buckets: dict[str, _Bucket] = {}
+        self.namespace = namespace
 
-    def hit(self, client: str, now: float | None = None) -> float:
+    async def hit(self, client: str) -> float:
         """Take one token; 0.0 if allowed, else the seconds until one is free."""
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            if len(self._buckets) >= self.max_clients:
-                self._prune(now)
-            bucket = self._buckets[client] = _Bucket(self.capacity, now)
-        else:
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
-            bucket.at = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        # Buckets that have refilled completely carry no information: forget them.
-        full = self.capacity / self.rate
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < full}
+        return await self.coordination.take(
+            f"{self.namespace}:{client}", capacity=self.capacity, rate=self.rate
+        )

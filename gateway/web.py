@@ -53,7 +53,8 @@ def make_store(settings: Settings) -> Store:
 
 
 def make_coordination(settings: Settings) -> Coordination:
-    """What replicas agree on; in-process for the embedded (one process) setup."""
+    """What this process agrees on with its peers. Embedded (one process, today's exact
+    behaviour) until a shared implementation is configured."""
     return InProcessCoordination()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -213,6 +214,11 @@ def test_config_option_before_any_command(
 # --- leads list / show through a real app on the same DB ------------------------------------
 
 
+async def cli(argv: list[str]) -> int:
+    """The CLI is its own program (it runs its own event loop): off this test's loop."""
+    return await asyncio.to_thread(main, argv)
+
+
 async def test_leads_list_and_show_after_posting(
     aiohttp_client: Callable[..., Any],
     tmp_path: Path,
@@ -255,15 +261,15 @@ name = "Анна"
     capsys.readouterr()
 
     # While the gateway runs: the CLI reads the same file.
-    assert main(["-c", str(config), "leads", "list", "--json"]) == 0
+    assert await cli(["-c", str(config), "leads", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [lead["id"] for lead in listed] == [order["lead_id"], form["lead_id"]]
     assert listed[1]["contact"]["phones"] == ["+79161234567"]  # --json is explicit: full data
 
-    assert main(["-c", str(config), "leads", "list", "--channel", "orders", "--json"]) == 0
+    assert await cli(["-c", str(config), "leads", "list", "--channel", "orders", "--json"]) == 0
     assert [lead["id"] for lead in json.loads(capsys.readouterr().out)] == [order["lead_id"]]
 
-    assert main(["-c", str(config), "leads", "list"]) == 0
+    assert await cli(["-c", str(config), "leads", "list"]) == 0
     text = capsys.readouterr().out
     assert form["lead_id"] in text and order["lead_id"] in text
     assert "Иван Петров" in text
@@ -271,13 +277,13 @@ name = "Анна"
         assert secret not in text
     assert "4567" in text  # the masked tail still tells numbers apart
 
-    assert main(["-c", str(config), "leads", "show", form["lead_id"], "--json"]) == 0
+    assert await cli(["-c", str(config), "leads", "show", form["lead_id"], "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["id"] == form["lead_id"]
     assert [e["outcome"] for e in shown["events"]] == ["created", "merged"]
     assert shown["events"][1]["matched_on"] == "phone"
 
-    assert main(["-c", str(config), "leads", "show", form["lead_id"]]) == 0
+    assert await cli(["-c", str(config), "leads", "show", form["lead_id"]]) == 0
     text = capsys.readouterr().out
     assert form["lead_id"] in text
     assert "merged (по phone)" in text
@@ -285,11 +291,11 @@ name = "Анна"
     # What the customer wrote is masked too (found in review: it was printed raw).
     assert "89031234567" not in text and "ivan.p@почта.рф" not in text
 
-    assert main(["-c", str(config), "leads", "show", "01JNOSUCHLEAD000000000000"]) == 1
+    assert await cli(["-c", str(config), "leads", "show", "01JNOSUCHLEAD000000000000"]) == 1
 
     await client.close()
     # After the gateway stopped, the file still reads the same.
-    assert main(["-c", str(config), "leads", "list", "--json"]) == 0
+    assert await cli(["-c", str(config), "leads", "list", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import ADMIN_AUTH, ORDER_AUTH
 
-from gateway.keys import SETTINGS
+from gateway.keys import STORE
 
 Client = TestClient[Any, Any]
 
@@ -260,11 +258,9 @@ async def test_unknown_fields_are_accepted_and_kept_in_raw(client: Client) -> No
     resp = await client.post("/v1/orders", json=body, headers=ORDER_AUTH)
     assert resp.status == 201
     event_id = (await resp.json())["event_id"]
-    path: Path = client.app[SETTINGS].store.path
-    with sqlite3.connect(path) as db:
-        (doc,) = db.execute("SELECT doc FROM events WHERE id = ?", (event_id,)).fetchone()
-    raw = orjson.loads(doc)["raw"]
-    assert raw == body
+    stored = await client.app[STORE].get_event(event_id)
+    assert stored is not None
+    assert stored.raw == body
 
 
 async def test_items_and_total_land_in_interest_and_text(client: Client) -> None:

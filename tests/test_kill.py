@@ -39,9 +39,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from store_view import all_events, all_leads, all_outbox, read
 
-from gateway.store.sqlite import idempotency_key, replay_key
-from gateway.store.sqlite_queries import open_reader
+from gateway.models import Channel
+from gateway.store.base import EventQuery, Store, StoredEvent
+from gateway.store.sqlite import SQLiteStore, StoreRole
 
 ORDERS_TOKEN = "kill-test-orders-token"
 ADMIN_TOKEN = "kill-test-admin-token"
@@ -185,11 +187,15 @@ class Request:
             return {"Authorization": f"Bearer {ORDERS_TOKEN}"}
         return {"Idempotency-Key": self.key}
 
-    @property
-    def replay_key(self) -> str:
+    async def stored(self, store: Store) -> StoredEvent | None:
+        """The event a replay of this request would answer with, if any is stored."""
         if self.kind == "order":
-            return replay_key("orders", self.key)
-        return idempotency_key(f"form:site:{self.key}")
+            found = await store.list_events(
+                EventQuery(channel=Channel.ORDERS, external_id=self.key, limit=2)
+            )
+            assert len(found) <= 1, found
+            return found[0] if found else None
+        return await store.event_for_key(f"form:site:{self.key}")
 
 
 def _phone(n: int) -> str:
@@ -268,19 +274,20 @@ async def traffic(
 # --- the checks -------------------------------------------------------------------------------
 
 
-def check_store(db_path: Path, ledger: Ledger, context: str) -> None:
-    db = open_reader(db_path, read_only=True)
+async def check_store(db_path: Path, ledger: Ledger, context: str) -> None:
+    """The store as the Store protocol shows it, opened beside the server (client role)."""
+    store = SQLiteStore(db_path, role=StoreRole.CLIENT)
+    await store.open()
     try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", context
+        assert store.integrity_check() == "ok", context
         events = {
-            row[0]: row[1:]
-            for row in db.execute("SELECT id, lead_id, channel, external_id, outcome FROM events")
+            e.record.id: (e.lead_id, e.record.channel, e.record.external_id, e.record.outcome)
+            for e in await all_events(store)
         }
-        leads = {row[0] for row in db.execute("SELECT id FROM leads")}
-        replays = dict(db.execute("SELECT key, event_id FROM replay_keys").fetchall())
+        leads = {lead.id for lead in await all_leads(store)}
         outbox: dict[str, int] = {}
-        for (event_id,) in db.execute("SELECT event_id FROM outbox"):
-            outbox[event_id] = outbox.get(event_id, 0) + 1
+        for item in await all_outbox(store):
+            outbox[item.event_id] = outbox.get(item.event_id, 0) + 1
 
         for _n, (req, receipt) in sorted(ledger.acked.items()):
             where = f"{context}: acknowledged {req.kind} {req.key} {receipt}"
@@ -292,7 +299,8 @@ def check_store(db_path: Path, ledger: Ledger, context: str) -> None:
             assert receipt["outcome"] in (outcome, "replayed"), f"{where} stored as {outcome}"
             assert channel == ("orders" if req.kind == "order" else "webform"), where
             assert receipt["lead_id"] in leads, f"LOST LEAD {where}"
-            assert replays.get(req.replay_key) == receipt["event_id"], f"{where}: replay key"
+            replayed = await req.stored(store)
+            assert replayed is not None and replayed.record.id == receipt["event_id"], where
             assert outbox.get(receipt["event_id"]) == 1, f"{where}: outbox rows"
 
         # Exactly once, for everything stored (acknowledged or not).
@@ -305,13 +313,19 @@ def check_store(db_path: Path, ledger: Ledger, context: str) -> None:
         created = [e[0] for e in events.values() if e[3] == "created"]
         assert len(created) == len(set(created)) == len(leads), f"{context}: leads vs creates"
         assert set(created) == leads, f"{context}: a lead without its creating event"
-        form_events = sum(1 for e in events.values() if e[1] == "webform")
-        form_keys = sum(1 for k in replays if k.startswith(idempotency_key("form:")))
-        assert form_events == form_keys, f"{context}: a form stored twice ({form_events} events)"
+        # Every stored form is the one event its Idempotency-Key names: a form stored twice
+        # would leave an event no key leads to.
+        form_events = {eid for eid, e in events.items() if e[1] == "webform"}
+        issued = [req for req, _ in ledger.acked.values()] + list(ledger.unacked.values())
+        keyed = set()
+        for req in issued:
+            if req.kind == "form" and (found := await req.stored(store)) is not None:
+                keyed.add(found.record.id)
+        assert form_events == keyed, f"{context}: a form stored twice ({len(form_events)} events)"
         assert all(outbox.get(eid) == 1 for eid in events), f"{context}: outbox rows"
         assert all(e[0] in leads for e in events.values()), f"{context}: event on a missing lead"
     finally:
-        db.close()
+        await store.close()
 
 
 async def check_api(
@@ -379,10 +393,10 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(
             await server.start(session)
             if cycle:
                 # Restarted on the database of a killed process: check, then retry.
-                check_store(db_path, ledger, context + " after restart")
+                await check_store(db_path, ledger, context + " after restart")
                 await check_api(session, server.url, ledger, rng, context)
                 kills[-1].append(await retry(session, server.url, ledger, rng, context))
-                check_store(db_path, ledger, context + " after retries")
+                await check_store(db_path, ledger, context + " after retries")
                 assert not ledger.unacked
             if cycle == CYCLES:
                 break
@@ -403,11 +417,7 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(
             assert len(ledger.acked) - before >= 20, f"{context}: too little traffic {kills}"
 
         # Every request ever issued is now exactly one stored event.
-        db = open_reader(db_path, read_only=True)
-        try:
-            stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        finally:
-            db.close()
+        stored = len(await read(db_path, all_events))
         assert stored == ledger.issued == len(ledger.acked), (seed, stored, ledger.issued, kills)
         assert await server.terminate() == 0
         print(f"kill test seed {seed}: (kill at s, acked, unacked, unacked but stored) {kills}")
@@ -448,19 +458,16 @@ async def test_sigterm_answers_everything_it_stored(
         assert acked_before >= 20, "too little traffic to test anything"
         # The requests in flight at the signal were finished and answered.
         assert len(ledger.acked) > acked_before, "nothing in flight was answered after SIGTERM"
-        check_store(db_path, ledger, "after SIGTERM")
-        db = open_reader(db_path, read_only=True)
+        await check_store(db_path, ledger, "after SIGTERM")
+        store = SQLiteStore(db_path, role=StoreRole.CLIENT)
+        await store.open()
         try:
             stored_unanswered = [
-                req.key
-                for req in ledger.unacked.values()
-                if db.execute(
-                    "SELECT 1 FROM replay_keys WHERE key = ?", (req.replay_key,)
-                ).fetchone()
+                req.key for req in ledger.unacked.values() if await req.stored(store) is not None
             ]
-            (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+            events = len(await all_events(store))
         finally:
-            db.close()
+            await store.close()
         assert not stored_unanswered, f"stored but never answered: {stored_unanswered}"
         assert events == len(ledger.acked)
     finally:

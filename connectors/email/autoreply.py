@@ -5,7 +5,10 @@ bounces, our own addresses, robots' no-reply addresses, replies on an existing l
 spam); the answer carries `Auto-Submitted: auto-replied`, In-Reply-To and References; at
 most one answer per sender per calendar day (business time zone). That limit is durable:
 it lives in the store as a checkpoint per sender (a hash of the address, not the address),
-written through the store's commit queue like everything else.
+written through the store's commit queue like everything else. The check-then-send is
+guarded by a set-if-absent memo in Coordination (the sender and the day as its key), so
+two replicas — or two jobs in one — never both send; the checkpoint stays, because the
+embedded coordination forgets on restart and the limit must not.
 
 Sending is best-effort and off the poller's path: a queue and a worker, a few retries,
 then the reply is given up and counted. The event itself is already safely stored.
@@ -33,6 +36,7 @@ from babel.dates import format_datetime as babel_datetime
 from connectors.email.message import Mail
 from connectors.email.metrics import EmailMetrics
 from connectors.email.settings import AutoReplySettings, SmtpSettings
+from gateway.coordination import Coordination
 from gateway.identity import mask_email
 from gateway.models import Outcome
 from gateway.pipeline import Accepted
@@ -47,6 +51,9 @@ _REPLY_PREFIX = re.compile(r"^\s*(re|ответ|отв|aw|sv)\s*(\[\d+\])?\s*:",
 _ROBOT = re.compile(r"(no-?reply|do-?not-?reply|mailer-daemon|postmaster|bounce)", re.IGNORECASE)
 QUEUE_LIMIT = 1000
 RETRY_DELAYS = (1.0, 5.0, 30.0)
+# The memo outlives its day in every time zone; the day is in its key, so it never
+# blocks tomorrow's reply.
+MEMO_TTL = 36 * 3600.0
 
 Clock = Callable[[], datetime]
 Sender = Callable[[EmailMessage], Awaitable[object]]
@@ -188,6 +195,7 @@ class AutoReplier:
         rules: AutoReplySettings,
         tz: ZoneInfo,
         checkpoints: Checkpoints,
+        coordination: Coordination,
         metrics: EmailMetrics,
         clock: Clock,
         sender: Sender | None = None,
@@ -197,6 +205,7 @@ class AutoReplier:
         self.rules = rules
         self.tz = tz
         self.checkpoints = checkpoints
+        self.coordination = coordination
         self.metrics = metrics
         self.clock = clock
         self.sender = sender or smtp_sender(smtp)
@@ -226,15 +235,33 @@ class AutoReplier:
         now = self.clock()
         today = now.astimezone(self.tz).date().isoformat()
         key = limit_key(job.to_address)
-        if await self.checkpoints.get_checkpoint(key) == today:
+        memo = f"autoreply:{key}:{today}"
+        coordination = self.coordination
+        if await self.checkpoints.get_checkpoint(key) == today or not (
+            await coordination.set_if_absent(memo, coordination.owner, MEMO_TTL)
+        ):
             self.metrics.auto_replies.labels("limited").inc()
             log.info("auto-reply to %s skipped: one a day", mask_email(job.to_address))
             return False
+        try:
+            sent = await self._send(job, now)
+        except Exception:
+            await coordination.delete(memo)  # not sent: a later mail may try again today
+            raise
+        if not sent:
+            await coordination.delete(memo)
+            return False
+        await self.checkpoints.save_checkpoint(key, today)
+        self.metrics.auto_replies.labels("sent").inc()
+        log.info("auto-reply sent to %s", mask_email(job.to_address))
+        return True
+
+    async def _send(self, job: ReplyJob, now: datetime) -> bool:
         message = compose(job, self.smtp, self.rules, self.tz, now)
         for attempt, delay in enumerate((*self.retry_delays, None)):
             try:
                 await self.sender(message)
-                break
+                return True
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if delay is None:
                     self.metrics.auto_replies.labels("failed").inc()
@@ -246,7 +273,4 @@ class AutoReplier:
                     )
                     return False
                 await asyncio.sleep(delay)
-        await self.checkpoints.save_checkpoint(key, today)
-        self.metrics.auto_replies.labels("sent").inc()
-        log.info("auto-reply sent to %s", mask_email(job.to_address))
-        return True
+        return False

@@ -47,6 +47,7 @@ class EmailConnector:
                 rules=settings.auto_reply,
                 tz=pipeline.tz,
                 checkpoints=pipeline,
+                coordination=ctx.coordination,
                 metrics=self.metrics,
                 clock=clock,
                 sender=sender,

@@ -1,22 +1,19 @@
-"""`leadgate leads list|show`: the store's leads, read straight from the database file."""
+"""`leadgate leads list|show`: the store's leads, through the Store protocol (client role)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sqlite3
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from gateway.cli.store import with_store
 from gateway.config import Settings
 from gateway.identity import mask_email, mask_phone, mask_text
 from gateway.leads_api import lead_json
 from gateway.models import Channel, Lead, LeadStatus
 from gateway.store.base import LeadQuery
-from gateway.store.sqlite_queries import list_leads, open_reader, read_lead
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,18 +31,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     show.add_argument("--json", action="store_true")
 
 
-@contextlib.contextmanager
-def _reader(settings: Settings) -> Iterator[sqlite3.Connection]:
-    path = settings.store.path
-    if not path.exists():
-        raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
-    conn = open_reader(path, read_only=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def _line(lead: Lead, tz: ZoneInfo) -> str:
     c = lead.contact
     who = c.name or "—"
@@ -60,45 +45,44 @@ def _line(lead: Lead, tz: ZoneInfo) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     tz = ZoneInfo(settings.calendar.timezone)  # a seller reads Moscow time, not UTC
-    with _reader(settings) as db:
-        if args.action == "list":
-            channel = Channel(args.channel) if args.channel else None
-            status = LeadStatus(args.status) if args.status else None
-            query = LeadQuery(
-                channel=channel,
-                status=status,
-                assigned_to=args.assigned_to,
-                since=args.since,
-                limit=args.limit,
-            )
-            leads = list_leads(db, query)
-            if args.json:
-                print(json.dumps([lead_json(lead) for lead in leads], ensure_ascii=False, indent=2))
-            else:
-                for lead in leads:
-                    print(_line(lead, tz))
-                if not leads:
-                    print("(no leads)")
-            return 0
-        found = read_lead(db, args.lead_id)
-        if found is None:
-            print(f"leadgate: no lead {args.lead_id}", file=sys.stderr)
-            return 1
-        lead = found
-        if args.json:
-            print(json.dumps(lead_json(lead), ensure_ascii=False, indent=2))
-            return 0
-        print(_line(lead, tz))
-        print(
-            f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
-            + (f"; {lead.after_hours_reason}" if lead.after_hours_reason else "")
+    if args.action == "list":
+        channel = Channel(args.channel) if args.channel else None
+        status = LeadStatus(args.status) if args.status else None
+        query = LeadQuery(
+            channel=channel,
+            status=status,
+            assigned_to=args.assigned_to,
+            since=args.since,
+            limit=args.limit,
         )
-        for ev in lead.events:
-            matched = f" (по {ev.matched_on})" if ev.matched_on else ""
-            first_line = (ev.text or "").splitlines()[0][:80] if ev.text else ""
-            print(
-                f"  - {ev.occurred_at.astimezone(tz):%Y-%m-%d %H:%M} {ev.channel.value} "
-                # What customers write carries phones and addresses: masked like any log.
-                f"{ev.outcome.value}{matched}: {mask_text(first_line)}"
-            )
+        leads = with_store(settings, lambda store: store.list_leads(query))
+        if args.json:
+            print(json.dumps([lead_json(lead) for lead in leads], ensure_ascii=False, indent=2))
+        else:
+            for lead in leads:
+                print(_line(lead, tz))
+            if not leads:
+                print("(no leads)")
         return 0
+    found = with_store(settings, lambda store: store.get_lead(args.lead_id))
+    if found is None:
+        print(f"leadgate: no lead {args.lead_id}", file=sys.stderr)
+        return 1
+    lead = found
+    if args.json:
+        print(json.dumps(lead_json(lead), ensure_ascii=False, indent=2))
+        return 0
+    print(_line(lead, tz))
+    print(
+        f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
+        + (f"; {lead.after_hours_reason}" if lead.after_hours_reason else "")
+    )
+    for ev in lead.events:
+        matched = f" (по {ev.matched_on})" if ev.matched_on else ""
+        first_line = (ev.text or "").splitlines()[0][:80] if ev.text else ""
+        print(
+            f"  - {ev.occurred_at.astimezone(tz):%Y-%m-%d %H:%M} {ev.channel.value} "
+            # What customers write carries phones and addresses: masked like any log.
+            f"{ev.outcome.value}{matched}: {mask_text(first_line)}"
+        )
+    return 0

@@ -1,33 +1,22 @@
-"""`leadgate outbox list|retry|dlq`: the delivery queue, read (and replayed) in the database file.
+"""`leadgate outbox list|retry|dlq`: the delivery queue, through the Store protocol.
 
-Works while the gateway runs: reads share the WAL, and `retry` is one short transaction
-from a second connection (the gateway's commit loop waits for it without blocking). The
-running worker picks retried items up at its next poll.
+Works while the gateway runs: the CLI opens the store in its client role (reads beside
+the server; `retry` is one short transaction of its own, which the gateway's commit loop
+waits for without blocking). The running worker picks retried items up at its next poll.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sqlite3
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from gateway.cli.store import with_store
 from gateway.config import Settings
-from gateway.store.base import OutboxItem
-from gateway.store.sqlite_queries import (
-    list_outbox,
-    open_reader,
-    outbox_retry_filter,
-    outbox_retry_statement,
-    read_outbox_stats,
-)
+from gateway.store.base import OutboxItem, OutboxState, OutboxStats, Store
 
-STATES = ("pending", "delivered", "dead")
+STATES = tuple(state.value for state in OutboxState)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,22 +35,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dlq.add_argument("--json", action="store_true")
 
 
-def _store_path(settings: Settings) -> Path:
-    path = settings.store.path
-    if not path.exists():
-        raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
-    return path
-
-
-@contextlib.contextmanager
-def _reader(settings: Settings) -> Iterator[sqlite3.Connection]:
-    conn = open_reader(_store_path(settings), read_only=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def item_json(item: OutboxItem) -> dict[str, Any]:
     def iso(at: datetime | None) -> str | None:
         return at.isoformat() if at is not None else None
@@ -70,33 +43,41 @@ def item_json(item: OutboxItem) -> dict[str, Any]:
         "id": item.id,
         "lead_id": item.lead_id,
         "event_id": item.event_id,
-        "kind": item.kind,
-        "state": item.state,
+        "kind": item.kind.value,
+        "state": item.state.value,
         "attempts": item.attempts,
         "next_attempt_at": iso(item.next_attempt_at),
         "created_at": iso(item.created_at),
         "delivered_at": iso(item.delivered_at),
         "remote_id": item.remote_id,
         "last_error": item.last_error,
+        "claimed_by": item.claimed_by,
+        "claimed_until": iso(item.claimed_until),
     }
 
 
 def _line(item: OutboxItem) -> str:
     label, when = {
-        "delivered": ("delivered", item.delivered_at),
-        "pending": ("next try", item.next_attempt_at),
+        OutboxState.DELIVERED: ("delivered", item.delivered_at),
+        OutboxState.PENDING: ("next try", item.next_attempt_at),
     }.get(item.state, ("accepted", item.created_at))
     remote = f"  -> {item.remote_id}" if item.remote_id else ""
-    error = f"\n      {item.last_error}" if item.last_error and item.state != "delivered" else ""
+    held = ""
+    if item.claimed_by is not None and item.claimed_until is not None:
+        held = f"  held by {item.claimed_by} until {item.claimed_until:%H:%M:%S} UTC"
+    error = (
+        f"\n      {item.last_error}"
+        if item.last_error and item.state is not OutboxState.DELIVERED
+        else ""
+    )
     return (
-        f"{item.id:>7}  {item.state:<9}  {item.kind:<12}  {item.lead_id}  "
+        f"{item.id:>7}  {item.state.value:<9}  {item.kind.value:<12}  {item.lead_id}  "
         f"tries {item.attempts}  {label} {when or item.created_at:%Y-%m-%d %H:%M:%S} UTC"
-        f"{remote}{error}"
+        f"{remote}{held}{error}"
     )
 
 
-def _summary(db: sqlite3.Connection) -> str:
-    stats = read_outbox_stats(db)
+def _summary(stats: OutboxStats) -> str:
     oldest = ""
     if stats.oldest_pending_at is not None:
         age = (datetime.now(UTC) - stats.oldest_pending_at).total_seconds()
@@ -107,37 +88,31 @@ def _summary(db: sqlite3.Connection) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "retry":
         return _retry(settings, None if args.all_dead else list(args.ids))
-    with _reader(settings) as db:
-        state = "dead" if args.action == "dlq" else args.state
-        items = list_outbox(db, state, args.limit)
-        if args.json:
-            print(json.dumps([item_json(i) for i in items], ensure_ascii=False, indent=2))
-            return 0
-        print(_summary(db))
-        for item in items:
-            print(_line(item))
-        if args.action == "dlq" and items:
-            print("replay: leadgate outbox retry --all-dead   (or: leadgate outbox retry ID ...)")
-        elif not items:
-            print("(empty)")
+    state = OutboxState.DEAD if args.action == "dlq" else _state(args.state)
+
+    async def read(store: Store) -> tuple[list[OutboxItem], OutboxStats]:
+        return await store.outbox(state, args.limit), await store.outbox_stats()
+
+    items, stats = with_store(settings, read)
+    if args.json:
+        print(json.dumps([item_json(i) for i in items], ensure_ascii=False, indent=2))
+        return 0
+    print(_summary(stats))
+    for item in items:
+        print(_line(item))
+    if args.action == "dlq" and items:
+        print("replay: leadgate outbox retry --all-dead   (or: leadgate outbox retry ID ...)")
+    elif not items:
+        print("(empty)")
     return 0
 
 
+def _state(value: str | None) -> OutboxState | None:
+    return OutboxState(value) if value is not None else None
+
+
 def _retry(settings: Settings, ids: list[int] | None) -> int:
-    conn = sqlite3.connect(_store_path(settings), isolation_level=None, timeout=15)
-    try:
-        conn.execute("PRAGMA busy_timeout=15000")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        where, params = outbox_retry_filter(ids)
-        (count,) = conn.execute(f"SELECT COUNT(*) FROM outbox{where}", params).fetchone()
-        conn.execute(*outbox_retry_statement(ids, datetime.now(UTC)))
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
-        print(f"leadgate: could not update {settings.store.path}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        conn.close()
+    count = with_store(settings, lambda store: store.retry_outbox(ids, datetime.now(UTC)))
     if ids and count < len(ids):
         print(f"note: {len(ids) - count} id(s) are delivered or unknown; left alone")
     print(f"{count} item(s) queued for delivery now")

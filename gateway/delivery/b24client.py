@@ -13,14 +13,14 @@ INVALID_CREDENTIALS / insufficient_scope; those are not retried blindly.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
 
+from gateway.coordination import Coordination
 from gateway.delivery.http_session import LazySession
 from gateway.delivery.sink import masked
 
@@ -82,49 +82,61 @@ def classify(status: int | None, code: str) -> str:
 class LeakyBucket:
     """Our side of the portal's bucket, so normal operation never meets a 503.
 
-    One request of headroom under the portal's burst absorbs the clock skew between its
-    count and ours. `full=True` starts as if the burst was just spent: after a restart we
-    cannot know, and the portal's bucket is shared with every other integration.
+    The budget lives in Coordination under the portal's host: every replica (and every
+    sink in a process) delivering to one portal takes from the same bucket, so together
+    they never exceed it. As a token bucket: `burst - 1` tokens (one request of headroom
+    absorbs the clock skew between the portal's count and ours), refilled at `rate`.
+    `full=True` starts as if the burst was just spent: after a restart we cannot know,
+    and the portal's bucket is shared with every other integration.
     """
 
     def __init__(
         self,
+        coordination: Coordination,
+        portal: str,
         burst: int,
         rate: float,
         *,
         full: bool = False,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
-        self.capacity = max(1, burst - 1)
+        self.coordination = coordination
+        self.key = f"b24:{portal}"
+        self.capacity = float(max(1, burst - 1))
         self.rate = rate
-        self._clock = clock
-        self._level = float(self.capacity) if full else 0.0
-        self._stamp = clock()
+        self.full = full
+        self._sleep = sleep
+        # A token taken by wait_ready() and not yet spent: the next request uses it.
+        self._held = False
 
-    def _drain(self) -> None:
-        now = self._clock()
-        self._level = max(0.0, self._level - (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def delay(self) -> float:
-        """Seconds until one more request fits."""
-        self._drain()
-        return max(0.0, (self._level + 1 - self.capacity) / self.rate)
+    async def _take(self) -> float:
+        return await self.coordination.take(
+            self.key, capacity=self.capacity, rate=self.rate, start_empty=self.full
+        )
 
     async def wait_ready(self) -> None:
-        wait = self.delay()
-        while wait > 0:
-            await asyncio.sleep(wait)
-            wait = self.delay()
+        """Return when one more request fits, and keep its token for that request: a
+        peek would let another replica spend the token between our look and our send."""
+        while not self._held:
+            wait = await self._take()
+            if wait <= 0:
+                self._held = True
+            else:
+                await self._sleep(wait)
 
     async def acquire(self) -> None:
         await self.wait_ready()
-        self._level += 1
+        self._held = False
 
-    def fill(self) -> None:
-        """The portal said the bucket is full (503): believe it."""
-        self._drain()
-        self._level = float(self.capacity)
+    async def fill(self) -> None:
+        """The portal said the bucket is full (503): believe it, for every replica."""
+        self._held = False
+        await self.coordination.drain(self.key, capacity=self.capacity, rate=self.rate)
+
+
+def portal_of(webhook_url: str) -> str:
+    """The portal's host name: the bucket's key (never the URL: it holds the secret)."""
+    return (urlsplit(webhook_url).hostname or "portal").lower()
 
 
 def encode_params(params: Mapping[str, Any]) -> str:
@@ -249,7 +261,7 @@ class B24Client:
         description = self.mask(str(body.get("error_description") or ""))
         kind = classify(status, code)
         if code == "QUERY_LIMIT_EXCEEDED" or (kind == "throttle" and status == 503):
-            self.bucket.fill()
+            await self.bucket.fill()
             self._record("query_limit")
             retry_after = retry_after or 1.0 / self.bucket.rate
         elif kind == "throttle":

@@ -15,7 +15,7 @@ from gateway.delivery.b24mapping import event_comment, lead_fields, marker
 from gateway.delivery.b24merge import CrmLead, Merges
 from gateway.delivery.sink import Delivery, Result, Status
 from gateway.models import LeadStatus
-from gateway.store.base import KIND_CREATED
+from gateway.store.base import OutboxKind, OutboxState
 
 if TYPE_CHECKING:
     from gateway.delivery.bitrix24 import Bitrix24Sink
@@ -85,7 +85,7 @@ class Cycle:
                 self.remote[d.item.lead_id] = d.lead_remote_id
             if d.lead.status is LeadStatus.JUNK and not self.s.send_junk:
                 self.decide(d, Status.SKIPPED, error="JUNK: not sent (bitrix24.send_junk)")
-            elif d.item.kind == KIND_CREATED:
+            elif d.item.kind is OutboxKind.CREATED:
                 if d.lead_remote_id is not None:
                     self.decide(d, Status.DELIVERED, remote_id=d.lead_remote_id)
                 else:
@@ -112,7 +112,7 @@ class Cycle:
             lead_id = d.item.lead_id
             if lead_id in self.remote or lead_id in creating:
                 continue
-            if d.lead_state not in ("pending", "dead"):
+            if d.lead_state not in (OutboxState.PENDING, OutboxState.DEAD):
                 # Delivered without a link here (another sink, a purge): the CRM may know it.
                 wanted.setdefault(lead_id, []).append(d)
         if not wanted:
@@ -142,7 +142,7 @@ class Cycle:
                 self.remote[lead_id] = found[0]
                 log.info("lead %s was already in Bitrix24 as %s", lead_id, found[0])
                 for d in wanted[lead_id]:
-                    if d.item.kind == KIND_CREATED:
+                    if d.item.kind is OutboxKind.CREATED:
                         self.decide(d, Status.DELIVERED, remote_id=found[0])
 
     # --- 2. duplicates in the CRM from before leadgate -------------------------------------

@@ -38,6 +38,7 @@ from gateway.delivery.b24mapping import (
 )
 from gateway.delivery.b24texts import is_request
 from gateway.delivery.sink import Delivery, Status
+from gateway.store.base import OutboxState
 
 if TYPE_CHECKING:
     from gateway.delivery.b24cycle import Cycle
@@ -134,13 +135,13 @@ class Merges:
             crm_id = self.c.remote.get(d.item.lead_id)
             if crm_id is not None:
                 ready.append((crm_id, d))
-            elif d.lead_state == "dead":
+            elif d.lead_state is OutboxState.DEAD:
                 self.c.decide(
                     d,
                     Status.DEAD,
                     error="its lead is in the dead-letter queue: retry the lead first",
                 )
-            elif d.lead_state == "pending" or d.item.lead_id in creating:
+            elif d.lead_state is OutboxState.PENDING or d.item.lead_id in creating:
                 self.c.decide(d, Status.WAIT, error="waiting for its lead to reach Bitrix24")
             else:
                 self.c.decide(d, Status.DEAD, error="its lead is not in Bitrix24 (not found)")

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.delivery.b24client import MAX_BATCH, B24Client, B24Error, LeakyBucket
+from gateway.coordination import Coordination, InProcessCoordination
+from gateway.delivery.b24client import MAX_BATCH, B24Client, B24Error, LeakyBucket, portal_of
 from gateway.delivery.b24cycle import Cycle
 from gateway.delivery.settings import Bitrix24Settings
 from gateway.delivery.sink import Delivery, Result
@@ -40,6 +41,7 @@ class Bitrix24Sink:
         sources: Mapping[Channel, str] | None = None,
         region: str = "RU",
         record: Callable[[str], None] | None = None,
+        coordination: Coordination | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if settings.webhook_url is None:
@@ -50,11 +52,18 @@ class Bitrix24Sink:
         self.seller_names = dict(seller_names or {})  # seller id -> name, for call comments
         self.sources = dict(sources or {})  # SOURCE_ID by channel, for repeat-request leads
         self.region = region  # to compare the CRM's phones with ours
+        url = settings.webhook_url.get_secret_value()
+        # Standing alone (tests, tools) the sink keeps its budget in-process; the gateway
+        # passes its Coordination, shared by every replica.
         bucket = LeakyBucket(
-            settings.burst, settings.rate, full=settings.assume_busy_on_start, clock=clock
+            coordination or InProcessCoordination(clock=clock),
+            portal_of(url),
+            settings.burst,
+            settings.rate,
+            full=settings.assume_busy_on_start,
         )
         self.client = B24Client(
-            settings.webhook_url.get_secret_value(),
+            url,
             bucket=bucket,
             timeout=settings.timeout_seconds,
             operation_wait=settings.operation_limit_wait_seconds,

@@ -9,19 +9,24 @@ from aiohttp import web
 
 from gateway.channels import TaskSpec
 from gateway.config import Settings
+from gateway.coordination import Coordination
 from gateway.delivery.bitrix24 import Bitrix24Sink
 from gateway.delivery.local import LocalSink
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.sink import Sink
 from gateway.delivery.webhook import WebhookSink
 from gateway.delivery.worker import OutboxWorker
-from gateway.keys import METRICS, SETTINGS, STORE, SUPERVISOR
+from gateway.keys import COORDINATION, METRICS, SETTINGS, STORE, SUPERVISOR
 from gateway.ops import add_readiness_check
 
 WORKER = web.AppKey("outbox_worker", OutboxWorker)
 
 
-def make_sink(settings: Settings, record: Callable[[str], None] | None = None) -> Sink:
+def make_sink(
+    settings: Settings,
+    record: Callable[[str], None] | None = None,
+    coordination: Coordination | None = None,
+) -> Sink:
     delivery = settings.delivery
     if delivery.sink == "bitrix24":
         return Bitrix24Sink(
@@ -32,6 +37,7 @@ def make_sink(settings: Settings, record: Callable[[str], None] | None = None) -
             sources=settings.sources,
             region=settings.phone_region,
             record=record,
+            coordination=coordination,
         )
     if delivery.sink == "webhook":
         return WebhookSink(delivery.webhook, record=record)
@@ -43,8 +49,11 @@ def setup(app: web.Application) -> None:
     every replica runs one, and the outbox's claims keep two from sending the same row."""
     settings = app[SETTINGS]
     metrics = DeliveryMetrics(app[METRICS].registry, settings.delivery.sink)
-    sink = make_sink(settings, metrics.request)
-    worker = OutboxWorker(app[STORE], sink, settings.delivery, metrics)
+    coordination = app[COORDINATION]
+    sink = make_sink(settings, metrics.request, coordination)
+    worker = OutboxWorker(
+        app[STORE], sink, settings.delivery, metrics, owner=coordination.owner
+    )
     app[WORKER] = worker
     add_readiness_check(app, "delivery", worker.problem)
     app[SUPERVISOR].add(TaskSpec("outbox", worker.run, singleton=False))

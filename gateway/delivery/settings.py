@@ -136,6 +136,10 @@ class DeliverySettings(_Section):
     halt_probe_seconds: float = Field(300.0, gt=0)
     # Delivered outbox rows older than this are deleted (0 keeps them forever).
     keep_delivered_days: int = Field(30, ge=0)
+    # How long a worker holds the items it claimed: no other worker takes them meanwhile;
+    # after it, they are taken over (their worker is presumed dead). Longer than one sink
+    # call (several requests, each up to the sink's timeout_seconds, plus rate-limit waits).
+    claim_lease_seconds: float = Field(600.0, gt=0, le=86_400)
     # A factory: the title defaults come from the channel specs, loaded at first use.
     bitrix24: Bitrix24Settings = Field(default_factory=Bitrix24Settings)
     webhook: WebhookSinkSettings = WebhookSinkSettings()
@@ -148,4 +152,20 @@ class DeliverySettings(_Section):
             raise ValueError("sink is webhook but webhook.url and webhook.secret are not both set")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds is below backoff_initial_seconds")
+        timeout = self.request_timeout_seconds
+        if self.claim_lease_seconds < 2 * timeout:
+            raise ValueError(
+                f"claim_lease_seconds ({self.claim_lease_seconds:g}) must be at least twice the "
+                f"{self.sink} request timeout ({timeout:g} s): a claim that ends while its "
+                "sink still works lets another worker send the same items"
+            )
         return self
+
+    @property
+    def request_timeout_seconds(self) -> float:
+        """One request of the configured sink may take this long (0 for the local sink)."""
+        if self.sink == "bitrix24":
+            return self.bitrix24.timeout_seconds
+        if self.sink == "webhook":
+            return self.webhook.timeout_seconds
+        return 0.0

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.models import EventRecord, Lead
-from gateway.store.base import KIND_CREATED, KIND_MERGED, OutboxItem  # noqa: F401  (re-exported)
+from gateway.store.base import OutboxItem, OutboxState
 
 
 class Status(StrEnum):
@@ -33,8 +33,8 @@ class Delivery:
     event: EventRecord | None  # the event the item is about (the merged one, or the first)
     # The lead's id in this sink when its lead.created went through (merges comment there).
     lead_remote_id: str | None = None
-    # State of the lead's own lead.created item: "pending" | "delivered" | "dead" | None.
-    lead_state: str | None = None
+    # State of the lead's own lead.created item (None: gone, purged after delivery).
+    lead_state: OutboxState | None = None
 
     @property
     def maybe_sent(self) -> bool:

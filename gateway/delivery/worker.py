@@ -1,10 +1,13 @@
 """The outbox worker: claim due items, hand them to the sink, record what happened.
 
 At-least-once: an item leaves the outbox only after the sink said it took effect, and a
-crash anywhere leaves it pending. Exactly-once effect comes from the sinks' idempotency
-(the claim durably flags an item as attempted before the sink sees it, so the next try
-looks before it creates). Transient failures back off exponentially with jitter;
-permanent ones and exhausted retries go to the dead-letter queue with their last error.
+crash anywhere leaves it pending. Items are claimed under this process's owner name for
+`claim_lease_seconds`: no other worker (another replica) takes them while the claim runs,
+one takes them over after it, and an outcome we record too late is refused by the store.
+Exactly-once effect comes from the sinks' idempotency (the claim durably flags an item as
+attempted before the sink sees it, so the next try looks before it creates). Transient
+failures back off exponentially with jitter; permanent ones and exhausted retries go to the
+dead-letter queue with their last error.
 Credentials refused stop delivery (no attempts burnt) and alert via /readyz, the
 `leadgate_delivery_halted` gauge and an error log; it retries every halt_probe_seconds.
 """
@@ -21,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
-from gateway.store.base import LeadLink, OutboxItem, OutboxUpdate, Store
+from gateway.store.base import LeadLink, OutboxItem, OutboxState, OutboxUpdate, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class OutboxWorker:
         settings: DeliverySettings,
         metrics: DeliveryMetrics,
         *,
+        owner: str,
         rng: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -51,6 +55,8 @@ class OutboxWorker:
         self.sink = sink
         self.settings = settings
         self.metrics = metrics
+        # Our name on the items we claim (Coordination.owner: unique per process and start).
+        self.owner = owner
         self._rng = rng
         self._now = now
         self._wake = asyncio.Event()
@@ -121,7 +127,11 @@ class OutboxWorker:
             return (self._probe_at - now).total_seconds()
         await self.sink.ready()
         items = await self.store.claim_outbox(
-            self._now(), self.settings.batch_size, mark=self.sink.marks_attempts
+            self._now(),
+            self.settings.batch_size,
+            owner=self.owner,
+            lease_seconds=self.settings.claim_lease_seconds,
+            mark=self.sink.marks_attempts,
         )
         if not items:
             await self._purge(now)
@@ -191,21 +201,25 @@ class OutboxWorker:
             error = r.error
             status = r.status
             if status in _DONE:
-                updates.append(OutboxUpdate(item.id, "delivered", remote_id=r.remote_id))
+                updates.append(
+                    OutboxUpdate(item.id, OutboxState.DELIVERED, remote_id=r.remote_id)
+                )
                 self.metrics.latency.observe(max(0.0, (now - item.created_at).total_seconds()))
             elif status is Status.RETRY and item.attempts + 1 >= s.max_attempts:
                 status = Status.DEAD
                 error = f"gave up after {item.attempts + 1} attempts: {error}"
-                updates.append(OutboxUpdate(item.id, "dead", error=error))
+                updates.append(OutboxUpdate(item.id, OutboxState.DEAD, error=error))
             elif status is Status.RETRY:
                 wait = backoff(
                     item.attempts + 1, s.backoff_initial_seconds, s.backoff_max_seconds, self._rng
                 )
                 wait = max(wait, r.retry_after or 0.0)
                 due = now + timedelta(seconds=wait)
-                updates.append(OutboxUpdate(item.id, "pending", error=error, next_attempt_at=due))
+                updates.append(
+                    OutboxUpdate(item.id, OutboxState.PENDING, error=error, next_attempt_at=due)
+                )
             elif status is Status.DEAD:
-                updates.append(OutboxUpdate(item.id, "dead", error=error))
+                updates.append(OutboxUpdate(item.id, OutboxState.DEAD, error=error))
             else:
                 # WAIT, THROTTLE, HALT: the sink did nothing with it; no attempt is used up.
                 wait = r.retry_after if r.retry_after is not None else 0.0
@@ -218,7 +232,7 @@ class OutboxWorker:
                 updates.append(
                     OutboxUpdate(
                         item.id,
-                        "pending",
+                        OutboxState.PENDING,
                         error=error,
                         next_attempt_at=now + timedelta(seconds=wait),
                         count_attempt=False,
@@ -228,7 +242,16 @@ class OutboxWorker:
             counts[status.value] = counts.get(status.value, 0) + 1
             if status is Status.DEAD:
                 log.error("outbox item %d (%s) is dead: %s", item.id, item.kind, error)
-        await self.store.update_outbox(self.sink.name, updates, now)
+        refused = await self.store.update_outbox(self.sink.name, updates, now, owner=self.owner)
+        if refused:
+            # Our claim ran out while the sink worked and another worker took the items
+            # over: its outcome stands. Seen here means claim_lease_seconds is too short.
+            log.warning(
+                "outbox items %s were taken over by another worker before %s answered; "
+                "their outcome here is dropped (raise delivery.claim_lease_seconds)",
+                ", ".join(map(str, refused)),
+                self.sink.name,
+            )
         for name, count in counts.items():
             self.metrics.result(name, count)
         self._health(results, halt, now)

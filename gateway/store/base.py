@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
-from gateway.models import Channel, Lead, LeadEvent, LeadStatus, Receipt
+from gateway.models import Channel, EventRecord, Lead, LeadEvent, LeadStatus, Receipt
 
 
 class StoreUnavailable(RuntimeError):
@@ -54,9 +55,17 @@ class LeadQuery:
     limit: int = 50
 
 
-# What an outbox row asks a sink to do; written by the store, read by the sinks.
-KIND_CREATED = "lead.created"
-KIND_MERGED = "lead.merged"
+class OutboxKind(StrEnum):
+    """What an outbox row asks a sink to do; written by the store, read by the sinks."""
+
+    CREATED = "lead.created"
+    MERGED = "lead.merged"
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (or being attempted, when claimed)
+    DELIVERED = "delivered"  # the sink took it
+    DEAD = "dead"  # in the dead-letter queue, until a person retries it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +73,8 @@ class OutboxItem:
     id: int
     lead_id: str
     event_id: str
-    kind: str  # KIND_CREATED | KIND_MERGED
-    state: str  # "pending" | "delivered" | "dead"
+    kind: OutboxKind
+    state: OutboxState
     attempts: int
     next_attempt_at: datetime
     created_at: datetime
@@ -73,6 +82,10 @@ class OutboxItem:
     delivered_at: datetime | None = None
     remote_id: str | None = None  # the sink's id for what was delivered (CRM lead/comment id)
     attempted: bool = False  # a delivery attempt was started before (it may have landed)
+    # Who holds the item now (a delivery worker's owner name) and until when: while the
+    # claim runs nobody else takes it; once it ran out, another worker may.
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
 
 
 # --- outbox (delivery) ----------------------------------------------------------------------
@@ -82,14 +95,15 @@ class OutboxItem:
 class OutboxUpdate:
     """What became of one claimed item; the worker writes a batch of these in one go.
 
-    state "delivered": done (`remote_id` kept; for lead.created also as the lead's link).
-    state "pending": try again at `next_attempt_at`. state "dead": to the dead-letter queue.
+    DELIVERED: done (`remote_id` kept; for lead.created also as the lead's link).
+    PENDING: try again at `next_attempt_at`. DEAD: to the dead-letter queue.
     `count_attempt` adds one to attempts; `attempted` (when not None) resets the flag that
     says an attempt may have reached the sink (False when the sink certainly saw nothing).
+    Every outcome ends the claim.
     """
 
     id: int
-    state: str
+    state: OutboxState
     error: str | None = None
     remote_id: str | None = None
     next_attempt_at: datetime | None = None
@@ -108,7 +122,7 @@ class OutboxStats:
 class LeadLink:
     """Where a lead stands with a sink: its lead.created item's state and the remote id."""
 
-    state: str | None  # None when the lead.created row is gone (purged after delivery)
+    state: OutboxState | None  # None when the lead.created row is gone (purged after delivery)
     remote_id: str | None
 
 
@@ -120,6 +134,37 @@ class Quarantined:
     reason: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """A quarantined input as stored, for a person (or a test) to look at."""
+
+    id: int
+    channel: str
+    reason: str
+    received_at: datetime
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the store holds it: its record, the lead it joined (None: kept on no
+    lead) and the sender's payload kept for audit."""
+
+    record: EventRecord
+    lead_id: str | None
+    raw: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    channel: Channel | None = None
+    external_id: str | None = None
+    lead_id: str | None = None
+    after_id: str | None = None  # paging cursor: the events stored after this one
+    limit: int = 100
 
 
 class Store(Protocol):
@@ -166,25 +211,67 @@ class Store(Protocol):
 
     async def get_checkpoint(self, name: str) -> str | None: ...
 
-    async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]: ...
+    async def list_checkpoints(self, prefix: str = "") -> dict[str, str]:
+        """Every checkpoint whose name starts with `prefix` (poller positions, limits)."""
+
+    # --- reads for people and tests (the CLI, the admin API) --------------------------------
+
+    async def get_event(self, event_id: str) -> StoredEvent | None: ...
+
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        """In the order they were stored, with their raw payloads; kept events (on no
+        lead) included."""
+
+    async def event_for_key(self, key: str) -> StoredEvent | None:
+        """The event first stored under a client's Idempotency-Key (what a replay answers)."""
+
+    async def list_quarantine(
+        self, channel: str | None = None, limit: int = 100, *, after_id: int = 0
+    ) -> list[QuarantineEntry]:
+        """Oldest first; `after_id` pages on."""
 
     # --- outbox (delivery) ----------------------------------------------------------------
 
-    async def claim_outbox(
-        self, now: datetime, limit: int, *, mark: bool = True
+    async def outbox(
+        self, state: OutboxState | None = None, limit: int = 100, *, after_id: int = 0
     ) -> list[OutboxItem]:
-        """Pending items due at `now`, oldest first. With `mark`, each is durably flagged as
-        attempted before this returns (the items keep their previous flag), so a crash while
-        the sink works leaves a trace that makes the next attempt look before it creates."""
+        """Items oldest first, of one state or all; `after_id` pages on."""
 
-    async def update_outbox(self, sink: str, updates: Sequence[OutboxUpdate], at: datetime) -> None:
-        """Record the outcomes of claimed items, all in one transaction."""
+    async def claim_outbox(
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        mark: bool = True,
+    ) -> list[OutboxItem]:
+        """Claim pending items due at `now`, oldest first, for `owner` until `now` plus
+        `lease_seconds`, and return them (showing the new claim).
+
+        Only items nobody holds are taken: unclaimed ones and those whose claim ran out
+        (taken over: their holder is presumed gone). An item held by anyone, this owner
+        included, whose claim still runs is never returned, so no item is sent twice while
+        held. Two claims running at once never get the same item. The claim is durable
+        before this returns. With `mark`, each item is also durably flagged as attempted
+        (the items returned keep their previous flag), so a crash while the sink works
+        leaves a trace that makes the next attempt look before it creates.
+        """
+
+    async def update_outbox(
+        self, sink: str, updates: Sequence[OutboxUpdate], at: datetime, *, owner: str
+    ) -> list[int]:
+        """Record the outcomes of items `owner` claimed, all in one transaction, and end
+        their claims. An update for an item `owner` no longer holds (its claim ran out and
+        another took it over, or it is not claimed) is refused and changes nothing: its ids
+        are returned. A claim that ran out but was not taken over still counts as held."""
 
     async def lead_links(self, sink: str, lead_ids: Sequence[str]) -> dict[str, LeadLink]:
         """For merges: whether each lead reached `sink`, and as which remote id."""
 
     async def retry_outbox(self, ids: Sequence[int] | None, now: datetime) -> int:
-        """Make dead (or waiting) items due now with fresh attempts; None = all dead ones."""
+        """Make dead (or waiting) items due now with fresh attempts; None = all dead ones.
+        Returns how many were changed. A claim on a waiting item stays (it is in flight)."""
 
     async def outbox_stats(self) -> OutboxStats: ...
 

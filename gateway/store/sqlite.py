@@ -12,7 +12,9 @@ Why it is shaped like this:
 - Between decision and commit an event lives in an in-memory overlay, so a second event
   for the same key or the same person sees it. The overlay is what makes decide-then-write
   atomic without locks: nothing awaits between the lookup and the overlay update.
-- One process writes the file (an advisory lock); CLI readers may open it alongside.
+- One process writes the file (an advisory lock): the server role. A second process (the
+  CLI) opens it in the client role: reads, and rare writes as short transactions of its
+  own (gateway.store.sqlite_client).
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ import orjson
 
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
-    KIND_CREATED,
-    KIND_MERGED,
     LeadQuery,
-    OutboxItem,
+    OutboxKind,
+    OutboxState,
     PersonMatch,
     Plan,
     Planner,
@@ -44,29 +45,27 @@ from gateway.store.base import (
     StoreUnavailable,
 )
 from gateway.store.schema import SCHEMA
+from gateway.store.sqlite_client import ClientRole, StoreRole
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
+    idempotency_key,
     list_leads,
-    list_outbox,
     migrate_outbox,
     open_reader,
     read_lead,
+    release_claims,
+    replay_key,
     to_epoch,
 )
+from gateway.store.sqlite_reads import ReadMethods
+
+__all__ = ["SQLiteStore", "StoreLocked", "StoreRole", "idempotency_key", "replay_key"]
 
 log = logging.getLogger(__name__)
 
 
 class StoreLocked(RuntimeError):
     """Another leadgate process is already writing this database."""
-
-
-def replay_key(channel: str, external_id: str) -> str:
-    return f"{channel}\x1f{external_id}"
-
-
-def idempotency_key(key: str) -> str:
-    return f"idem\x1f{key}"
 
 
 @dataclass(slots=True)
@@ -94,15 +93,24 @@ class _Pending:
     after: _Pending | None = None
 
 
-class SQLiteStore(OutboxMethods):
+class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
     def __init__(
-        self, path: Path | str, *, max_batch: int = 256, outbox_delivered: bool = False
+        self,
+        path: Path | str,
+        *,
+        role: StoreRole = StoreRole.SERVER,
+        max_batch: int = 256,
+        outbox_delivered: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.role = role
         self.max_batch = max_batch
         # With no remote sink the store itself is the destination: outbox rows are born
         # delivered, in the lead's own transaction, instead of costing a second commit.
-        self._outbox_state = "delivered" if outbox_delivered else "pending"
+        self._outbox_state = OutboxState.DELIVERED if outbox_delivered else OutboxState.PENDING
+        self._outbox_busy = {}
+        self._client_writer = None
+        self._client_lock = asyncio.Lock()
         self._writer: sqlite3.Connection | None = None
         self._fsync: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
@@ -118,6 +126,9 @@ class SQLiteStore(OutboxMethods):
     # --- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._is_client:
+            await self._open_client()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Held for our lifetime; a tiny local file, so opening it inline is fine.
         self._lock_file = open(f"{self.path}.lock", "wb")  # noqa: SIM115, ASYNC230
@@ -134,6 +145,9 @@ class SQLiteStore(OutboxMethods):
             self._writer.execute(f"PRAGMA {pragma}")
         self._writer.executescript(SCHEMA)
         migrate_outbox(self._writer)
+        # This process is the file's one writer, and only the writer delivers: a claim left
+        # in the file belongs to a process that is gone. Its items are due again at once.
+        self._writer.execute(*release_claims())
         # From here on the loop must never wait on a lock held by another process (a CLI
         # `outbox retry`): BEGIN fails at once and the commit loop retries asynchronously.
         self._writer.execute("PRAGMA busy_timeout=0")
@@ -141,6 +155,9 @@ class SQLiteStore(OutboxMethods):
         self._commit_task = asyncio.create_task(self._commit_loop(), name="sqlite-group-commit")
 
     async def close(self) -> None:
+        if self._client_writer is not None:
+            self._client_writer.close()
+            self._client_writer = None
         if self._commit_task is not None:
             # Let what was already accepted reach the disk, and its callers hear so, before we
             # stop: an empty queue is not enough, the last batch may still be committing.
@@ -165,6 +182,8 @@ class SQLiteStore(OutboxMethods):
 
     async def ping(self) -> None:
         self._db().execute("SELECT 1").fetchone()
+        if self._is_client:
+            return
         if self._commit_task is None or self._commit_task.done():
             raise StoreUnavailable("the commit loop is not running")
 
@@ -183,6 +202,8 @@ class SQLiteStore(OutboxMethods):
         plan: Planner,
         checkpoint: tuple[str, str] | None = None,
     ) -> Receipt:
+        if self._is_client:
+            raise StoreUnavailable("a client-role store does not record events: the server does")
         rkeys = [replay_key(event.channel, event.external_id)]
         if event.idempotency_key:
             rkeys.append(idempotency_key(event.idempotency_key))
@@ -275,10 +296,11 @@ class SQLiteStore(OutboxMethods):
         loop = asyncio.get_running_loop()
         now = to_epoch(event.received_at)
         lead: Lead | None
+        kind: OutboxKind | None
         after: _Pending | None = None
         if decision.action == "create":
             assert decision.lead is not None
-            lead, outcome, kind = decision.lead, Outcome.CREATED, KIND_CREATED
+            lead, outcome, kind = decision.lead, Outcome.CREATED, OutboxKind.CREATED
         elif decision.action == "merge":
             assert decision.lead_id is not None
             pending_base = self._pending_leads.get(decision.lead_id)
@@ -300,9 +322,9 @@ class SQLiteStore(OutboxMethods):
                     ),
                 }
             )
-            outcome, kind = Outcome.MERGED, KIND_MERGED
+            outcome, kind = Outcome.MERGED, OutboxKind.MERGED
         else:
-            lead, outcome, kind = None, Outcome.KEPT, ""
+            lead, outcome, kind = None, Outcome.KEPT, None
         lead_id = lead.id if lead else None
         item = _Pending(
             receipt=Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome),
@@ -344,7 +366,8 @@ class SQLiteStore(OutboxMethods):
             for key in keys:
                 self._pending_identities.setdefault(key, []).append(lead.id)
                 item.identities.append((key, lead.id))
-            delivered_at = now if self._outbox_state == "delivered" else None
+            assert kind is not None
+            delivered_at = now if self._outbox_state is OutboxState.DELIVERED else None
             item.outbox.append(
                 (lead.id, event.id, kind, now, now, self._outbox_state, delivered_at)
             )
@@ -378,16 +401,7 @@ class SQLiteStore(OutboxMethods):
         if batch:
             try:
                 await self._begin(db)
-                _many(db, _INSERT_LEAD, [r for p in batch for r in p.leads])
-                _many(db, _INSERT_EVENT, [r for p in batch for r in p.events])
-                _many(db, _INSERT_REPLAY, [r for p in batch for r in p.replays])
-                _many(db, _INSERT_IDENTITY, [r for p in batch for r in p.identities])
-                _many(db, _INSERT_OUTBOX, [r for p in batch for r in p.outbox])
-                _many(db, _INSERT_QUARANTINE, [r for p in batch for r in p.quarantine])
-                _many(db, _UPSERT_CHECKPOINT, [r for p in batch for r in p.checkpoints])
-                for p in batch:
-                    for sql, params in p.statements:
-                        db.execute(sql, params)
+                _apply(db, batch)
                 await loop.run_in_executor(fsync, db.execute, "COMMIT")
             except Exception as exc:  # disk full, I/O error: fail the batch, keep serving
                 log.exception("commit of %d events failed", len(batch))
@@ -506,12 +520,16 @@ class SQLiteStore(OutboxMethods):
         )
 
     async def _enqueue(self, pending: _Pending) -> None:
+        if self._is_client:
+            await self._transact(lambda db: _apply(db, [pending]))
+            return
         # Through the commit queue: the writer connection may be inside a batch transaction.
         self._queue.put_nowait(pending)
         await asyncio.shield(pending.done)
 
-    async def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
-        return list_outbox(self._db(), state, limit)
+    def integrity_check(self) -> str:
+        """SQLite's own consistency check of the file: "ok", or what is broken."""
+        return str(self._db().execute("PRAGMA integrity_check").fetchone()[0])
 
 
 _INSERT_LEAD = (
@@ -538,6 +556,20 @@ _INSERT_OUTBOX = (
     "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
     " delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _apply(db: sqlite3.Connection, batch: Sequence[_Pending]) -> None:
+    """The rows and statements of a batch, in order, inside the caller's transaction."""
+    _many(db, _INSERT_LEAD, [r for p in batch for r in p.leads])
+    _many(db, _INSERT_EVENT, [r for p in batch for r in p.events])
+    _many(db, _INSERT_REPLAY, [r for p in batch for r in p.replays])
+    _many(db, _INSERT_IDENTITY, [r for p in batch for r in p.identities])
+    _many(db, _INSERT_OUTBOX, [r for p in batch for r in p.outbox])
+    _many(db, _INSERT_QUARANTINE, [r for p in batch for r in p.quarantine])
+    _many(db, _UPSERT_CHECKPOINT, [r for p in batch for r in p.checkpoints])
+    for p in batch:
+        for sql, params in p.statements:
+            db.execute(sql, params)
 
 
 def _many(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:

@@ -1,13 +1,14 @@
-"""SQL read helpers and outbox statements, shared by the store and the CLI.
+"""SQL read helpers and outbox statements of the SQLite store.
 
-The CLI opens the database file on its own (read-only for `leads`, one short write
-transaction for `outbox retry`) while the gateway may be running; both use these.
+Plain functions over a connection: the server role runs them on its read connection and
+sends the statements through its commit queue; the client role (a second process, the
+CLI) runs them inside one short transaction of its own.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,25 @@ from typing import Any
 import orjson
 
 from gateway.models import EventRecord, Lead
-from gateway.store.base import LeadQuery, OutboxItem, OutboxStats, OutboxUpdate
+from gateway.store.base import (
+    EventQuery,
+    LeadQuery,
+    OutboxItem,
+    OutboxKind,
+    OutboxState,
+    OutboxStats,
+    OutboxUpdate,
+    QuarantineEntry,
+    StoredEvent,
+)
+
+
+def replay_key(channel: str, external_id: str) -> str:
+    return f"{channel}\x1f{external_id}"
+
+
+def idempotency_key(key: str) -> str:
+    return f"idem\x1f{key}"
 
 
 def to_epoch(dt: datetime) -> float:
@@ -72,34 +91,137 @@ def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:
     return [Lead.model_validate_json(doc) for (doc,) in db.execute(sql, params)]
 
 
-def list_outbox(db: sqlite3.Connection, state: str | None, limit: int) -> list[OutboxItem]:
+def list_outbox(
+    db: sqlite3.Connection, state: OutboxState | None, limit: int, after_id: int = 0
+) -> list[OutboxItem]:
     if state is None:
-        return outbox_rows(db, " ORDER BY id LIMIT ?", (limit,))
-    return outbox_rows(db, " WHERE state = ? ORDER BY id LIMIT ?", (state, limit))
+        return outbox_rows(db, " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+    return outbox_rows(
+        db,
+        " WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+        (OutboxState(state).value, after_id, limit),
+    )
 
 
-# --- outbox (delivery): statements shared by the store and the CLI -------------------------
+# --- events, quarantine, checkpoints ---------------------------------------------------------
+
+
+def stored_event(lead_id: str | None, doc: bytes | str) -> StoredEvent:
+    data = orjson.loads(doc)
+    return StoredEvent(
+        record=EventRecord.model_validate(data["record"]), lead_id=lead_id, raw=data.get("raw")
+    )
+
+
+def list_events(db: sqlite3.Connection, query: EventQuery) -> list[StoredEvent]:
+    where: list[str] = []
+    params: list[Any] = []
+    if query.channel is not None:
+        where.append("channel = ?")
+        params.append(query.channel.value)
+    if query.external_id is not None:
+        where.append("external_id = ?")
+        params.append(query.external_id)
+    if query.lead_id is not None:
+        where.append("lead_id = ?")
+        params.append(query.lead_id)
+    if query.after_id is not None:
+        # In the order stored (rowid), not by id: ids made in one millisecond are unordered.
+        where.append("rowid > COALESCE((SELECT rowid FROM events WHERE id = ?), 0)")
+        params.append(query.after_id)
+    sql = "SELECT lead_id, doc FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY rowid LIMIT ?"
+    params.append(query.limit)
+    return [stored_event(lead_id, doc) for lead_id, doc in db.execute(sql, params)]
+
+
+def read_event(db: sqlite3.Connection, event_id: str) -> StoredEvent | None:
+    row = db.execute("SELECT lead_id, doc FROM events WHERE id = ?", (event_id,)).fetchone()
+    return stored_event(row[0], row[1]) if row else None
+
+
+def event_of_replay_key(db: sqlite3.Connection, key: str) -> StoredEvent | None:
+    row = db.execute(
+        "SELECT e.lead_id, e.doc FROM replay_keys r JOIN events e ON e.id = r.event_id"
+        " WHERE r.key = ?",
+        (key,),
+    ).fetchone()
+    return stored_event(row[0], row[1]) if row else None
+
+
+def list_quarantine(
+    db: sqlite3.Connection, channel: str | None, limit: int, after_id: int
+) -> list[QuarantineEntry]:
+    sql = "SELECT id, channel, reason, received_at, headers, body FROM quarantine WHERE id > ?"
+    params: list[Any] = [after_id]
+    if channel is not None:
+        sql += " AND channel = ?"
+        params.append(channel)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    return [
+        QuarantineEntry(
+            id=r[0],
+            channel=r[1],
+            reason=r[2],
+            received_at=from_epoch(r[3]),
+            headers=orjson.loads(r[4]),
+            body=bytes(r[5]),
+        )
+        for r in db.execute(sql, params)
+    ]
+
+
+def list_checkpoints(db: sqlite3.Connection, prefix: str) -> dict[str, str]:
+    # substr, not LIKE: a checkpoint name may hold % or _.
+    rows = db.execute(
+        "SELECT name, value FROM checkpoints WHERE substr(name, 1, ?) = ? ORDER BY name",
+        (len(prefix), prefix),
+    )
+    return {name: value for name, value in rows}
+
+
+# --- outbox (delivery) -----------------------------------------------------------------------
 
 
 def migrate_outbox(db: sqlite3.Connection) -> None:
     """Columns the outbox gained after its first release (CREATE IF NOT EXISTS keeps old tables)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
-    if "attempted" not in columns:
-        db.execute("ALTER TABLE outbox ADD COLUMN attempted INTEGER NOT NULL DEFAULT 0")
+    for name, decl in _OUTBOX_ADDED:
+        if name not in columns:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
+
+
+def outbox_needs_migration(db: sqlite3.Connection) -> bool | None:
+    """Whether the outbox lacks columns of this version; None when there is no outbox."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    if not columns:
+        return None
+    return any(name not in columns for name, _ in _OUTBOX_ADDED)
+
+
+_OUTBOX_ADDED = (
+    ("attempted", "INTEGER NOT NULL DEFAULT 0"),
+    ("claimed_by", "TEXT"),
+    ("claimed_until", "REAL"),
+)
 
 
 def outbox_rows(db: sqlite3.Connection, tail: str, params: tuple[Any, ...]) -> list[OutboxItem]:
     sql = (
         "SELECT id, lead_id, event_id, kind, state, attempts, next_attempt_at, created_at,"
-        " last_error, delivered_at, remote_id, attempted FROM outbox" + tail
+        " last_error, delivered_at, remote_id, attempted, claimed_by, claimed_until"
+        " FROM outbox" + tail
     )
     return [
         OutboxItem(
             id=r[0],
             lead_id=r[1],
             event_id=r[2],
-            kind=r[3],
-            state=r[4],
+            kind=OutboxKind(r[3]),
+            state=OutboxState(r[4]),
             attempts=r[5],
             next_attempt_at=from_epoch(r[6]),
             created_at=from_epoch(r[7]),
@@ -107,55 +229,108 @@ def outbox_rows(db: sqlite3.Connection, tail: str, params: tuple[Any, ...]) -> l
             delivered_at=from_epoch(r[9]) if r[9] is not None else None,
             remote_id=r[10],
             attempted=bool(r[11]),
+            claimed_by=r[12],
+            claimed_until=from_epoch(r[13]) if r[13] is not None else None,
         )
         for r in db.execute(sql, params)
     ]
 
 
+def claimable(
+    db: sqlite3.Connection, now: datetime, limit: int, skip: Collection[int] = ()
+) -> list[OutboxItem]:
+    """Due pending items nobody holds (unclaimed, or the claim ran out), oldest first;
+    `skip`: items with a claim or an outcome not yet committed."""
+    at = to_epoch(now)
+    items = outbox_rows(
+        db,
+        " WHERE state = 'pending' AND next_attempt_at <= ?"
+        " AND (claimed_by IS NULL OR claimed_until <= ?) ORDER BY id LIMIT ?",
+        (at, at, limit + len(skip)),
+    )
+    return [item for item in items if item.id not in skip][:limit]
+
+
+def claim_statement(
+    ids: Sequence[int], owner: str, until: datetime, mark: bool
+) -> tuple[str, tuple[Any, ...]]:
+    marks = ",".join("?" * len(ids))
+    flag = " attempted = 1," if mark else ""
+    return (
+        f"UPDATE outbox SET{flag} claimed_by = ?, claimed_until = ? WHERE id IN ({marks})",
+        (owner, to_epoch(until), *ids),
+    )
+
+
+def outbox_holders(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """Who holds each of these items now (None: nobody); unknown ids are left out."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT id, claimed_by FROM outbox WHERE id IN ({marks})", tuple(ids))
+    return {item_id: holder for item_id, holder in rows}
+
+
 def outbox_update_statements(
-    sink: str, updates: Sequence[OutboxUpdate], at: datetime
+    sink: str, updates: Sequence[OutboxUpdate], at: datetime, owner: str
 ) -> list[tuple[str, tuple[Any, ...]]]:
+    """The outcome of each update, applied only while `owner` holds the item (the callers
+    check first, to report refusals; the guard keeps it true whatever ran in between)."""
     out: list[tuple[str, tuple[Any, ...]]] = []
+    release = "claimed_by = NULL, claimed_until = NULL"
     for u in updates:
         step = 1 if u.count_attempt else 0
         flag = None if u.attempted is None else int(u.attempted)
-        if u.state == "delivered":
-            out.append(
-                (
-                    "UPDATE outbox SET state = 'delivered', delivered_at = ?, remote_id = ?,"
-                    " last_error = NULL, attempts = attempts + ? WHERE id = ?",
-                    (to_epoch(at), u.remote_id, step, u.id),
-                )
-            )
+        if u.state is OutboxState.DELIVERED:
             if u.remote_id is not None:
+                # Before the state change below ends the claim the guard looks at.
                 out.append(
                     (
                         "INSERT INTO outbox_links (sink, lead_id, remote_id)"
                         " SELECT ?, lead_id, ? FROM outbox WHERE id = ? AND kind = 'lead.created'"
+                        " AND claimed_by = ?"
                         " ON CONFLICT (sink, lead_id) DO UPDATE SET remote_id = excluded.remote_id",
-                        (sink, u.remote_id, u.id),
+                        (sink, u.remote_id, u.id, owner),
                     )
                 )
-        elif u.state == "pending":
+            out.append(
+                (
+                    "UPDATE outbox SET state = 'delivered', delivered_at = ?, remote_id = ?,"
+                    f" last_error = NULL, attempts = attempts + ?, {release}"
+                    " WHERE id = ? AND claimed_by = ?",
+                    (to_epoch(at), u.remote_id, step, u.id, owner),
+                )
+            )
+        elif u.state is OutboxState.PENDING:
             due = to_epoch(u.next_attempt_at or at)
             out.append(
                 (
                     "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error),"
-                    " attempts = attempts + ?, attempted = COALESCE(?, attempted) WHERE id = ?",
-                    (due, u.error, step, flag, u.id),
+                    f" attempts = attempts + ?, attempted = COALESCE(?, attempted), {release}"
+                    " WHERE id = ? AND claimed_by = ?",
+                    (due, u.error, step, flag, u.id, owner),
                 )
             )
-        elif u.state == "dead":
+        elif u.state is OutboxState.DEAD:
             out.append(
                 (
                     "UPDATE outbox SET state = 'dead', last_error = ?, attempts = attempts + ?,"
-                    " attempted = COALESCE(?, attempted) WHERE id = ?",
-                    (u.error, step, flag, u.id),
+                    f" attempted = COALESCE(?, attempted), {release}"
+                    " WHERE id = ? AND claimed_by = ?",
+                    (u.error, step, flag, u.id, owner),
                 )
             )
         else:
             raise ValueError(f"unknown outbox state {u.state!r}")
     return out
+
+
+def release_claims() -> tuple[str, tuple[Any, ...]]:
+    """Every claim ends: run by the one writer at start, when every earlier holder is gone."""
+    return (
+        "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by IS NOT NULL",
+        (),
+    )
 
 
 def outbox_retry_filter(ids: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:

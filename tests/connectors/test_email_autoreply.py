@@ -24,6 +24,7 @@ from connectors.email.message import parse_mail
 from connectors.email.metrics import EmailMetrics
 from connectors.email.settings import AutoReplySettings, SmtpSettings
 from gateway.calendar import Classification
+from gateway.coordination import Coordination, InProcessCoordination
 from gateway.metrics import Metrics
 from gateway.models import Outcome, Receipt
 from gateway.pipeline import Accepted
@@ -251,7 +252,14 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-def replier(store: SQLiteStore, port: int, now: list[datetime]) -> tuple[AutoReplier, Metrics]:
+def replier(
+    store: SQLiteStore,
+    port: int,
+    now: list[datetime],
+    coordination: Coordination | None = None,
+) -> tuple[AutoReplier, Metrics]:
+    """A replier as one process runs it; pass one `coordination` to several for replicas
+    that share it (a new process with the embedded coordination starts with none)."""
     metrics = Metrics()
     return (
         AutoReplier(
@@ -259,6 +267,7 @@ def replier(store: SQLiteStore, port: int, now: list[datetime]) -> tuple[AutoRep
             rules=AutoReplySettings(),
             tz=MSK,
             checkpoints=store,
+            coordination=coordination or InProcessCoordination(),
             metrics=EmailMetrics(metrics.registry),
             clock=lambda: now[0],
             retry_delays=(0.01, 0.01),
@@ -276,7 +285,9 @@ async def test_one_reply_per_sender_per_day_survives_a_restart(
     assert await first.reply(job()) is False  # same day
     assert await first.reply(job("other@example.ru")) is True  # someone else
 
-    restarted, metrics = replier(store, smtp.port, now)  # a new process, the same store
+    # A new process, the same store: its embedded coordination starts empty, the store's
+    # checkpoint still says "answered today".
+    restarted, metrics = replier(store, smtp.port, now)
     assert await restarted.reply(job()) is False
     assert (
         metrics.registry.get_sample_value(
@@ -299,9 +310,10 @@ async def test_one_reply_per_sender_per_day_survives_a_restart(
 
 async def test_smtp_down_retries_then_gives_up_without_using_the_day(store: SQLiteStore) -> None:
     now = [SATURDAY_NIGHT.astimezone(UTC)]
+    shared = InProcessCoordination()
     with running_smtp() as gone:
         port = gone.port
-    down, metrics = replier(store, port, now)  # nothing listens there any more
+    down, metrics = replier(store, port, now, shared)  # nothing listens there any more
     assert await down.reply(job()) is False
     assert (
         metrics.registry.get_sample_value("leadgate_email_auto_replies_total", {"result": "failed"})
@@ -309,8 +321,41 @@ async def test_smtp_down_retries_then_gives_up_without_using_the_day(store: SQLi
     )
     assert await store.get_checkpoint(limit_key("ivan.petrov@yandex.ru")) is None
     with running_smtp() as back:
-        up, _ = replier(store, back.port, now)
+        # The same coordination: the failed reply gave its memo back.
+        up, _ = replier(store, back.port, now, shared)
         assert await up.reply(job()) is True  # the day's one reply was not used up
+
+
+async def test_two_replicas_never_both_reply(smtp: SmtpSink, store: SQLiteStore) -> None:
+    """Both see no checkpoint (neither has sent yet): the coordination memo decides."""
+    now = [SATURDAY_NIGHT.astimezone(UTC)]
+    shared = InProcessCoordination()
+    a, metrics_a = replier(store, smtp.port, now, shared)
+    b, metrics_b = replier(store, smtp.port, now, shared)
+    results = await asyncio.gather(a.reply(job()), b.reply(job()))
+    assert sorted(results) == [False, True]
+    assert [r.recipients for r in smtp.received] == [["ivan.petrov@yandex.ru"]]
+    limited = [
+        m.registry.get_sample_value("leadgate_email_auto_replies_total", {"result": "limited"})
+        for m in (metrics_a, metrics_b)
+    ]
+    assert sorted(v or 0 for v in limited) == [0, 1]
+    assert await store.get_checkpoint(limit_key("ivan.petrov@yandex.ru")) == "2026-01-10"
+    # The memo carries the day: the next day both may answer again (one of them will).
+    now[0] += timedelta(hours=5)
+    results = await asyncio.gather(b.reply(job()), a.reply(job()))
+    assert sorted(results) == [False, True]
+    assert len(smtp.received) == 2
+
+
+async def test_without_the_memo_both_would_reply(smtp: SmtpSink, store: SQLiteStore) -> None:
+    """The race the memo closes is real: two replicas that do not share coordination (each
+    its own embedded one) both pass the store check and both send."""
+    now = [SATURDAY_NIGHT.astimezone(UTC)]
+    a, _ = replier(store, smtp.port, now)
+    b, _ = replier(store, smtp.port, now)
+    assert await asyncio.gather(a.reply(job()), b.reply(job())) == [True, True]
+    assert len(smtp.received) == 2
 
 
 async def test_worker_sends_in_the_background(smtp: SmtpSink, store: SQLiteStore) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,21 +22,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 from conftest import make_settings
 from imap_server import PASSWORD, Dovecot, SmtpSink, free_port, running_dovecot, running_smtp
+from store_view import all_events, all_quarantine, read
 
 from connectors.email.autoreply import describe_opening
 from connectors.email.connector import EmailConnector
 from connectors.email.position import Position
 from gateway.channels import ConnectorContext
 from gateway.config import ConfigError, Settings
+from gateway.coordination import InProcessCoordination
 from gateway.keys import METRICS, STORE
 from gateway.metrics import Metrics
 from gateway.models import Channel, Lead, Outcome
 from gateway.pipeline import Accepted, Pipeline
-from gateway.store.base import LeadQuery
+from gateway.store.base import LeadQuery, StoredEvent
 from gateway.store.sqlite import SQLiteStore, StoreUnavailable
 from gateway.web import create_app, make_pipeline
 
@@ -126,21 +126,24 @@ def smtp_settings(sink: SmtpSink) -> dict[str, Any]:
     }
 
 
-async def until(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+async def until(
+    check: Callable[[], bool | Awaitable[bool]], what: str, within: float = 20.0
+) -> None:
     deadline = time.monotonic() + within
-    while not check():
+    while True:
+        done = check()
+        if not isinstance(done, bool):
+            done = await done
+        if done:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
 
 
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def count(db: Path, sql: str, *params: Any) -> int:
-    return int(rows(db, sql, *params)[0][0])
+async def email_events(db: Path) -> list[StoredEvent]:
+    """The stored email events, through the Store protocol (a client store on the file)."""
+    return await read(db, lambda store: all_events(store, channel=Channel.EMAIL))
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -176,11 +179,23 @@ class Gateway:
         await self.stop()
         await self.store.close()
 
-    def events(self) -> int:
-        return count(self.db, "SELECT COUNT(*) FROM events WHERE channel = 'email'")
+    async def events(self) -> int:
+        return len(await email_events(self.db))
 
-    def quarantined(self) -> int:
-        return count(self.db, "SELECT COUNT(*) FROM quarantine WHERE channel = 'email'")
+    async def quarantined(self) -> int:
+        return len(await read(self.db, lambda store: all_quarantine(store, "email")))
+
+    async def has(
+        self,
+        events: int,
+        quarantined: int | None = None,
+        also: Callable[[Gateway], bool] | None = None,
+    ) -> bool:
+        return (
+            await self.events() == events
+            and (quarantined is None or await self.quarantined() == quarantined)
+            and (also is None or also(self))
+        )
 
     async def position(self, folder: str = "INBOX") -> Position | None:
         saved = await self.store.get_checkpoint(f"email:sales:{folder}")
@@ -205,7 +220,12 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         await store.open()
         metrics = Metrics()
         pipeline = make_pipeline(settings, store, metrics)
-        ctx = ConnectorContext(settings=settings, pipeline=pipeline, metrics=metrics)
+        ctx = ConnectorContext(
+            settings=settings,
+            pipeline=pipeline,
+            metrics=metrics,
+            coordination=InProcessCoordination(),
+        )
         connector = EmailConnector(ctx, settings.email, **connector_kw)
         gw = Gateway(settings, store, pipeline, metrics, connector, ctx)
         built.append(gw)
@@ -243,14 +263,14 @@ async def test_mailbox_becomes_leads_exactly_once(
     )
     client = await aiohttp_client(create_app(settings))
     app = client.server.app
-    store: SQLiteStore = app[STORE]  # type: ignore[assignment]
-    db = store.path
+    store = app[STORE]
     total = len(names)
+
+    async def every_message_taken() -> bool:
+        return len(await all_events(store)) + len(await all_quarantine(store)) == total
+
     await until(
-        lambda: (
-            count(db, "SELECT COUNT(*) FROM events") + count(db, "SELECT COUNT(*) FROM quarantine")
-            == total
-        ),
+        every_message_taken,
         "every message taken",
     )
 
@@ -276,9 +296,9 @@ async def test_mailbox_becomes_leads_exactly_once(
         ivan.events[0].meta["folder"] == "INBOX" and ivan.events[0].source_detail == "sales/INBOX"
     )
 
-    kept = rows(db, "SELECT reason, headers FROM quarantine ORDER BY id")
-    assert sorted(r for r, _ in kept) == sorted(OTHER_MAIL.values())
-    assert all(orjson.loads(h)["mailbox"] == "sales" for _, h in kept)
+    kept = await all_quarantine(store)
+    assert sorted(q.reason for q in kept) == sorted(OTHER_MAIL.values())
+    assert all(q.headers["mailbox"] == "sales" for q in kept)
 
     flags = dovecot.flags(user)
     assert len(flags) == total and not any(b"\\Seen" in f for f in flags.values())
@@ -314,8 +334,11 @@ async def test_mailbox_becomes_leads_exactly_once(
     # The same person again, a new thread: a second lead (zero window) but no second reply.
     again = fresh.replace(b"fresh-1@", b"fresh-2@").replace(b"References", b"X-R")
     dovecot.deliver(user, again, at=datetime.now(UTC) + timedelta(seconds=5))  # past the window
-    second = "SELECT COUNT(*) FROM events WHERE external_id = 'fresh-2@inbox.ru'"
-    await until(lambda: count(db, second) == 1, "the second mail")
+
+    async def second_taken() -> bool:
+        return len(await all_events(store, external_id="fresh-2@inbox.ru")) == 1
+
+    await until(second_taken, "the second mail")
     await until(
         lambda: sample(app[METRICS], "leadgate_email_auto_replies_total", result="limited") == 1,
         "the one-a-day limit",
@@ -346,8 +369,8 @@ def numbered(i: int) -> bytes:
     ).encode()
 
 
-def assert_each_once(db: Path, n: int) -> None:
-    ids = [r[0] for r in rows(db, "SELECT external_id FROM events WHERE channel = 'email'")]
+async def assert_each_once(db: Path, n: int) -> None:
+    ids = [e.record.external_id for e in await email_events(db)]
     assert sorted(ids) == sorted(f"bulk-{i}@example.ru" for i in range(n))
 
 
@@ -376,13 +399,13 @@ async def test_kill_during_fetch_takes_nothing_twice_and_skips_nothing(
     first.start()
     await asyncio.wait_for(reached.wait(), 20)
     await first.close()  # the process goes away mid-batch
-    done_before = first.events()
+    done_before = await first.events()
     assert kill_after <= done_before < n
 
     second = await gateway(email_settings(box))
-    await until(lambda: second.events() == n, "the rest of the mailbox")
+    await until(lambda: second.has(n), "the rest of the mailbox")
     await asyncio.sleep(0.3)
-    assert_each_once(second.db, n)
+    await assert_each_once(second.db, n)
     replayed = sample(
         second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed"
     )
@@ -411,8 +434,8 @@ async def test_connection_cut_mid_batch_reconnects(
 
     gw.pipeline.accept_detailed = cutting  # type: ignore[method-assign]
     gw.start()
-    await until(lambda: gw.events() == n, "all mail after the reconnect")
-    assert_each_once(gw.db, n)
+    await until(lambda: gw.has(n), "all mail after the reconnect")
+    await assert_each_once(gw.db, n)
     assert (
         sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") >= 1
     )
@@ -429,13 +452,13 @@ async def test_restart_takes_only_new_mail(
         dovecot.deliver(user, numbered(i))
     box = mailbox(dovecot, user)
     first = await gateway(email_settings(box))
-    await until(lambda: first.events() == 3, "the first three")
+    await until(lambda: first.has(3), "the first three")
     await first.close()
     dovecot.deliver(user, numbered(3))
     second = await gateway(email_settings(box))
-    await until(lambda: second.events() == 4, "the new one")
+    await until(lambda: second.has(4), "the new one")
     await asyncio.sleep(0.3)
-    assert_each_once(second.db, 4)
+    await assert_each_once(second.db, 4)
     assert (
         sample(second.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="created")
         == 1
@@ -451,7 +474,7 @@ async def test_uidvalidity_change_resyncs_and_dedupes_by_message_id(
     no_id = fixture("thebat_8bit_no_message_id.eml")
     dovecot.deliver(user, no_id, folder=folder)
     gw = await gateway(email_settings(mailbox(dovecot, user, folders=[folder])))
-    await until(lambda: gw.events() == 4, "the first read")
+    await until(lambda: gw.has(4), "the first read")
     before = await gw.position(folder)
     assert before is not None and before.last_uid == 4
 
@@ -464,7 +487,7 @@ async def test_uidvalidity_change_resyncs_and_dedupes_by_message_id(
     dovecot.deliver(user, no_id, folder=folder)  # no Message-ID: the derived id dedupes it
     dovecot.deliver(user, numbered(3), folder=folder)
 
-    await until(lambda: gw.events() == 5, "the one new message after the resync")
+    await until(lambda: gw.has(5), "the one new message after the resync")
     await until(
         lambda: (
             sample(gw.metrics, "leadgate_email_messages_total", mailbox="sales", outcome="replayed")
@@ -497,10 +520,11 @@ async def test_store_outage_retries_and_a_failing_message_is_kept_aside(
 
     gw.pipeline.accept_detailed = flaky  # type: ignore[method-assign]
     gw.start()
-    await until(lambda: gw.events() == 3 and gw.quarantined() == 1, "the folder to go on")
-    ids = [r[0] for r in rows(gw.db, "SELECT external_id FROM events")]
+    await until(lambda: gw.has(3, quarantined=1), "the folder to go on")
+    ids = [e.record.external_id for e in await read(gw.db, all_events)]
     assert sorted(ids) == ["bulk-0@example.ru", "bulk-1@example.ru", "bulk-3@example.ru"]
-    assert rows(gw.db, "SELECT reason FROM quarantine") == [("not accepted: ValueError",)]
+    kept = await read(gw.db, all_quarantine)
+    assert [q.reason for q in kept] == ["not accepted: ValueError"]
     assert sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="store") == 1
     position = await gw.position()
     assert position is not None and position.last_uid == 4
@@ -527,11 +551,11 @@ async def test_idle_picks_up_new_mail_at_once(
 ) -> None:
     dovecot.deliver(user, numbered(0))
     gw = await gateway(email_settings(mailbox(dovecot, user, poll_seconds=600)))
-    await until(lambda: gw.events() == 1 and connected(gw), "the first read")
+    await until(lambda: gw.has(1, also=connected), "the first read")
     await asyncio.sleep(0.5)  # now in IDLE; polling would take ten minutes
     started = time.monotonic()
     dovecot.deliver(user, numbered(1))
-    await until(lambda: gw.events() == 2, "IDLE to report the new mail", within=10)
+    await until(lambda: gw.has(2), "IDLE to report the new mail", within=10)
     assert time.monotonic() - started < 5
 
 
@@ -549,7 +573,7 @@ async def test_idle_is_reissued_and_keeps_working(
     )
     assert later > first  # a fetch between IDLEs proves the quiet connection alive
     dovecot.deliver(user, numbered(0))
-    await until(lambda: gw.events() == 1, "mail after re-issued IDLEs")
+    await until(lambda: gw.has(1), "mail after re-issued IDLEs")
     assert (
         sample(gw.metrics, "leadgate_email_errors_total", mailbox="sales", kind="connection") == 0
     )
@@ -570,7 +594,7 @@ async def test_polling_when_idle_is_off(
     gw = await gateway(email_settings(mailbox(dovecot, user, idle=False, poll_seconds=0.2)))
     await until(lambda: connected(gw), "the first read")
     dovecot.deliver(user, numbered(0))
-    await until(lambda: gw.events() == 1, "polling to find the mail", within=10)
+    await until(lambda: gw.has(1), "polling to find the mail", within=10)
 
 
 # --- TLS, logins, readiness ----------------------------------------------------------------
@@ -584,7 +608,7 @@ async def test_tls_and_starttls(
     port = dovecot.tls_port if security == "ssl" else dovecot.port
     box = mailbox(dovecot, user, security=security, port=port, ca_file=str(dovecot.ca_file))
     gw = await gateway(email_settings(box))
-    await until(lambda: gw.events() == 1, f"a message over {security}")
+    await until(lambda: gw.has(1), f"a message over {security}")
 
 
 async def test_untrusted_certificate_is_refused(
@@ -600,7 +624,7 @@ async def test_untrusted_certificate_is_refused(
         ),
         "the refusal",
     )
-    assert gw.events() == 0
+    assert await gw.events() == 0
     poller = gw.connector.pollers[0]
     assert poller.last_error is not None and "CERTIFICATE_VERIFY_FAILED" in poller.last_error
 
@@ -666,13 +690,13 @@ async def test_first_sync_takes_only_recent_mail(
     dovecot.deliver(user, old, at=date_of(old))  # January: years of history stay untouched
     dovecot.deliver(user, numbered(0))  # today
     gw = await gateway(email_settings(mailbox(dovecot, user, first_sync_days=3)))
-    await until(lambda: gw.events() == 1, "the recent one")
+    await until(lambda: gw.has(1), "the recent one")
     await asyncio.sleep(0.3)
-    assert_each_once(gw.db, 1)
+    await assert_each_once(gw.db, 1)
     position = await gw.position()
     assert position is not None and position.last_uid == 2 and not position.catching_up
     dovecot.deliver(user, old)  # an old message arriving now is new mail: taken
-    await until(lambda: gw.events() == 2, "new mail after the first sync")
+    await until(lambda: gw.has(2), "new mail after the first sync")
 
 
 async def test_oversize_mail_becomes_a_lead_from_its_headers(
@@ -680,7 +704,7 @@ async def test_oversize_mail_becomes_a_lead_from_its_headers(
 ) -> None:
     dovecot.deliver(user, fixture("gmail_utf8_mixed.eml"))
     gw = await gateway(email_settings(mailbox(dovecot, user, max_message_mb=0.002)))
-    await until(lambda: gw.events() == 1, "the big one")
+    await until(lambda: gw.has(1), "the big one")
     (lead,) = await gw.leads()
     (event,) = lead.events
     assert event.meta["oversize"] is True
@@ -721,28 +745,34 @@ async def test_sigkill_of_the_server_mid_mailbox(
     )
     log = tmp_path / "serve.log"
 
-    def taken() -> int:
+    async def taken() -> int:
         try:
-            return count(db, "SELECT COUNT(*) FROM events")
-        except sqlite3.OperationalError:  # no file yet, or the server has not made its tables
+            return len(await read(db, all_events))
+        except StoreUnavailable:  # no file yet, or the server has not made its tables
             return 0
+
+    async def taken_at_least(count: int) -> bool:
+        return await taken() >= count
+
+    async def taken_all() -> bool:
+        return await taken() == n
 
     for kill_at in (15, 45):
         proc = _serve(config, log)
         try:
-            await until(lambda k=kill_at: taken() >= k, f"{kill_at} messages", within=60)
+            await until(lambda k=kill_at: taken_at_least(k), f"{kill_at} messages", within=60)
         finally:
             proc.kill()  # SIGKILL: no cleanup of any kind
             proc.wait()
-        assert taken() < n, "too fast to be killed mid-mailbox; raise n"
+        assert await taken() < n, "too fast to be killed mid-mailbox; raise n"
     proc = _serve(config, log)
     try:
-        await until(lambda: taken() == n, "the whole mailbox after two kills", within=60)
+        await until(taken_all, "the whole mailbox after two kills", within=60)
         await asyncio.sleep(0.5)
     finally:
         proc.terminate()
         proc.wait(30)
-    assert_each_once(db, n)
+    await assert_each_once(db, n)
     assert not any(b"\\Seen" in f for f in dovecot.flags(user).values())
     assert "Traceback" not in log.read_text(errors="replace")
 
@@ -762,6 +792,6 @@ async def test_robot_mail_with_an_unstorable_header_does_not_block_the_folder(
     dovecot.deliver(user, poison, at=at)
     dovecot.deliver(user, fixture("gmail_utf8_mixed.eml"), at=at)
     gw = await gateway(email_settings(mailbox(dovecot, user)))
-    await until(lambda: gw.events() == 1 and gw.quarantined() == 1, "both messages taken")
+    await until(lambda: gw.has(1, quarantined=1), "both messages taken")
     position = await gw.position()
     assert position is not None and position.last_uid == 2

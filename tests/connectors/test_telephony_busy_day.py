@@ -319,7 +319,7 @@ async def test_busy_day_counts_are_exact(aiohttp_client: Any, tmp_path: Path) ->
         if d.event == "NOTIFY_START" and not d.duplicate:
             steered[next(iter(body), "none")] += 1
 
-    stored = rows(tmp_path / "leadgate.db")
+    stored = await rows(tmp_path / "leadgate.db")
     calls = [r for r in stored if r.meta["kind"] == "call"]
     facts = [r for r in stored if r.meta["kind"] != "call"]
     # One call, one attempt: exactly one call event per call, whatever was repeated.
@@ -332,8 +332,8 @@ async def test_busy_day_counts_are_exact(aiohttp_client: Any, tmp_path: Path) ->
     assert model.outcomes["kept"] > 0 and model.facts["kept"] > 0
 
     db = tmp_path / "leadgate.db"
-    assert count(db, "SELECT COUNT(*) FROM leads WHERE status = 'NEW'") == new_leads
-    assert count(db, "SELECT COUNT(*) FROM leads WHERE status = 'JUNK'") == junk_leads
+    assert await count(db, "leads:NEW") == new_leads
+    assert await count(db, "leads:JUNK") == junk_leads
     # Every lead carries exactly the attempts the model gave it.
     per_lead = Counter(r.lead_id for r in calls if r.lead_id is not None)
     assert sorted(per_lead.values()) == sorted(lead.attempts for lead in model.leads)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
+from store_view import all_leads, read
 from test_telephony_support import (
     FIXTURES,
     count,
@@ -125,15 +126,9 @@ async def test_mutated_webhooks_never_fail(aiohttp_client: Any, tmp_path: Path, 
     assert statuses.get(200, 0) > 50 and statuses.get(400, 0) > 50, statuses
 
     db = tmp_path / "leadgate.db"
-    for row in rows(db):
+    for row in await rows(db):
         assert row.meta["kind"] in ("call", "call_result", "call_recording")
-    conn_leads = count(db, "SELECT COUNT(*) FROM leads")
-    assert conn_leads == sum(1 for r in rows(db) if r.outcome == "created")
-    import sqlite3
-
-    import orjson
-
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        for (doc,) in conn.execute("SELECT doc FROM leads"):
-            lead = orjson.loads(doc)
-            assert all(E164.match(p) for p in lead["contact"]["phones"])
+    conn_leads = await count(db, "leads")
+    assert conn_leads == sum(1 for r in await rows(db) if r.outcome == "created")
+    for lead in await read(db, all_leads):
+        assert all(E164.match(p) for p in lead.contact.phones)

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,9 +19,12 @@ from typing import Any
 import orjson
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
+from store_view import all_events, all_leads, all_outbox, all_quarantine, read
 
 from connectors.telephony.connector import TelephonyConnector
 from gateway.keys import CONNECTORS
+from gateway.models import LeadStatus
+from gateway.store.base import LeadQuery, Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telephony"
 ZADARMA_SECRET = "fixture-zadarma-api-secret-7c1e"
@@ -129,34 +131,41 @@ class Row:
     occurred_at: str
 
 
-def rows(db_path: Path) -> list[Row]:
-    """Every stored event, in the order stored."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        out = []
-        for ext, lead_id, outcome, doc in conn.execute(
-            "SELECT external_id, lead_id, outcome, doc FROM events ORDER BY rowid"
-        ):
-            record = orjson.loads(doc)["record"]
-            out.append(
-                Row(
-                    ext,
-                    lead_id,
-                    outcome,
-                    record["meta"],
-                    record["attachments"],
-                    record["occurred_at"],
-                )
+async def rows(db_path: Path) -> list[Row]:
+    """Every stored event, in the order stored (through the Store protocol)."""
+    out = []
+    for stored in await read(db_path, all_events):
+        record = stored.record.model_dump(mode="json")
+        out.append(
+            Row(
+                stored.record.external_id,
+                stored.lead_id,
+                stored.record.outcome.value,
+                record["meta"],
+                record["attachments"],
+                record["occurred_at"],
             )
-        return out
-    finally:
-        conn.close()
+        )
+    return out
 
 
-def count(db_path: Path, sql: str) -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        value: int = conn.execute(sql).fetchone()[0]
-        return value
-    finally:
-        conn.close()
+async def count(db_path: Path, what: str) -> int:
+    """How many of `what` the store holds: leads (or leads:NEW, leads:JUNK), events,
+    outbox, quarantine (or quarantine:CHANNEL), checkpoints."""
+    kind, _, detail = what.partition(":")
+
+    async def counted(store: Store) -> int:
+        if kind == "leads":
+            status = LeadStatus(detail) if detail else None
+            return len(await all_leads(store, LeadQuery(status=status, limit=500)))
+        if kind == "events":
+            return len(await all_events(store))
+        if kind == "outbox":
+            return len(await all_outbox(store))
+        if kind == "quarantine":
+            return len(await all_quarantine(store, detail or None))
+        if kind == "checkpoints":
+            return len(await store.list_checkpoints())
+        raise ValueError(what)
+
+    return await read(db_path, counted)

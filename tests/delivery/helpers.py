@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from b24_standin import Bitrix24StandIn
+from store_view import outbox_of
+
+from gateway.store.base import OutboxItem
 
 ORDERS_TOKEN = "orders-secret-token"
 ORDER_AUTH = {"Authorization": f"Bearer {ORDERS_TOKEN}"}
@@ -71,10 +73,20 @@ async def until(
         await asyncio.sleep(step)
 
 
-def outbox_rows(db_path: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM outbox ORDER BY id")]
-    finally:
-        conn.close()
+async def until_outbox(
+    db_path: Path, cond: Callable[[list[OutboxItem]], bool], within: float = 10.0
+) -> list[OutboxItem]:
+    """Wait until the outbox, read through the Store protocol, meets `cond`; return it."""
+    seen: list[OutboxItem] = []
+
+    async def check() -> bool:
+        nonlocal seen
+        seen = await outbox_of(db_path)
+        return cond(seen)
+
+    await until(check, within)
+    return seen
+
+
+def states(items: list[OutboxItem]) -> list[str]:
+    return [item.state.value for item in items]

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from gateway.coordination import InProcessCoordination
 from gateway.delivery.b24client import B24Client, B24Error, LeakyBucket
 from gateway.delivery.bitrix24 import Bitrix24Sink
 from gateway.delivery.settings import Bitrix24Settings
@@ -48,7 +49,7 @@ async def portal(aiohttp_server: Any) -> AsyncIterator[tuple[Portal, str]]:
 
 
 def client_for(url: str) -> B24Client:
-    return B24Client(url, bucket=LeakyBucket(50, 2.0), timeout=5.0, operation_wait=60.0)
+    return B24Client(url, bucket=LeakyBucket(InProcessCoordination(), "portal.test", 50, 2.0), timeout=5.0, operation_wait=60.0)
 
 
 async def test_successful_batch_with_php_empty_error_list(portal: tuple[Portal, str]) -> None:

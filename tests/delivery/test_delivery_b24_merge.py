@@ -5,7 +5,7 @@ fill in what the CRM lead lacks, and a form's category and extra fields reach CO
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 from aiohttp.test_utils import TestClient
 from b24_standin import Bitrix24StandIn
 from conftest import make_settings
-from helpers import ORDER_AUTH, fast_delivery, order, outbox_rows, standin, until
+from helpers import ORDER_AUTH, fast_delivery, order, standin, until, until_outbox
+from store_view import outbox_of
 
 from gateway.web import create_app
 
@@ -46,10 +47,10 @@ async def app(
     return client
 
 
-def delivered(tmp_path: Path) -> Callable[[], bool]:
-    def check() -> bool:
-        rows = outbox_rows(tmp_path / "leadgate.db")
-        return bool(rows) and all(r["state"] == "delivered" for r in rows)
+def delivered(tmp_path: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        rows = await outbox_of(tmp_path / "leadgate.db")
+        return bool(rows) and all(r.state == "delivered" for r in rows)
 
     return check
 
@@ -117,7 +118,7 @@ async def test_request_on_a_closed_crm_lead_makes_a_new_one(
     assert new["ASSIGNED_BY_ID"] == standin.leads[crm_id]["ASSIGNED_BY_ID"]
     assert new["COMMENTS"].startswith(f"Повторное обращение: предыдущий лид №{crm_id}")
     assert f"leadgate:{second['event_id']}" in new["COMMENTS"]
-    assert outbox_rows(tmp_path / "leadgate.db")[-1]["remote_id"] == str(new_id)
+    assert (await outbox_of(tmp_path / "leadgate.db"))[-1].remote_id == str(new_id)
 
     # Later contacts go to the new, open CRM lead.
     third = await post_order(client, 3)
@@ -149,8 +150,8 @@ async def test_lost_answer_never_makes_a_second_repeat_lead(
     assert standin.count(500) == 1
     assert len(standin.by_origin()[f"{first['lead_id']}:{second['event_id']}"]) == 1
     assert len(standin.leads) == 2
-    rows = outbox_rows(tmp_path / "leadgate.db")
-    assert [r["attempts"] for r in rows] == [1, 2]
+    rows = await outbox_of(tmp_path / "leadgate.db")
+    assert [r.attempts for r in rows] == [1, 2]
 
 
 async def test_two_requests_in_one_batch_make_one_new_lead(
@@ -167,8 +168,8 @@ async def test_two_requests_in_one_batch_make_one_new_lead(
     await until(lambda: standin.count(401) >= 1)
     standin.revoke(None)
     await until(delivered(tmp_path), within=15)
-    rows = outbox_rows(tmp_path / "leadgate.db")
-    assert rows[1]["delivered_at"] == rows[2]["delivered_at"]  # one batch indeed
+    rows = await outbox_of(tmp_path / "leadgate.db")
+    assert rows[1].delivered_at == rows[2].delivered_at  # one batch indeed
     (new_id,) = standin.by_origin()[f"{first['lead_id']}:{second['event_id']}"]
     assert len(standin.leads) == 2
     assert with_marker(standin, third["event_id"]) == [new_id]
@@ -203,7 +204,7 @@ async def test_call_facts_follow_the_call_onto_a_closed_lead(
     (crm_id,) = standin.leads
     standin.set_status(crm_id, "JUNK")
     await call(client, "zadarma_busy")  # ...and how it ended: a fact, never a new lead
-    await until(lambda: len(outbox_rows(tmp_path / "leadgate.db")) == 2)
+    await until_outbox(tmp_path / "leadgate.db", lambda rows: len(rows) == 2)
     await until(delivered(tmp_path))
     assert list(standin.leads) == [crm_id]
     assert standin.comments_on(crm_id)[0].startswith("Пропущенный звонок: занято")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from b24_standin import Bitrix24StandIn
 from conftest import make_settings
-from helpers import ORDER_AUTH, fast_delivery, order, outbox_rows, standin, until
+from helpers import ORDER_AUTH, fast_delivery, order, standin, states, until_outbox
 
 from gateway.cli import main
 from gateway.web import create_app
@@ -40,7 +40,7 @@ async def test_list_dlq_and_retry_one_item(
     for n, tel in ((1, "+7 916 123-45-67"), (2, "+7 916 765-43-21")):
         resp = await client.post("/v1/orders", json=order(n, tel), headers=ORDER_AUTH)
         assert resp.status == 201
-    await until(lambda: sorted(r["state"] for r in outbox_rows(db)) == ["dead", "delivered"])
+    await until_outbox(db, lambda rows: sorted(states(rows)) == ["dead", "delivered"])
 
     capsys.readouterr()
     assert await asyncio.to_thread(main, cli(config, "list", "--json")) == 0
@@ -57,7 +57,7 @@ async def test_list_dlq_and_retry_one_item(
 
     assert await asyncio.to_thread(main, cli(config, "retry", str(dead["id"]))) == 0
     assert "1 item(s) queued" in capsys.readouterr().out
-    await until(lambda: all(r["state"] == "delivered" for r in outbox_rows(db)))
+    await until_outbox(db, lambda rows: states(rows) == ["delivered", "delivered"])
     assert len(standin.leads) == 2
 
     # A delivered item is left alone: replaying it is not what retry is for.

@@ -13,7 +13,6 @@ import contextlib
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,10 @@ import aiohttp
 import pytest
 from b24_standin import Bitrix24StandIn
 from helpers import ORDER_AUTH, ORDERS_TOKEN, order, phone, standin, until
+from store_view import all_events, all_leads, outbox_of, read
+
+from gateway.models import Outcome
+from gateway.store.base import OutboxState
 
 __all__ = ["standin"]
 
@@ -151,16 +154,8 @@ async def post_orders(gw: Gateway, numbers: list[int], persons: list[int]) -> li
         )
 
 
-def store_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return list(conn.execute(sql))
-    finally:
-        conn.close()
-
-
-def outbox_done(db: Path) -> bool:
-    return all(state == "delivered" for (state,) in store_rows(db, "SELECT state FROM outbox"))
+async def outbox_done(db: Path) -> bool:
+    return all(item.state is OutboxState.DELIVERED for item in await outbox_of(db))
 
 
 async def test_kill_mid_delivery_loses_and_duplicates_nothing(
@@ -203,7 +198,7 @@ async def test_kill_mid_delivery_loses_and_duplicates_nothing(
         await gw.start()
         await until(lambda: outbox_done(db), within=30)
 
-    leads = [lid for (lid,) in store_rows(db, "SELECT id FROM leads")]
+    leads = [lead.id for lead in await read(db, all_leads)]
     assert len(leads) == PERSONS + 30
     crm = standin.by_origin()
     assert sorted(crm) == sorted(leads), gw.logs()
@@ -211,7 +206,11 @@ async def test_kill_mid_delivery_loses_and_duplicates_nothing(
     assert not duplicated, f"leads created twice: {duplicated}"
     assert len(standin.leads) == len(leads)
 
-    merged = store_rows(db, "SELECT id, lead_id FROM events WHERE outcome = 'merged'")
+    merged = [
+        (e.record.id, e.lead_id)
+        for e in await read(db, all_events)
+        if e.record.outcome is Outcome.MERGED
+    ]
     assert len(merged) == 2 * PERSONS + 10
     for event_id, lead_id in merged:
         (crm_id,) = crm[lead_id]

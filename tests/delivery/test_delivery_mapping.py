@@ -11,7 +11,15 @@ from b24_standin import php_params
 from pydantic import ValidationError
 
 from gateway.config import ConfigError, load_settings
-from gateway.delivery.b24client import B24Error, LeakyBucket, classify, command, encode_params
+from gateway.coordination import InProcessCoordination
+from gateway.delivery.b24client import (
+    B24Error,
+    LeakyBucket,
+    classify,
+    command,
+    encode_params,
+    portal_of,
+)
 from gateway.delivery.b24mapping import (
     event_comment,
     lead_fields,
@@ -273,17 +281,70 @@ def test_error_kinds(status: int | None, code: str, kind: str) -> None:
     assert B24Error(kind, code).kind == kind
 
 
-def test_leaky_bucket_keeps_one_request_of_headroom() -> None:
-    now = [0.0]
-    bucket = LeakyBucket(50, 2.0, clock=lambda: now[0])
+class Clock:
+    """Coordination's clock and the bucket's sleep in one: sleeping moves time on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_leaky_bucket_keeps_one_request_of_headroom() -> None:
+    clock = Clock()
+    coordination = InProcessCoordination(clock=clock)
+    bucket = LeakyBucket(coordination, "portal.bitrix24.ru", 50, 2.0, sleep=clock.sleep)
     for _ in range(49):
-        assert bucket.delay() == 0
-        bucket._level += 1
-    assert bucket.delay() == pytest.approx(0.5)  # the 50th waits: the portal allows 50
-    now[0] += 0.5
-    assert bucket.delay() == 0
-    busy = LeakyBucket(50, 2.0, full=True, clock=lambda: now[0])
-    assert busy.delay() == pytest.approx(0.5)
+        await bucket.acquire()
+    assert clock.slept == []
+    await bucket.acquire()  # the 50th waits: the portal allows 50
+    assert clock.slept == [pytest.approx(0.5)]
+    busy_clock = Clock()
+    busy = LeakyBucket(
+        InProcessCoordination(clock=busy_clock),
+        "portal.bitrix24.ru",
+        50,
+        2.0,
+        full=True,
+        sleep=busy_clock.sleep,
+    )
+    await busy.acquire()
+    assert busy_clock.slept == [pytest.approx(0.5)]
+
+
+async def test_replicas_on_shared_coordination_share_one_budget() -> None:
+    """Two sinks (two replicas) on one coordination: 49 requests between them, then both
+    wait; a 503 seen by one empties the bucket for the other too."""
+    clock = Clock()
+    shared = InProcessCoordination(clock=clock)
+    a = LeakyBucket(shared, "portal.bitrix24.ru", 50, 2.0, sleep=clock.sleep)
+    b = LeakyBucket(shared, "portal.bitrix24.ru", 50, 2.0, sleep=clock.sleep)
+    for i in range(49):
+        await (a if i % 2 else b).acquire()
+    assert clock.slept == []
+    await b.acquire()
+    assert clock.slept == [pytest.approx(0.5)]
+    other_portal = LeakyBucket(shared, "other.bitrix24.ru", 50, 2.0, sleep=clock.sleep)
+    await other_portal.acquire()  # another portal has a budget of its own
+    assert len(clock.slept) == 1
+    clock.now += 100  # everything refilled
+    await a.wait_ready()  # a holds a token for its next request...
+    await a.fill()  # ...until the portal answers 503: the token is dropped with the rest
+    await b.acquire()
+    assert clock.slept[-1] == pytest.approx(0.5)
+    await a.acquire()
+    assert clock.slept[-1] == pytest.approx(0.5)
+
+
+def test_the_bucket_key_is_the_portal_never_the_secret() -> None:
+    url = "https://Portal.Bitrix24.ru/rest/1/s3cr3tvalue/"
+    assert portal_of(url) == "portal.bitrix24.ru"
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import make_settings
-from helpers import ORDER_AUTH, fast_delivery, order, outbox_rows, until
+from helpers import ORDER_AUTH, fast_delivery, order, states, until, until_outbox
+from store_view import outbox_of
 
 from gateway.delivery.service import WORKER
 from gateway.web import create_app
@@ -72,7 +73,7 @@ async def test_signed_lead_json_with_a_stable_delivery_id(
     resp = await client.post("/v1/orders", json=order(1, "+7 916 123-45-67"), headers=ORDER_AUTH)
     receipt = await resp.json()
     await until(lambda: len(rec.got) == 3)
-    await until(lambda: outbox_rows(tmp_path / "leadgate.db")[0]["state"] == "delivered")
+    await until_outbox(tmp_path / "leadgate.db", lambda rows: states(rows)[:1] == ["delivered"])
     ids = {h["X-Leadgate-Delivery"] for h, _ in rec.got}
     assert ids == {receipt["event_id"]}  # the same id on every retry: dedupe on it
     assert [h["X-Leadgate-Attempt"] for h, _ in rec.got] == ["1", "2", "3"]
@@ -83,7 +84,7 @@ async def test_signed_lead_json_with_a_stable_delivery_id(
     assert payload["lead"]["id"] == receipt["lead_id"]
     assert payload["lead"]["contact"]["phones"] == ["+79161234567"]
     assert payload["event"]["id"] == receipt["event_id"]
-    assert outbox_rows(tmp_path / "leadgate.db")[0]["remote_id"] == "crm-3"
+    assert (await outbox_of(tmp_path / "leadgate.db"))[0].remote_id == "crm-3"
 
 
 async def test_a_tampered_body_fails_verification(
@@ -107,9 +108,9 @@ async def test_refusals_halt_and_bad_requests_go_dead(
     await client.post("/v1/orders", json=order(1, "+7 916 123-45-67"), headers=ORDER_AUTH)
     worker = client.app[WORKER]
     await until(lambda: worker.halted_since is not None)
-    assert outbox_rows(tmp_path / "leadgate.db")[0]["attempts"] == 0
-    await until(lambda: outbox_rows(tmp_path / "leadgate.db")[0]["state"] == "delivered")
+    assert (await outbox_of(tmp_path / "leadgate.db"))[0].attempts == 0
+    await until_outbox(tmp_path / "leadgate.db", lambda rows: states(rows)[:1] == ["delivered"])
     rec.statuses = [422]
     await client.post("/v1/orders", json=order(2, "+7 916 765-43-21"), headers=ORDER_AUTH)
-    await until(lambda: outbox_rows(tmp_path / "leadgate.db")[-1]["state"] == "dead")
-    assert outbox_rows(tmp_path / "leadgate.db")[-1]["last_error"] == "webhook: HTTP 422: nope"
+    rows = await until_outbox(tmp_path / "leadgate.db", lambda rows: states(rows)[-1:] == ["dead"])
+    assert rows[-1].last_error == "webhook: HTTP 422: nope"

@@ -1,0 +1,51 @@
+"""The store as the CLI sees it: the Store protocol, opened beside a running gateway.
+
+The CLI never reads the database itself: it asks a store in its client role, which takes
+no lock (the running server holds the file's single-writer lock), reads alongside the
+server, and makes each rare write (`outbox retry`) one short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from gateway.config import Settings
+from gateway.store.base import Store, StoreUnavailable
+from gateway.store.sqlite import SQLiteStore, StoreRole
+
+T = TypeVar("T")
+
+
+def make_client_store(settings: Settings) -> Store:
+    path = settings.store.path
+    if not path.exists():
+        raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
+    return SQLiteStore(path, role=StoreRole.CLIENT)
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Store]:
+    store = make_client_store(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` on an opened client store; a store that cannot serve exits with 1."""
+
+    async def main() -> T:
+        async with opened(settings) as store:
+            return await work(store)
+
+    try:
+        return asyncio.run(main())
+    except StoreUnavailable as exc:
+        print(f"leadgate: {settings.store.path}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
