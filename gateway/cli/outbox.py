@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from gateway.store.sqlite_queries import (
     outbox_retry_statement,
     read_outbox_stats,
 )
+from gateway.textsafe import json_text, printable
 
 STATES = ("pending", "delivered", "dead")
 
@@ -87,7 +87,8 @@ def _line(item: OutboxItem) -> str:
         "pending": ("next try", item.next_attempt_at),
     }.get(item.state, ("accepted", item.created_at))
     remote = f"  -> {item.remote_id}" if item.remote_id else ""
-    error = f"\n      {item.last_error}" if item.last_error and item.state != "delivered" else ""
+    shown = item.last_error and item.state != "delivered"
+    error = f"\n      {printable(item.last_error)}" if shown else ""
     return (
         f"{item.id:>7}  {item.state:<9}  {item.kind:<12}  {item.lead_id}  "
         f"tries {item.attempts}  {label} {when or item.created_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         state = "dead" if args.action == "dlq" else args.state
         items = list_outbox(db, state, args.limit)
         if args.json:
-            print(json.dumps([item_json(i) for i in items], ensure_ascii=False, indent=2))
+            print(json_text([item_json(i) for i in items]))
             return 0
         print(_summary(db))
         for item in items:
