@@ -33,6 +33,7 @@ from connectors.telephony.calls import (
     checked_time,
     customer_number,
 )
+from gateway.textsafe import header_bytes
 
 PROVIDER = "zadarma"
 
@@ -87,7 +88,8 @@ def verify(secret: str, fields: Mapping[str, str], given: str | None) -> bool:
     expected = signature(secret, fields)
     if expected is None or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.strip().encode())
+    # A header that is not UTF-8 arrives with lone surrogates: compare its bytes, never raise.
+    return hmac.compare_digest(expected.encode(), header_bytes(given.strip()))
 
 
 def parse_time(value: str | None, tz: ZoneInfo) -> datetime:

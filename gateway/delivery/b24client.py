@@ -23,6 +23,7 @@ import orjson
 
 from gateway.delivery.http_session import LazySession
 from gateway.delivery.sink import masked
+from gateway.redact import register, register_url
 
 MAX_BATCH = 50
 
@@ -168,6 +169,9 @@ class B24Client:
     ) -> None:
         self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self._secret = self._base.rstrip("/").rsplit("/", 1)[-1]
+        # "rest/<user>/<secret>" in any error, log line or page, however it is echoed.
+        register_url(self._base)
+        register(self._secret)
         self.bucket = bucket
         self._http = LazySession(timeout)
         self._operation_wait = operation_wait
@@ -205,6 +209,7 @@ class B24Client:
         errors: dict[str, B24Error] = {}
         for key, err in errors_raw.items():
             code = str(err.get("error", "ERROR")) if isinstance(err, dict) else str(err)
+            code = self.mask(code)[:100]
             text = str(err.get("error_description", "")) if isinstance(err, dict) else ""
             errors[key] = B24Error(classify(None, code), code, self.mask(text))
         return dict(results), errors
@@ -234,7 +239,7 @@ class B24Client:
         if status == 200 and "error" not in body:
             self._record("ok")
             return body
-        code = str(body.get("error") or f"HTTP_{status}")
+        code = self.mask(str(body.get("error") or f"HTTP_{status}"))[:100]
         description = self.mask(str(body.get("error_description") or ""))
         kind = classify(status, code)
         if code == "QUERY_LIMIT_EXCEEDED" or (kind == "throttle" and status == 503):

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.models import EventRecord, Lead
+from gateway.redact import redact
 from gateway.store.base import KIND_CREATED, KIND_MERGED, OutboxItem  # noqa: F401  (re-exported)
 
 
@@ -70,8 +71,11 @@ class Sink(Protocol):
 
 
 def masked(text: str, *secrets: str | None) -> str:
-    """`text` with every secret replaced: error strings carry URLs, URLs carry secrets."""
+    """`text` with every secret replaced: error strings carry URLs, URLs carry secrets, and
+    an error that echoes a request path carries a piece of one. The given secrets go whole;
+    then every registered secret (gateway.redact: the sinks register their URLs' parts)
+    in whatever spelling it was echoed."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return redact(text)

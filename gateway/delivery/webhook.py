@@ -26,6 +26,7 @@ import orjson
 from gateway.delivery.http_session import LazySession
 from gateway.delivery.settings import WebhookSinkSettings
 from gateway.delivery.sink import Delivery, Result, Status, masked
+from gateway.redact import register, register_url
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -60,6 +61,10 @@ class WebhookSink:
             raise ValueError("delivery.webhook.url and delivery.webhook.secret must be set")
         self.url = settings.url
         self._secret = settings.secret.get_secret_value().encode()
+        # The URL may hold a key in its path or query; the HMAC secret never leaves us,
+        # but it must not show anywhere should a receiver echo it.
+        register_url(self.url)
+        register(settings.secret.get_secret_value())
         self._http = LazySession(settings.timeout_seconds)
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._record = record or (lambda outcome: None)

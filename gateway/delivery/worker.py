@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
+from gateway.redact import redact
 from gateway.store.base import LeadLink, OutboxItem, OutboxUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ class OutboxWorker:
         counts: dict[str, int] = {}
         for r in results:
             item = by_id[r.outbox_id]
-            error = r.error
+            # Errors are kept and shown (`leadgate outbox`, /readyz): never with a secret.
+            error = redact(r.error) if r.error else r.error
             status = r.status
             if status in _DONE:
                 updates.append(OutboxUpdate(item.id, "delivered", remote_id=r.remote_id))
@@ -246,7 +248,7 @@ class OutboxWorker:
                     halt.error,
                     self.settings.halt_probe_seconds,
                 )
-            self.halted_reason = halt.error or "refused"
+            self.halted_reason = redact(halt.error or "refused")
             self._probe_at = now + timedelta(seconds=self.settings.halt_probe_seconds)
             self.metrics.halted.set(1)
             return
@@ -268,7 +270,7 @@ class OutboxWorker:
         if self.failing_since is None:
             self.failing_since = self._now()
             log.warning("delivery to %s failing: %s", self.sink.name, error)
-        self.last_error = error
+        self.last_error = redact(error)
         self.metrics.failing.set(1)
 
     async def _refresh(self, now: datetime) -> None:
