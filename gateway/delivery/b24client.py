@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from gateway.delivery.http_session import LazySession
+from gateway.delivery.http_session import LazySession, retry_after_seconds
 from gateway.delivery.sink import masked
 from gateway.redact import register, register_url
 
@@ -225,7 +225,7 @@ class B24Client:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-                retry_after = _seconds(resp.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record("network")
             detail = self.mask(f"{type(exc).__name__}: {exc}")
@@ -253,11 +253,3 @@ class B24Client:
             self._record({"halt": "auth", "retry": "server_error"}.get(kind, "error"))
         raise B24Error(kind, code, description, status=status, retry_after=retry_after)
 
-
-def _seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

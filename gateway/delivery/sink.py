@@ -36,6 +36,9 @@ class Delivery:
     lead_remote_id: str | None = None
     # State of the lead's own lead.created item: "pending" | "delivered" | "dead" | None.
     lead_state: str | None = None
+    # `lead` comes without its events (a merge carries its own event, never the history);
+    # this says how many there are.
+    event_count: int = 0
 
     @property
     def maybe_sent(self) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.delivery.http_session import LazySession
+from gateway.delivery.http_session import LazySession, retry_after_seconds
 from gateway.delivery.settings import WebhookSinkSettings
 from gateway.delivery.sink import Delivery, Result, Status, masked
 from gateway.redact import register, register_url
@@ -36,11 +36,15 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 def payload(d: Delivery) -> bytes:
+    """The new event and a summary of its lead, never the lead's history: every merge of a
+    person who posts again and again would otherwise send all their events once more."""
+    lead = d.lead.model_dump(mode="json", exclude={"events"})
+    lead["event_count"] = d.event_count
     return orjson.dumps(
         {
             "delivery_id": d.item.event_id,
             "kind": d.item.kind,
-            "lead": d.lead.model_dump(mode="json"),
+            "lead": lead,
             "event": d.event.model_dump(mode="json") if d.event is not None else None,
         }
     )
@@ -100,7 +104,7 @@ class WebhookSink:
                 async with session.post(self.url, data=body, headers=headers) as resp:
                     status = resp.status
                     answer = await resp.read()
-                    retry_after = _seconds(resp.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._record("network")
                 error = masked(f"webhook: {type(exc).__name__}: {exc}", self.url)
@@ -135,9 +139,3 @@ def _remote_id(answer: bytes) -> str | None:
         return str(data["id"])
     return None
 
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

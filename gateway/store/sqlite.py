@@ -35,6 +35,7 @@ from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Re
 from gateway.store.base import (
     KIND_CREATED,
     KIND_MERGED,
+    DeliveryView,
     LeadQuery,
     OutboxItem,
     PersonMatch,
@@ -50,6 +51,7 @@ from gateway.store.sqlite_queries import (
     list_outbox,
     migrate_outbox,
     open_reader,
+    read_delivery_view,
     read_lead,
     to_epoch,
 )
@@ -451,6 +453,9 @@ class SQLiteStore(OutboxMethods):
 
     async def get_lead(self, lead_id: str) -> Lead | None:
         return read_lead(self._db(), lead_id)
+
+    async def delivery_view(self, lead_id: str, event_id: str) -> DeliveryView | None:
+        return read_delivery_view(self._db(), lead_id, event_id)
 
     async def list_leads(self, query: LeadQuery) -> list[Lead]:
         return list_leads(self._db(), query)
