@@ -1,8 +1,10 @@
 """Online-store orders: POST /v1/orders from the website contractor, bearer token, idempotent.
 
 The same order id posted twice (retries, concurrent double-submits) is one lead and the
-same receipt; so is the same Idempotency-Key. Fields the contractor adds later are kept
-in the raw payload rather than refused: a new field on their side must never lose an order.
+same receipt; so is the same Idempotency-Key. Both are scoped to the token that posted:
+two shops (two tokens) each have their own order 1001, and one cannot replay the other's.
+Fields the contractor adds later are kept in the raw payload rather than refused: a new
+field on their side must never lose an order.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ class Order(_Payload):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def order_external_id(token_name: str, order_id: str) -> str:
+    """The order's idempotency key: its id within the token that posted it. (The SQLite
+    store gives orders stored before this scoping the same key when it opens a file.)"""
+    return f"{token_name}:{order_id}"
+
+
 def _money(value: Decimal, currency: str) -> str:
     return f"{value:,.2f}".replace(",", " ") + f" {currency}"
 
@@ -121,8 +129,8 @@ def parse_order(
         text += f"\nКомментарий: {order.comment}"
     return LeadEvent(
         channel=Channel.ORDERS,
-        external_id=order.order_id,
-        idempotency_key=f"order:{idempotency_key}" if idempotency_key else None,
+        external_id=order_external_id(token_name, order.order_id),
+        idempotency_key=f"order:{token_name}:{idempotency_key}" if idempotency_key else None,
         occurred_at=occurred,
         received_at=received_at,
         contact=Contact(

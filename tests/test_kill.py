@@ -188,7 +188,7 @@ class Request:
     @property
     def replay_key(self) -> str:
         if self.kind == "order":
-            return replay_key("orders", self.key)
+            return replay_key("orders", f"shop:{self.key}")  # scoped by the token's name
         return idempotency_key(f"form:site:{self.key}")
 
 

@@ -163,7 +163,8 @@ def title_values(
         "phone": phone,
         "email": email,
         "company": c.company or "",
-        "external_id": event.external_id if event else "",
+        # An order's own number, not its key (which is scoped by token: "site:1001").
+        "external_id": str(event.meta.get("order_id") or event.external_id) if event else "",
         "source_detail": (event.source_detail if event else None) or "",
     }
 

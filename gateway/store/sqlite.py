@@ -136,11 +136,37 @@ class SQLiteStore(OutboxMethods):
             self._writer.execute(f"PRAGMA {pragma}")
         self._writer.executescript(SCHEMA)
         migrate_outbox(self._writer)
+        self._migrate_order_keys(self._writer)
         # From here on the loop must never wait on a lock held by another process (a CLI
         # `outbox retry`): BEGIN fails at once and the commit loop retries asynchronously.
         self._writer.execute("PRAGMA busy_timeout=0")
         self._reader = open_reader(self.path)
         self._commit_task = asyncio.create_task(self._commit_loop(), name="sqlite-group-commit")
+
+    def _migrate_order_keys(self, db: sqlite3.Connection) -> None:
+        """Order ids used to be one space for all tokens (external_id "1001"); they are now
+        scoped by the token that posted them ("site:1001", connectors/orders.py). Orders
+        stored before get the key they would have today, as an alias of their event, so a
+        shop retrying an old order still gets its original receipt. Once per file."""
+        if db.execute("SELECT 1 FROM migrations WHERE name = ?", (_ORDERS_SCOPED,)).fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            aliases = []
+            for event_id, external_id, doc in db.execute(
+                "SELECT id, external_id, doc FROM events WHERE channel = 'orders'"
+            ):
+                token = orjson.loads(doc)["record"].get("source_detail")
+                if token:
+                    aliases.append((replay_key("orders", f"{token}:{external_id}"), event_id))
+            db.executemany(_ALIAS_REPLAY, aliases)
+            db.execute("INSERT INTO migrations (name) VALUES (?)", (_ORDERS_SCOPED,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if aliases:
+            log.info("%d stored orders keyed by their token's name too", len(aliases))
 
     async def close(self) -> None:
         if self._commit_task is not None:
@@ -538,6 +564,8 @@ _UPSERT_CHECKPOINT = (
     " ON CONFLICT(name) DO UPDATE SET value = excluded.value"
 )
 _INSERT_REPLAY = "INSERT INTO replay_keys (key, event_id) VALUES (?, ?)"
+_ORDERS_SCOPED = "orders scoped by token"
+_ALIAS_REPLAY = "INSERT OR IGNORE INTO replay_keys (key, event_id) VALUES (?, ?)"
 _INSERT_IDENTITY = "INSERT OR IGNORE INTO identities (key, lead_id) VALUES (?, ?)"
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
