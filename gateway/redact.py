@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"
 # Shorter strings are not masked: they would blot out ordinary words and numbers in every
-# log line. (Tokens that short are too weak to be worth hiding; check-config says so.)
+# log line. (Tokens that short are too weak to be worth hiding; leadgate init makes 40.)
 MIN_SECRET = 8
 
 
