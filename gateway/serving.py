@@ -85,8 +85,8 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         before = self._request_count
         super().data_received(data)
-        if self.transport is None:
-            return
+        if self.transport is None or self._upgraded:
+            return  # closed, or a WebSocket now: its frames are not a request head
         if self._request_count != before:
             # A head is complete (several, if pipelined): its body is what comes next.
             self._disarm_head()

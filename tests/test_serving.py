@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from conftest import make_settings
 from served import Served
 
@@ -202,3 +202,30 @@ body_timeout_seconds = 0.7
         assert answer == b"" and closed < 2.0
         log = app.stderr()
     assert "Traceback" not in log, log
+
+
+async def test_a_websocket_outlives_the_request_deadlines() -> None:
+    """The widget's WebSocket (and any other) is a long conversation, not a slow request."""
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    runner = GuardedRunner(app, limits=LIMITS, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        url = f"http://127.0.0.1:{port}/ws"
+        async with ClientSession() as session, session.ws_connect(url) as ws:
+            for word in ("один", "два", "три"):
+                await asyncio.sleep(LIMITS.body_timeout)  # past every deadline, in total
+                await ws.send_str(word)
+                assert (await ws.receive(timeout=5)).data == word
+    finally:
+        await runner.cleanup()
