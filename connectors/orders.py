@@ -1,19 +1,29 @@
 """Online-store orders: POST /v1/orders from the website contractor, bearer token, idempotent.
 
 The same order id posted twice (retries, concurrent double-submits) is one lead and the
-same receipt; so is the same Idempotency-Key. Fields the contractor adds later are kept
-in the raw payload rather than refused: a new field on their side must never lose an order.
+same receipt; so is the same Idempotency-Key. Both are scoped to the token that posted:
+two shops (two tokens) each have their own order 1001, and one cannot replay the other's.
+Fields the contractor adds later are kept in the raw payload rather than refused: a new
+field on their side must never lose an order.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.channels import (
     ChannelDefaults,
@@ -30,6 +40,35 @@ from gateway.receipts import receipt_response
 
 ORDER_CLOCK_TRUST = timedelta(days=7)
 MAX_DIGITS = 24  # room for any real price with cents; bounds what a number can expand to
+# What docs/openapi.yaml promises for an amount (Money, quantity): a JSON number 0 or
+# within 1e-6..1e17 (str(float) of those has at most 24 digits), or a string of plain
+# digits with an optional decimal point, at most 24 digits. Checked here as written there,
+# so that the contract and the server agree on every value (pydantic alone would take
+# "1e5", " 12 " or 1e-300 and refuse 1e30 with a less helpful message).
+_AMOUNT_TEXT = re.compile(r"[0-9]{1,24}|(?=[0-9.]{3,25}$)[0-9]+\.[0-9]+")
+_AMOUNT_RANGE = (1e-6, 1e17)
+_AMOUNT_HELP = (
+    "a non-negative amount: a number (0, or 0.000001 to 1e17) or digits with an optional "
+    "decimal point, at most 24 digits"
+)
+
+
+def _amount(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(_AMOUNT_HELP)
+    if isinstance(value, int | float):
+        low, high = _AMOUNT_RANGE
+        if value != 0 and not low <= abs(value) <= high:
+            raise ValueError(_AMOUNT_HELP)
+        return value
+    if isinstance(value, str) and _AMOUNT_TEXT.fullmatch(value):
+        return value
+    raise ValueError(_AMOUNT_HELP)
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
 
 
 class _Payload(BaseModel):
@@ -47,8 +86,8 @@ class Item(_Payload):
     sku: str | None = Field(None, max_length=200)
     name: str = Field(min_length=1, max_length=500)
     # max_digits: "1e999999" is a valid Decimal that would print as a million digits.
-    quantity: Decimal = Field(Decimal(1), gt=0, max_digits=MAX_DIGITS)
-    price: Decimal | None = Field(None, ge=0, max_digits=MAX_DIGITS)
+    quantity: Amount = Field(Decimal(1), gt=0, max_digits=MAX_DIGITS)
+    price: Amount | None = Field(None, ge=0, max_digits=MAX_DIGITS)
     category: EquipmentCategory | None = None
 
 
@@ -57,16 +96,47 @@ class Order(_Payload):
     created_at: datetime | None = None
     customer: Customer
     items: list[Item] = Field(default_factory=list, max_length=500)
-    total: Decimal | None = Field(None, ge=0, max_digits=MAX_DIGITS)
-    currency: str = Field("RUB", min_length=3, max_length=3)
+    total: Amount | None = Field(None, ge=0, max_digits=MAX_DIGITS)
+    currency: str = Field("RUB", pattern="^[A-Za-z]{3}$")
     comment: str | None = Field(None, max_length=10_000)
     utm: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # pydantic would also take 1700000000 or "1700000000" as a Unix time; the contract
+        # (docs/openapi.yaml) is an ISO 8601 string.
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("an ISO 8601 date-time string, e.g. 2026-11-27T12:40:00+03:00")
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                "an ISO 8601 date-time string, e.g. 2026-11-27T12:40:00+03:00"
+            ) from None
 
     @field_validator("order_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: Any) -> Any:
-        # Shops send numeric ids as numbers; the key is the same either way.
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        # Shops send numeric ids as numbers; the key is the same either way. 1001.0 is the
+        # integer 1001 to JSON Schema (and so to docs/openapi.yaml), so it is here too. Past
+        # 2**53 a number is not exact in JavaScript nor once parsed as a float: such ids
+        # must come as text, or two orders could share one key.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        if isinstance(value, float) and not value.is_integer():
+            return value  # refused as "not a string"
+        if abs(value) > 2**53:
+            raise ValueError("a numeric order id must be within ±2**53; send larger ones as text")
+        return str(int(value))
+
+
+def order_external_id(token_name: str, order_id: str) -> str:
+    """The order's idempotency key: its id within the token that posted it. (The SQLite
+    store gives orders stored before this scoping the same key when it opens a file.)"""
+    return f"{token_name}:{order_id}"
 
 
 def _money(value: Decimal, currency: str) -> str:
@@ -127,8 +197,8 @@ def parse_order(
         text += f"\nКомментарий: {order.comment}"
     return LeadEvent(
         channel=Channel.ORDERS,
-        external_id=order.order_id,
-        idempotency_key=f"order:{idempotency_key}" if idempotency_key else None,
+        external_id=order_external_id(token_name, order.order_id),
+        idempotency_key=f"order:{token_name}:{idempotency_key}" if idempotency_key else None,
         occurred_at=occurred,
         received_at=received_at,
         contact=Contact(

@@ -123,6 +123,11 @@ def parse_submission(
             errors[name] = _(MSG_CHOICE).format(choices=", ".join(spec.choices or ()))
             continue
         values[name] = value
+    for key in UTM_KEYS:
+        # Text or nothing, as the OpenAPI document says; a number or an object is a bug on
+        # the site's side that would otherwise vanish without a word.
+        if data.get(key) is not None and not isinstance(data[key], str):
+            errors[key] = _(MSG_NOT_TEXT)
     if errors:
         raise FormInvalid(errors)
 

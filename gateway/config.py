@@ -68,6 +68,13 @@ class ServerSettings(Section):
     # Proxies whose X-Forwarded-For we believe; from anyone else the header is ignored,
     # otherwise any client could pick the IP the rate limit sees.
     trusted_proxies: Networks = []
+    # Slow clients (gateway.serving): a request head must arrive within header_timeout of
+    # its first byte, its body within body_timeout of the head; idle keep-alive
+    # connections close after keepalive; beyond max_connections new ones get a 503.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    keepalive_seconds: float = Field(75.0, gt=0, le=3600)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
 
 
 class StoreSettings(Section):

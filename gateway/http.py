@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import SecretStr
 
 from gateway.errors import ApiError
+from gateway.textsafe import header_bytes
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -51,17 +52,47 @@ def client_ip(request: web.Request, trusted_proxies: list[Network]) -> str:
     return peer
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_type not in JSON_TYPES:
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    body = await request.read()
+# Deeper JSON is refused when it is parsed, with a 400 that says so: no form, order or call
+# event nests more than a few levels, and past 255 the store's serializer would be the
+# first to refuse (a 500).
+MAX_JSON_DEPTH = 32
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Does `value` nest lists/objects more than `limit` levels deep? Iterative: a
+    hostile value cannot exhaust the stack, and flat values cost one pass."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from bytes, or ApiError 400 invalid_json: not JSON, not an object,
+    or nested deeper than MAX_JSON_DEPTH."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "expected a JSON object")
+    if too_deep(data):
+        raise ApiError(400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type not in JSON_TYPES:
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    return parse_json_object(await request.read())
 
 
 async def read_fields(request: web.Request) -> dict[str, Any]:
@@ -104,11 +135,12 @@ def _unicode(text: str) -> str:
     return text
 
 
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,199}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    """The Idempotency-Key header: 1 to 200 visible ASCII characters; blank means none."""
+    """The Idempotency-Key header: 1 to 200 visible ASCII characters (no spaces, as the
+    OpenAPI document says); blank means none."""
     raw = request.headers.get("Idempotency-Key", "").strip()
     if not raw:
         return None
@@ -134,9 +166,10 @@ def match_token(given: str | None, tokens: Mapping[str, SecretStr]) -> str | Non
     if not given:
         return None
     found = None
+    given_bytes = header_bytes(given)  # bytes that are not UTF-8 compare unequal, never raise
     for name, secret in tokens.items():
         # Compare against every token so timing does not tell which names exist.
-        if hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+        if hmac.compare_digest(given_bytes, secret.get_secret_value().encode()):
             found = name
     return found
 

@@ -17,6 +17,8 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, NumberParseException, PhoneNumberFormat
 
 from gateway.models import Contact
+from gateway.redact import redact
+from gateway.textsafe import escape_controls, escape_controls_multiline, storable
 
 # Marks a settings field as a list of phone numbers: gateway.config checks every such list,
 # in any section, with the one phone rule and the configured phone_region.
@@ -224,8 +226,9 @@ def mask_email(email: str) -> str:
 _HEX = "[0-9A-Fa-f]"
 _PLUS = r"(?:\+|%2[Bb]|\\u002[Bb])"
 _SEP = (
-    r"(?:[ \t\u00a0\u2000-\u200b\u202f\u2010-\u2015\u2212.()+\-]"
-    r"|%2[089BbDdEe]|&nbsp;|&#160;|\\t|\\u(?:00[Aa]0|200[0-9AaBb]|201[0-5]|202[Ff]|2212))"
+    r"(?:[ \t\u00a0\u2000-\u200b\u202f\u2010-\u2015\u2212.()+\-,/_]"
+    r"|%2[089BbDdEeCcFf]|%5[Ff]|&nbsp;|&#160;|\\t|\\u(?:00[Aa]0|200[0-9AaBb]|201[0-5]|202[Ff]|2212)"
+    rf"|\\x{_HEX}{{2}})"
 )
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d)"
 _MONTH = r"(?:0[1-9]|1[0-2])"
@@ -233,8 +236,8 @@ _DAY = r"(?:0[1-9]|[12]\d|3[01])"
 _TIME = r"\d\d?:[0-5]\d(?::[0-5]\d(?:\.\d{1,9}(?!\d))?)?(?!\d)"
 _UUID = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
 _KEEP = (
-    rf"(?:\d{{4}}-{_MONTH}-{_DAY}|\d{{4}}\.{_MONTH}\.{_DAY}"
-    rf"|{_DAY}\.{_MONTH}\.\d{{4}}|{_DAY}-{_MONTH}-\d{{4}})(?![-.]?\d)"
+    rf"(?:\d{{4}}-{_MONTH}-{_DAY}|\d{{4}}\.{_MONTH}\.{_DAY}|\d{{4}}/{_MONTH}/{_DAY}"
+    rf"|{_DAY}\.{_MONTH}\.\d{{4}}|{_DAY}-{_MONTH}-\d{{4}}|\d\d?/\d\d?/\d{{4}})(?![-./]?\d)"
     rf"|{_TIME}"
     rf"|(?:{_OCTET}\.){{3}}{_OCTET}(?!\.?\d)"
 )
@@ -254,11 +257,13 @@ _NUMBER_PATTERN = re.compile(rf"(?<!\d)(?=[\d+%\\])(?:(?P<keep>{_KEEP})|(?P<phon
 # but not inside a %XX or \uXXXX escape (one start per run keeps the pass linear). "%40",
 # "%2540" (encoded twice, as in a redirect URL), "\u0040" and "&#64;" are the '@' itself, so
 # they are not local characters.
-_AT = r"(?:@|%40|%2540|\\u0040|&#64;|&#[xX]40;)"
-_LOCAL_CHAR = rf"(?:[\w.+\-]|%(?!40|2540){_HEX}{{2}}|\\u(?!0040){_HEX}{{4}})"
-_DOMAIN_CHAR = rf"(?:[\w\-]|%{_HEX}{{2}}|\\u{_HEX}{{4}})"
+_AT = r"(?:@|%40|%2540|\\u0040|\\x40|&#64;|&#[xX]40;)"
+_LOCAL_CHAR = (
+    rf"(?:[\w.+\-]|%(?!40|2540){_HEX}{{2}}|\\u(?!0040){_HEX}{{4}}|\\x(?!40){_HEX}{{2}})"
+)
+_DOMAIN_CHAR = rf"(?:[\w\-]|%{_HEX}{{2}}|\\u{_HEX}{{4}}|\\x{_HEX}{{2}})"
 _EMAIL_PATTERN = re.compile(
-    rf"(?<![\w.+\-])(?!(?<=%){_HEX}{{2}}|(?<=\\)u{_HEX}{{4}})"
+    rf"(?<![\w.+\-])(?!(?<=%){_HEX}{{2}}|(?<=\\)u{_HEX}{{4}}|(?<=\\)x{_HEX}{{2}})"
     rf"(?P<local>{_LOCAL_CHAR}++)(?P<at>{_AT})"
     rf"{_DOMAIN_CHAR}++(?:\.{_DOMAIN_CHAR}++)++"
 )
@@ -266,8 +271,13 @@ _EMAIL_PATTERN = re.compile(
 _AT_PATTERN = re.compile(_AT)  # cheap gate: most log lines have no address at all
 _DIGIT_GROUPS = re.compile(r"\d+")
 # Escapes inside a cluster are separators; their hex digits are not the number's digits.
-_CLUSTER_ESCAPES = re.compile(rf"%{_HEX}{{2}}|\\u{_HEX}{{4}}|\\t|&nbsp;|&#160;")
+_CLUSTER_ESCAPES = re.compile(rf"%{_HEX}{{2}}|\\u{_HEX}{{4}}|\\x{_HEX}{{2}}|\\t|&nbsp;|&#160;")
 _PLUS_TOKEN = re.compile(_PLUS)
+# Separators that also join lists and paths: a cluster joined by them needs phone-sized groups.
+_WEAK_SEP = re.compile(r"([,/_]|%2[CcFf]|%5[Ff])")
+_GROUP_MAX = 4
+_LEADING_SEPS = re.compile(rf"(?:(?!{_PLUS}){_SEP})*")
+_HEX_BYTE = re.compile(rf"\\x({_HEX}{{2}})")
 _UUID_EXACT = re.compile(rf"(?<![0-9A-Za-z]){_UUID}(?![0-9A-Za-z])")
 
 
@@ -295,6 +305,12 @@ def _mask_cluster(run: str) -> str:
         body = _CLUSTER_ESCAPES.sub(" ", body)
     groups = _DIGIT_GROUPS.findall(body)
     digits = "".join(groups)
+    if _WEAK_SEP.search(run) and not _phone_shaped(groups, bool(plus)):
+        # Joined by "," "/" "_": a phone only when written like one ("8,916,123,45,67"),
+        # else a list ("UIDs 1234567, 1234568") whose items are judged one by one.
+        return "".join(
+            part if i % 2 else _mask_piece(part) for i, part in enumerate(_WEAK_SEP.split(run))
+        )
     if plus:
         # "+7 916 ..." and "+79161234567": a number written internationally.
         is_phone = len(digits) >= 7
@@ -315,6 +331,22 @@ def _mask_cluster(run: str) -> str:
         return run
     masked = _mask_digits(digits, bool(plus))
     return plus + masked[1:] if plus else masked
+
+
+def _phone_shaped(groups: list[str], plus: bool) -> bool:
+    """Digit groups that spell one whole number: short groups (the last may hold the
+    subscriber's 7 digits), a full number's worth of digits (7 after a plus, else 10)."""
+    digits = sum(map(len, groups))
+    short = all(len(g) <= _GROUP_MAX for g in groups[:-1]) and len(groups[-1]) <= 7
+    return short and digits >= (7 if plus else 10)
+
+
+def _mask_piece(piece: str) -> str:
+    """One item of a list cut out of a cluster: its leading separators kept as they are."""
+    lead = _LEADING_SEPS.match(piece)
+    start = lead.end() if lead else 0
+    core = piece[start:]
+    return piece[:start] + _mask_cluster(core) if _DIGIT_GROUPS.search(core) else piece
 
 
 def _inside_uuid(match: re.Match[str]) -> bool:
@@ -342,6 +374,9 @@ def _first_char(local: str) -> str:
     """The first character of a possibly %-encoded or \\u-escaped local part, for display."""
     if local[0] == "%":
         char = urllib.parse.unquote(local[:12])[0]  # up to 4 %XX bytes: one UTF-8 character
+    elif local.startswith("\\x"):  # \xNN bytes as Python's repr shows them
+        raw = bytes.fromhex("".join(_HEX_BYTE.findall(local[:16])))
+        char = raw.decode("utf-8", "replace")[0]
     elif local[0] == "\\":
         char = chr(int(local[2:6], 16))
     else:
@@ -374,6 +409,10 @@ class MaskingFilter(logging.Filter):
 
     The message is formatted first so that values passed as %-args are masked too; the
     traceback text is pre-rendered and masked because exception messages often carry payloads.
+    Whatever a formatter later adds (time, level, logger name) is ours. In order: registered
+    secrets are cut out in any spelling (gateway.redact), control characters are escaped (a
+    message is one line: a newline in a client's input cannot forge a second log line), then
+    phones and emails are masked, also where aiohttp shows raw bytes as \\xNN escapes.
     """
 
     _formatter = logging.Formatter()
@@ -383,12 +422,13 @@ class MaskingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string must not turn logging into a crash
             message = f"{record.msg!s} {record.args!r}"
-        record.msg = mask_text(message)
+        record.msg = mask_text(escape_controls(redact(storable(message))))
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = mask_text(record.exc_text)
+            text = redact(storable(record.exc_text))
+            record.exc_text = mask_text(escape_controls_multiline(text))
         if record.stack_info:
-            record.stack_info = mask_text(record.stack_info)
+            record.stack_info = mask_text(redact(record.stack_info))
         return True

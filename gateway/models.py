@@ -57,6 +57,10 @@ class _Own(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Phones, emails and handles a lead's contact gathers from merged events, each at most.
+MAX_PER_KIND = 20
+
+
 class Contact(_Own):
     """Who reached out. Phones are E.164, emails normalized (see gateway.identity)."""
 
@@ -67,10 +71,14 @@ class Contact(_Own):
     handles: tuple[str, ...] = ()  # "vk:123", "tg:456", "fb:PSID"
 
     def merged_with(self, other: Contact) -> Contact:
-        """This contact enriched by a later one: first known name/company wins, lists union."""
+        """This contact enriched by a later one: first known name/company wins, lists union,
+        each list at most MAX_PER_KIND (the first ones: a lead must not grow with every post
+        of someone typing a new address each time)."""
 
         def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-            return a + tuple(x for x in b if x not in a)
+            if len(a) >= MAX_PER_KIND:
+                return a
+            return (a + tuple(x for x in b if x not in a))[:MAX_PER_KIND]
 
         return Contact(
             name=self.name or other.name,

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.keys import METRICS, PIPELINE, READINESS, STORE
+from gateway.redact import redact
 
 ReadinessCheck = Callable[[], str | None]
 
@@ -29,12 +30,14 @@ async def readiness(app: web.Application) -> tuple[bool, list[str]]:
     try:
         await app[STORE].ping()
     except Exception as exc:
-        return False, [f"store: {exc}"]
+        return False, [redact(f"store: {exc}")]
     problems += [f"assignment: {p}" for p in app[PIPELINE].roster.problems()]
     for name, check in app[READINESS].items():
         if (problem := check()) is not None:
             problems.append(f"{name}: {problem}")
-    return True, problems
+    # Both pages answer without a token: a problem that quotes a CRM's answer must not
+    # carry a piece of a secret (gateway.redact), whatever produced it.
+    return True, [redact(p) for p in problems]
 
 
 async def healthz(request: web.Request) -> web.Response:

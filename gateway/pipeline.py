@@ -17,8 +17,10 @@ from gateway.calendar import BusinessCalendar, Classification
 from gateway.identity import identity_keys
 from gateway.metrics import Metrics
 from gateway.models import Lead, LeadEvent, LeadStatus, Outcome, Receipt, new_id
+from gateway.rawpayload import bound_raw
 from gateway.screen import Screen
 from gateway.store.base import PersonMatch, Plan, Quarantined, Store
+from gateway.textsafe import storable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ class Pipeline:
         """Like accept(), plus the calendar verdict and assignment (for connectors that steer
         the sender: a PBX routing the call, an auto-reply saying when we open)."""
         channel = event.channel.value
+        if event.raw is not None and (raw := bound_raw(event.raw)) is not event.raw:
+            # Kept for audit, not for work: cut to size here, the one door, for every channel.
+            event = event.model_copy(update={"raw": raw})
         try:
             classification = self.calendar.classify(event.occurred_at, channel)
         except (ValueError, OverflowError):
@@ -176,7 +181,10 @@ class Pipeline:
         checkpoint: tuple[str, str] | None = None,
     ) -> None:
         """Keep authentic input that could not become an event, for a person to inspect."""
-        await self.store.quarantine(Quarantined(channel, reason, body, headers or {}), checkpoint)
+        # Header values arrive as aiohttp decoded them: bytes that were not UTF-8 are lone
+        # surrogates no JSON encoder takes. Kept as \xNN escapes instead.
+        kept = {storable(k): storable(v) for k, v in (headers or {}).items()}
+        await self.store.quarantine(Quarantined(channel, reason, body, kept), checkpoint)
         self.metrics.count(self.metrics.quarantined, channel)
 
     async def seed(self, now: datetime) -> None:

@@ -32,6 +32,7 @@ from gateway.keys import (
 )
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.redact import register as register_secret
 from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
@@ -125,7 +126,13 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             content_type="application/json",
             headers={"Retry-After": "5"},
         )
-    except (asyncio.CancelledError, ConnectionResetError):
+    except ConnectionResetError:
+        # The client went away mid-upload (or was cut off by a read deadline): nothing was
+        # stored and nobody listens. One debug line, not a traceback per dropped upload.
+        log.debug("client gone during %s %s", request.method, _route_name(request))
+        app[METRICS].rejected(_route_name(request), "client_gone")
+        return web.Response(status=400)
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, _route_name(request))
@@ -179,6 +186,9 @@ def create_app(
     pipeline = make_pipeline(settings, store, metrics)
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    for tokens in (settings.orders.tokens, settings.admin.tokens):
+        for token in tokens.values():
+            register_secret(token.get_secret_value())
     app[STORE] = store
     app[PIPELINE] = pipeline
     app[COORDINATION] = coordination

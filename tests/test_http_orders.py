@@ -108,7 +108,7 @@ async def test_order_creates_lead(client: Client) -> None:
     }
     assert found["assigned_to"] in {"anna", "boris"}
     event = found["events"][0]
-    assert event["external_id"] == "A-1001"
+    assert event["external_id"] == "site:A-1001"  # scoped by the token that posted it
     assert event["source_detail"] == "site"  # the name of the token that was used
     assert event["utm"] == {"utm_source": "google"}
     assert event["meta"]["order_id"] == "A-1001"

@@ -190,8 +190,9 @@ class Request:
     async def stored(self, store: Store) -> StoredEvent | None:
         """The event a replay of this request would answer with, if any is stored."""
         if self.kind == "order":
+            # Order ids are scoped by the name of the token that posted them.
             found = await store.list_events(
-                EventQuery(channel=Channel.ORDERS, external_id=self.key, limit=2)
+                EventQuery(channel=Channel.ORDERS, external_id=f"shop:{self.key}", limit=2)
             )
             assert len(found) <= 1, found
             return found[0] if found else None

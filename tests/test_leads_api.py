@@ -224,7 +224,7 @@ async def test_get_lead_with_events(client: Client) -> None:
         ("webform", "created", None),
         ("orders", "merged", "email"),
     ]
-    assert events[1]["external_id"] == "G-1"
+    assert events[1]["external_id"] == "site:G-1"
 
 
 async def test_unknown_lead_is_404(client: Client) -> None:

@@ -214,7 +214,8 @@ async def test_startup_logs_each_connector_with_route_patterns_never_secrets(
         "connector webform: routes POST /v1/forms/{form_id}, OPTIONS /v1/forms/{form_id}, "
         "GET /v1/forms/{form_id}/thanks; tasks none",
         "connector orders: routes POST /v1/orders; tasks none",
-        "connector telephony: routes POST /v1/telephony/cti/{token}; tasks none",
+        "connector telephony: routes POST /v1/telephony/cti, POST /v1/telephony/cti/{token}; "
+        "tasks none",
     ]
     assert token not in caplog.text
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiohttp import web
 
-from connectors.telephony import cti, mango, zadarma
+from connectors.telephony import cti, guard, mango, zadarma
 from connectors.telephony.calls import (
     ANSWERED,
     CallInvalid,
@@ -36,10 +36,19 @@ from connectors.telephony.settings import TelephonySettings
 from gateway.assign import REASON_STICKY
 from gateway.channels import Connector, ConnectorContext, TaskSpec
 from gateway.errors import ApiError
-from gateway.http import FORM_READ_ERRORS, FORM_TYPES
+from gateway.http import (
+    FORM_READ_ERRORS,
+    FORM_TYPES,
+    MAX_JSON_DEPTH,
+    bearer_token,
+    networks,
+    too_deep,
+)
 from gateway.identity import normalize_phone
 from gateway.models import LeadStatus, Outcome
 from gateway.pipeline import Accepted
+from gateway.redact import register as register_secret
+from gateway.textsafe import header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,23 @@ class TelephonyConnector:
         }
         self.extensions = {s.extension: s.id for s in ctx.settings.sellers if s.extension}
         self.zadarma_tz = ZoneInfo(self.settings.zadarma.timezone)
+        self.trusted = list(ctx.trusted_proxies)
+        self.allowed = {
+            zadarma.PROVIDER: networks(self.settings.zadarma.allowed_networks),
+            mango.PROVIDER: networks(self.settings.mango.allowed_networks),
+            cti.PROVIDER: networks(self.settings.cti.allowed_networks),
+        }
         self.metrics = TelephonyMetrics(ctx.metrics.registry)
+        # The CTI token travels in the URL path: any log line or page quoting a request
+        # line must show it masked, in whatever spelling it came.
+        for secret in (
+            self.settings.zadarma.api_secret,
+            self.settings.mango.api_key,
+            self.settings.mango.api_salt,
+            self.settings.cti.token,
+        ):
+            if secret is not None:
+                register_secret(secret.get_secret_value())
         # When a webhook arrived; replaceable in tests (the CTI format has no timestamps).
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -116,7 +141,11 @@ class TelephonyConnector:
                 web.post("/v1/telephony/mango/events/{kind:[A-Za-z0-9_/]{1,64}}", self.mango_event)
             )
         if s.cti.token is not None:
-            routes.append(web.post("/v1/telephony/cti/{token}", self.cti_event))
+            routes += [
+                # The token in a header keeps it out of URLs (proxy and access logs).
+                web.post("/v1/telephony/cti", self.cti_event),
+                web.post("/v1/telephony/cti/{token}", self.cti_event),
+            ]
         return routes
 
     def tasks(self) -> Sequence[TaskSpec]:
@@ -130,7 +159,16 @@ class TelephonyConnector:
 
     # --- Zadarma --------------------------------------------------------------------
 
+    def _check_source(self, provider: str, request: web.Request) -> None:
+        """The provider's allow-list of source networks, before anything else is read."""
+        try:
+            guard.check_source(provider, request, self.allowed[provider], self.trusted)
+        except ApiError:
+            self.metrics.webhook(provider, "unknown", "unauthorized")
+            raise
+
     async def zadarma_echo(self, request: web.Request) -> web.StreamResponse:
+        self._check_source(zadarma.PROVIDER, request)
         echo = request.query.get("zd_echo")
         if echo is None:
             raise ApiError(400, "missing_zd_echo", "Zadarma checks this URL with ?zd_echo=...")
@@ -143,6 +181,7 @@ class TelephonyConnector:
     async def zadarma_event(self, request: web.Request) -> web.StreamResponse:
         z = self.settings.zadarma
         assert z.api_secret is not None
+        self._check_source(zadarma.PROVIDER, request)
         fields = await read_form(request)
         texts = {k: v for k, v in fields.items() if isinstance(v, str)}
         event = texts.get("event")
@@ -164,6 +203,7 @@ class TelephonyConnector:
         except CallInvalid as exc:
             await self._invalid(zadarma.PROVIDER, str(exc), orjson.dumps(texts), request)
             raise ApiError(400, "invalid_event", str(exc)) from None
+        self._check_fresh(notice, z.max_age_hours)
         accepted, blocked = await self.record(notice, dict(texts))
         body: dict[str, Any] = {}
         if notice.kind == "start" and notice.direction == "in" and accepted is not None:
@@ -186,6 +226,7 @@ class TelephonyConnector:
     async def mango_event(self, request: web.Request) -> web.StreamResponse:
         m = self.settings.mango
         assert m.api_key is not None and m.api_salt is not None
+        self._check_source(mango.PROVIDER, request)
         kind = request.match_info["kind"]
         fields = await read_form(request)
         texts = {k: v for k, v in fields.items() if isinstance(v, str)}
@@ -205,6 +246,8 @@ class TelephonyConnector:
         try:
             if not isinstance(data, dict):
                 raise CallInvalid("json is not a JSON object")
+            if too_deep(data):
+                raise CallInvalid(f"json is nested deeper than {MAX_JSON_DEPTH} levels")
             notice = mango.parse(kind, data, region=self.region)
         except CallInvalid as exc:
             await self._invalid(mango.PROVIDER, str(exc), body, request)
@@ -217,10 +260,11 @@ class TelephonyConnector:
     async def cti_event(self, request: web.Request) -> web.StreamResponse:
         token = self.settings.cti.token
         assert token is not None
-        given = request.match_info["token"].encode()
-        if not hmac.compare_digest(given, token.get_secret_value().encode()):
+        self._check_source(cti.PROVIDER, request)
+        given = request.match_info.get("token") or bearer_token(request) or ""
+        if not hmac.compare_digest(header_bytes(given), token.get_secret_value().encode()):
             self.metrics.webhook(cti.PROVIDER, "unknown", "unauthorized")
-            raise ApiError(403, "forbidden", "wrong CTI token")
+            raise ApiError(403, "forbidden", "wrong or missing CTI token")
         if request.content_type == "application/json":
             raw = await request.read()
             try:
@@ -230,6 +274,10 @@ class TelephonyConnector:
             if not isinstance(data, dict):
                 await self._invalid(cti.PROVIDER, "body is not a JSON object", raw, request)
                 raise ApiError(400, "invalid_json", "expected a JSON object")
+            if too_deep(data):
+                problem = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+                await self._invalid(cti.PROVIDER, problem, raw, request)
+                raise ApiError(400, "invalid_json", problem)
         else:
             data = await read_form(request)
             raw = orjson.dumps(data)
@@ -246,6 +294,13 @@ class TelephonyConnector:
             body = cti.steer(blocked=blocked)
             self._count_steering(cti.PROVIDER, body)
         return _json(body)
+
+    def _check_fresh(self, notice: Notice, max_age_hours: float) -> None:
+        try:
+            guard.check_fresh(notice, self.clock(), max_age_hours)
+        except ApiError:
+            self.metrics.webhook(notice.provider, notice.kind, "unauthorized")
+            raise
 
     # --- the call flow, the same for every provider ---------------------------------
 

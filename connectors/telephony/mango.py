@@ -44,6 +44,7 @@ from connectors.telephony.calls import (
     checked_time,
     customer_number,
 )
+from gateway.textsafe import header_bytes
 
 PROVIDER = "mango"
 KNOWN_KINDS = ("call", "summary")
@@ -59,9 +60,9 @@ def verify(api_key: str, api_salt: str, fields: Mapping[str, str]) -> str | None
     given_sign = fields.get("sign")
     if not given_key or not given_sign or "json" not in fields:
         return "missing"
-    key_ok = hmac.compare_digest(given_key.encode(), api_key.encode())
+    key_ok = hmac.compare_digest(header_bytes(given_key), api_key.encode())
     expected = sign(api_key, fields["json"], api_salt)
-    sign_ok = hmac.compare_digest(expected.encode(), given_sign.strip().lower().encode())
+    sign_ok = hmac.compare_digest(expected.encode(), header_bytes(given_sign.strip().lower()))
     return None if key_ok and sign_ok else "wrong"
 
 

@@ -6,7 +6,18 @@ A provider's webhook is mounted only when its secret is configured.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+import ipaddress
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.hours import TimeZoneName
 from gateway.identity import PhoneList
@@ -18,6 +29,21 @@ DEFAULT_ZADARMA_RECORDING_URL = (
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_networks(items: list[str]) -> list[str]:
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return items
+
+
+# The provider's source addresses; empty: any address (the signature is the only check).
+# Behind a reverse proxy the client address comes from X-Forwarded-For, and only when the
+# proxy is in [server] trusted_proxies.
+Networks = Annotated[list[str], AfterValidator(_check_networks)]
 
 
 class ZadarmaSettings(_Section):
@@ -36,6 +62,11 @@ class ZadarmaSettings(_Section):
     blocked_action: str = Field("blacklist", pattern="^(blacklist|hangup)$")
     # Link put on recording attachments; {recording_id} and {call_id} are filled in.
     recording_url: str | None = DEFAULT_ZADARMA_RECORDING_URL
+    allowed_networks: Networks = []
+    # The signature covers caller_id + called_did + call_start only: a captured
+    # notification can be edited and replayed. call_start further than this from now
+    # (either way) is refused. 0: no check.
+    max_age_hours: float = Field(24.0, ge=0, le=24 * 31)
 
 
 class MangoSettings(_Section):
@@ -43,6 +74,7 @@ class MangoSettings(_Section):
     # from the Mango Office cabinet, Integrations -> API connection.
     api_key: SecretStr | None = None
     api_salt: SecretStr | None = None
+    allowed_networks: Networks = []
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> MangoSettings:
@@ -52,8 +84,10 @@ class MangoSettings(_Section):
 
 
 class CtiSettings(_Section):
-    # The secret part of the URL the PBX posts to: /v1/telephony/cti/{token}.
+    # The secret: in the URL the PBX posts to (/v1/telephony/cti/{token}), or, better, in
+    # an `Authorization: Bearer` header to /v1/telephony/cti (URLs end up in proxy logs).
     token: SecretStr | None = None
+    allowed_networks: Networks = []
 
     @field_validator("token")
     @classmethod

@@ -36,6 +36,7 @@ from connectors.telephony.calls import (
     checked_time,
     customer_number,
 )
+from gateway.textsafe import header_bytes
 
 PROVIDER = "zadarma"
 
@@ -97,7 +98,8 @@ def verify(secret: str, fields: Mapping[str, str], given: str | None) -> bool:
     digest = _digest(secret, fields)
     if digest is None or not given:
         return False
-    sent = given.strip().encode()
+    # A header that is not UTF-8 arrives with lone surrogates: compare its bytes, never raise.
+    sent = header_bytes(given.strip())
     documented = base64.b64encode(digest.hex().encode())
     raw = base64.b64encode(digest)  # as Zadarma's TypeScript SDK computes it
     # Both compared, always, so the time taken does not tell which spelling came close.

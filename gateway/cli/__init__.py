@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from gateway.config import ConfigError, Settings, load_settings, resolve_path
 from gateway.identity import MaskingFilter
@@ -17,8 +18,8 @@ def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler()
+def setup_logging(level: str, stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream)
     # Every record passes the mask: no log line may carry a full phone or email.
     handler.addFilter(MaskingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -28,8 +29,7 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from gateway import serving
     from gateway.store.sqlite import StoreLocked
     from gateway.web import create_app
 
@@ -45,13 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         len(settings.sellers),
     )
     try:
-        web.run_app(
+        serving.run(
             create_app(settings),
-            host=host,
-            port=port,
-            access_log=None,
-            print=None,
-            handle_signals=True,
+            host,
+            port,
+            serving.limits(settings.server),
             # A body still uploading at SIGTERM would hold shutdown for aiohttp's default
             # 60 s; nothing of it is stored, and Docker kills after 10 s anyway.
             shutdown_timeout=8.0,

@@ -20,6 +20,10 @@ host = "127.0.0.1"
 port = 8080
 max_body_bytes = 1048576     # bigger bodies get 413
 trusted_proxies = []         # e.g. ["10.0.0.0/8"]: X-Forwarded-For is believed only from these
+header_timeout_seconds = 10  # slow clients: the request head must arrive within this
+body_timeout_seconds = 30    # ... and the body within this after the head
+keepalive_seconds = 75       # idle kept-alive connections close after this
+max_connections = 1000       # more get 503 busy; keep below `ulimit -n`
 
 [store]
 path = "leadgate.db"         # SQLite file (WAL); one gateway process writes it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ from gateway.identity import mask_email, mask_phone, mask_text
 from gateway.leads_api import lead_json
 from gateway.models import Channel, Lead, LeadStatus
 from gateway.store.base import LeadQuery
+from gateway.textsafe import json_text, printable
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _line(lead: Lead, tz: ZoneInfo) -> str:
     c = lead.contact
-    who = c.name or "—"
+    who = printable(c.name) or "—"
     # The terminal is a log too: masked unless --json is asked for explicitly.
     reach = ", ".join([mask_phone(p) for p in c.phones] + [mask_email(e) for e in c.emails])
     flags = " после часов" if lead.after_hours else ""
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         leads = with_store(settings, lambda store: store.list_leads(query))
         if args.json:
-            print(json.dumps([lead_json(lead) for lead in leads], ensure_ascii=False, indent=2))
+            print(json_text([lead_json(lead) for lead in leads]))
         else:
             for lead in leads:
                 print(_line(lead, tz))
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     lead = found
     if args.json:
-        print(json.dumps(lead_json(lead), ensure_ascii=False, indent=2))
+        print(json_text(lead_json(lead)))
         return 0
     print(_line(lead, tz))
     print(
         f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
-        + (f"; {lead.after_hours_reason}" if lead.after_hours_reason else "")
+        + (f"; {printable(lead.after_hours_reason)}" if lead.after_hours_reason else "")
     )
     for ev in lead.events:
         matched = f" (по {ev.matched_on})" if ev.matched_on else ""
@@ -83,6 +83,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"  - {ev.occurred_at.astimezone(tz):%Y-%m-%d %H:%M} {ev.channel.value} "
             # What customers write carries phones and addresses: masked like any log.
-            f"{ev.outcome.value}{matched}: {mask_text(first_line)}"
+            f"{ev.outcome.value}{matched}: {printable(mask_text(first_line))}"
         )
     return 0

@@ -8,13 +8,13 @@ waits for without blocking). The running worker picks retried items up at its ne
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.cli.store import with_store
 from gateway.config import Settings
 from gateway.store.base import OutboxItem, OutboxState, OutboxStats, Store
+from gateway.textsafe import json_text, printable
 
 STATES = tuple(state.value for state in OutboxState)
 
@@ -65,11 +65,8 @@ def _line(item: OutboxItem) -> str:
     held = ""
     if item.claimed_by is not None and item.claimed_until is not None:
         held = f"  held by {item.claimed_by} until {item.claimed_until:%H:%M:%S} UTC"
-    error = (
-        f"\n      {item.last_error}"
-        if item.last_error and item.state is not OutboxState.DELIVERED
-        else ""
-    )
+    shown = item.last_error and item.state is not OutboxState.DELIVERED
+    error = f"\n      {printable(item.last_error)}" if shown else ""
     return (
         f"{item.id:>7}  {item.state.value:<9}  {item.kind.value:<12}  {item.lead_id}  "
         f"tries {item.attempts}  {label} {when or item.created_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     items, stats = with_store(settings, read)
     if args.json:
-        print(json.dumps([item_json(i) for i in items], ensure_ascii=False, indent=2))
+        print(json_text([item_json(i) for i in items]))
         return 0
     print(_summary(stats))
     for item in items:

@@ -21,8 +21,9 @@ import aiohttp
 import orjson
 
 from gateway.coordination import Coordination
-from gateway.delivery.http_session import LazySession
+from gateway.delivery.http_session import LazySession, retry_after_seconds
 from gateway.delivery.sink import masked
+from gateway.redact import register, register_url
 
 MAX_BATCH = 50
 
@@ -185,6 +186,9 @@ class B24Client:
     ) -> None:
         self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self._secret = self._base.rstrip("/").rsplit("/", 1)[-1]
+        # "rest/<user>/<secret>" in any error, log line or page, however it is echoed.
+        register_url(self._base)
+        register(self._secret)
         self.bucket = bucket
         self._http = LazySession(timeout)
         self._operation_wait = operation_wait
@@ -224,6 +228,7 @@ class B24Client:
         for key, err in errors_raw.items():
             # A method's own error may come with an empty code and only a description.
             code = str((err.get("error") if isinstance(err, dict) else err) or "ERROR")
+            code = self.mask(code)[:100]
             text = str(err.get("error_description", "")) if isinstance(err, dict) else ""
             kind = classify(None, code)
             # A blocked method answers 200 with the block inside the batch; the portal says
@@ -243,7 +248,7 @@ class B24Client:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-                retry_after = _seconds(resp.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record("network")
             detail = self.mask(f"{type(exc).__name__}: {exc}")
@@ -257,7 +262,7 @@ class B24Client:
         if status == 200 and "error" not in body:
             self._record("ok")
             return body
-        code = str(body.get("error") or f"HTTP_{status}")
+        code = self.mask(str(body.get("error") or f"HTTP_{status}"))[:100]
         description = self.mask(str(body.get("error_description") or ""))
         kind = classify(status, code)
         if code == "QUERY_LIMIT_EXCEEDED" or (kind == "throttle" and status == 503):
@@ -283,12 +288,3 @@ def _reset_wait(time_block: Any) -> float | None:
     if isinstance(reset, bool) or isinstance(finish, bool):
         return None
     return min(MAX_RESET_WAIT, max(1.0, float(reset) - float(finish)))
-
-
-def _seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

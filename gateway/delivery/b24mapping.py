@@ -24,7 +24,7 @@ from gateway.delivery.b24texts import (
 )
 from gateway.delivery.settings import Bitrix24Settings
 from gateway.identity import normalize_phone
-from gateway.models import Channel, EventRecord, Lead, LeadStatus
+from gateway.models import MAX_PER_KIND, Channel, EventRecord, Lead, LeadStatus
 
 __all__ = [
     "event_comment",
@@ -161,7 +161,8 @@ def title_values(
         "phone": phone,
         "email": email,
         "company": c.company or "",
-        "external_id": event.external_id if event else "",
+        # An order's own number, not its key (which is scoped by token: "site:1001").
+        "external_id": str(event.meta.get("order_id") or event.external_id) if event else "",
         "source_detail": (event.source_detail if event else None) or "",
     }
 
@@ -310,12 +311,16 @@ def fill_fields(
         out.update({k: v for k, v in person.items() if k in NAME_KEYS})
     if person.get("COMPANY_TITLE") and _empty(current.get("COMPANY_TITLE")):
         out["COMPANY_TITLE"] = person["COMPANY_TITLE"]
+    # Added up to MAX_PER_KIND, like the lead's own contact: someone posting with a new
+    # address each time must not grow the CRM lead by one with every merge.
     have = {_phone_key(str(m["VALUE"]), region) for m in multifield(current.get("PHONE"))}
     phones = [p for p in dict.fromkeys(c.phones) if _phone_key(p, region) not in have]
+    phones = phones[: max(0, MAX_PER_KIND - len(have))]
     if phones:
         out["PHONE"] = [{"VALUE": p, "VALUE_TYPE": settings.phone_type} for p in phones]
     known = {str(m["VALUE"]).strip().lower() for m in multifield(current.get("EMAIL"))}
     emails = [e for e in dict.fromkeys(c.emails) if e.strip().lower() not in known]
+    emails = emails[: max(0, MAX_PER_KIND - len(known))]
     if emails:
         out["EMAIL"] = [{"VALUE": e, "VALUE_TYPE": settings.email_type} for e in emails]
     if channels.carries_interest(event.channel):

@@ -1,8 +1,38 @@
-"""The one aiohttp session a sink talks through: opened on first use, closed with the sink."""
+"""The one aiohttp session a sink talks through: opened on first use, closed with the sink;
+and how a sink reads the CRM's Retry-After."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
 import aiohttp
+
+# The longest wait a CRM can ask for: an hour. "Retry-After: inf" (or 1e308, or nan) would
+# otherwise overflow the worker's date arithmetic or park delivery for good.
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now, within 0..MAX_RETRY_AFTER; None when absent or
+    unreadable. Both of RFC 9110's forms: delay-seconds and an HTTP date."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 class LazySession:

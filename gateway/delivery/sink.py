@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.models import EventRecord, Lead
+from gateway.redact import redact
 from gateway.store.base import OutboxItem, OutboxState
 
 
@@ -35,6 +36,9 @@ class Delivery:
     lead_remote_id: str | None = None
     # State of the lead's own lead.created item (None: gone, purged after delivery).
     lead_state: OutboxState | None = None
+    # `lead` comes without its events (a merge carries its own event, never the history);
+    # this says how many there are.
+    event_count: int = 0
 
     @property
     def maybe_sent(self) -> bool:
@@ -70,8 +74,11 @@ class Sink(Protocol):
 
 
 def masked(text: str, *secrets: str | None) -> str:
-    """`text` with every secret replaced: error strings carry URLs, URLs carry secrets."""
+    """`text` with every secret replaced: error strings carry URLs, URLs carry secrets, and
+    an error that echoes a request path carries a piece of one. The given secrets go whole;
+    then every registered secret (gateway.redact: the sinks register their URLs' parts)
+    in whatever spelling it was echoed."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return redact(text)

@@ -23,9 +23,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.delivery.http_session import LazySession
+from gateway.delivery.http_session import LazySession, retry_after_seconds
 from gateway.delivery.settings import WebhookSinkSettings
 from gateway.delivery.sink import Delivery, Result, Status, masked
+from gateway.redact import register, register_url
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -35,11 +36,15 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 def payload(d: Delivery) -> bytes:
+    """The new event and a summary of its lead, never the lead's history: every merge of a
+    person who posts again and again would otherwise send all their events once more."""
+    lead = d.lead.model_dump(mode="json", exclude={"events"})
+    lead["event_count"] = d.event_count
     return orjson.dumps(
         {
             "delivery_id": d.item.event_id,
             "kind": d.item.kind,
-            "lead": d.lead.model_dump(mode="json"),
+            "lead": lead,
             "event": d.event.model_dump(mode="json") if d.event is not None else None,
         }
     )
@@ -60,6 +65,10 @@ class WebhookSink:
             raise ValueError("delivery.webhook.url and delivery.webhook.secret must be set")
         self.url = settings.url
         self._secret = settings.secret.get_secret_value().encode()
+        # The URL may hold a key in its path or query; the HMAC secret never leaves us,
+        # but it must not show anywhere should a receiver echo it.
+        register_url(self.url)
+        register(settings.secret.get_secret_value())
         self._http = LazySession(settings.timeout_seconds)
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._record = record or (lambda outcome: None)
@@ -95,7 +104,7 @@ class WebhookSink:
                 async with session.post(self.url, data=body, headers=headers) as resp:
                     status = resp.status
                     answer = await resp.read()
-                    retry_after = _seconds(resp.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._record("network")
                 error = masked(f"webhook: {type(exc).__name__}: {exc}", self.url)
@@ -130,9 +139,3 @@ def _remote_id(answer: bytes) -> str | None:
         return str(data["id"])
     return None
 
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

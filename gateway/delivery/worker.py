@@ -17,19 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from gateway.delivery.http_session import MAX_RETRY_AFTER
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
+from gateway.redact import redact
 from gateway.store.base import LeadLink, OutboxItem, OutboxState, OutboxUpdate, Store
 
 log = logging.getLogger(__name__)
 
 _DONE = (Status.DELIVERED, Status.SKIPPED)
 _FAILED = (Status.RETRY, Status.DEAD, Status.THROTTLE, Status.HALT)
+
+
+def _bounded_wait(seconds: float) -> float:
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def backoff(attempt: int, initial: float, cap: float, rng: Callable[[], float]) -> float:
@@ -150,21 +160,22 @@ class OutboxWorker:
         links: dict[str, LeadLink] = await self.store.lead_links(self.sink.name, lead_ids)
         out: list[Delivery] = []
         missing: list[OutboxItem] = []
-        leads = {lead_id: await self.store.get_lead(lead_id) for lead_id in lead_ids}
         for item in items:
-            lead = leads.get(item.lead_id)
-            if lead is None:
+            # The lead and this item's event only: a lead with 10,000 merged events costs
+            # the same to deliver as a new one.
+            view = await self.store.delivery_view(item.lead_id, item.event_id)
+            if view is None:
                 missing.append(item)
                 continue
-            event = next((e for e in lead.events if e.id == item.event_id), None)
             link = links.get(item.lead_id)
             out.append(
                 Delivery(
                     item=item,
-                    lead=lead,
-                    event=event,
+                    lead=view.lead,
+                    event=view.event,
                     lead_remote_id=link.remote_id if link else None,
                     lead_state=link.state if link else None,
+                    event_count=view.event_count,
                 )
             )
         return out, missing
@@ -197,8 +208,12 @@ class OutboxWorker:
         halt: Result | None = None
         counts: dict[str, int] = {}
         for r in results:
+            if r.retry_after is not None:
+                # Whatever a sink passes on: never a wait that breaks the date arithmetic.
+                r = replace(r, retry_after=_bounded_wait(r.retry_after))
             item = by_id[r.outbox_id]
-            error = r.error
+            # Errors are kept and shown (`leadgate outbox`, /readyz): never with a secret.
+            error = redact(r.error) if r.error else r.error
             status = r.status
             if status in _DONE:
                 updates.append(
@@ -270,7 +285,7 @@ class OutboxWorker:
                     halt.error,
                     self.settings.halt_probe_seconds,
                 )
-            self.halted_reason = halt.error or "refused"
+            self.halted_reason = redact(halt.error or "refused")
             self._probe_at = now + timedelta(seconds=self.settings.halt_probe_seconds)
             self.metrics.halted.set(1)
             return
@@ -292,7 +307,7 @@ class OutboxWorker:
         if self.failing_since is None:
             self.failing_since = self._now()
             log.warning("delivery to %s failing: %s", self.sink.name, error)
-        self.last_error = error
+        self.last_error = redact(error)
         self.metrics.failing.set(1)
 
     async def _refresh(self, now: datetime) -> None:

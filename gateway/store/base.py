@@ -119,6 +119,17 @@ class OutboxStats:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """What a sink needs for one outbox item: the lead *without* its history (a person who
+    posts a thousand times has a thousand events; no delivery carries them), the one event
+    the item is about, and how many events the lead has."""
+
+    lead: Lead  # events == ()
+    event: EventRecord | None  # None when the item's event is not on this lead
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeadLink:
     """Where a lead stands with a sink: its lead.created item's state and the remote id."""
 
@@ -195,6 +206,10 @@ class Store(Protocol):
         """
 
     async def get_lead(self, lead_id: str) -> Lead | None: ...
+
+    async def delivery_view(self, lead_id: str, event_id: str) -> DeliveryView | None:
+        """The lead without its events, its event `event_id`, and its event count; None
+        when there is no such lead. Costs the same for a lead of one event or of 10,000."""
 
     async def list_leads(self, query: LeadQuery) -> list[Lead]:
         """Newest first, without events (use get_lead for those)."""

@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body BLOB NOT NULL
 );
 
+-- One-time data migrations already applied to this file.
+CREATE TABLE IF NOT EXISTS migrations (
+    name TEXT PRIMARY KEY
+);
+
 -- Poller positions (IMAP folder/UIDVALIDITY/last UID), written with the events they produced.
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,

@@ -35,6 +35,7 @@ import orjson
 
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
+    DeliveryView,
     LeadQuery,
     OutboxKind,
     OutboxState,
@@ -52,6 +53,7 @@ from gateway.store.sqlite_queries import (
     list_leads,
     migrate_outbox,
     open_reader,
+    read_delivery_view,
     read_lead,
     release_claims,
     replay_key,
@@ -148,11 +150,37 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
         # This process is the file's one writer, and only the writer delivers: a claim left
         # in the file belongs to a process that is gone. Its items are due again at once.
         self._writer.execute(*release_claims())
+        self._migrate_order_keys(self._writer)
         # From here on the loop must never wait on a lock held by another process (a CLI
         # `outbox retry`): BEGIN fails at once and the commit loop retries asynchronously.
         self._writer.execute("PRAGMA busy_timeout=0")
         self._reader = open_reader(self.path)
         self._commit_task = asyncio.create_task(self._commit_loop(), name="sqlite-group-commit")
+
+    def _migrate_order_keys(self, db: sqlite3.Connection) -> None:
+        """Order ids used to be one space for all tokens (external_id "1001"); they are now
+        scoped by the token that posted them ("site:1001", connectors/orders.py). Orders
+        stored before get the key they would have today, as an alias of their event, so a
+        shop retrying an old order still gets its original receipt. Once per file."""
+        if db.execute("SELECT 1 FROM migrations WHERE name = ?", (_ORDERS_SCOPED,)).fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            aliases = []
+            for event_id, external_id, doc in db.execute(
+                "SELECT id, external_id, doc FROM events WHERE channel = 'orders'"
+            ):
+                token = orjson.loads(doc)["record"].get("source_detail")
+                if token:
+                    aliases.append((replay_key("orders", f"{token}:{external_id}"), event_id))
+            db.executemany(_ALIAS_REPLAY, aliases)
+            db.execute("INSERT INTO migrations (name) VALUES (?)", (_ORDERS_SCOPED,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if aliases:
+            log.info("%d stored orders keyed by their token's name too", len(aliases))
 
     async def close(self) -> None:
         if self._client_writer is not None:
@@ -466,6 +494,9 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
     async def get_lead(self, lead_id: str) -> Lead | None:
         return read_lead(self._db(), lead_id)
 
+    async def delivery_view(self, lead_id: str, event_id: str) -> DeliveryView | None:
+        return read_delivery_view(self._db(), lead_id, event_id)
+
     async def list_leads(self, query: LeadQuery) -> list[Lead]:
         return list_leads(self._db(), query)
 
@@ -551,6 +582,8 @@ _UPSERT_CHECKPOINT = (
     " ON CONFLICT(name) DO UPDATE SET value = excluded.value"
 )
 _INSERT_REPLAY = "INSERT INTO replay_keys (key, event_id) VALUES (?, ?)"
+_ORDERS_SCOPED = "orders scoped by token"
+_ALIAS_REPLAY = "INSERT OR IGNORE INTO replay_keys (key, event_id) VALUES (?, ?)"
 _INSERT_IDENTITY = "INSERT OR IGNORE INTO identities (key, lead_id) VALUES (?, ?)"
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"

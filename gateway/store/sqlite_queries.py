@@ -17,6 +17,7 @@ import orjson
 
 from gateway.models import EventRecord, Lead
 from gateway.store.base import (
+    DeliveryView,
     EventQuery,
     LeadQuery,
     OutboxItem,
@@ -63,6 +64,20 @@ def read_lead(db: sqlite3.Connection, lead_id: str) -> Lead | None:
         for (doc,) in db.execute("SELECT doc FROM events WHERE lead_id = ? ORDER BY id", (lead_id,))
     )
     return lead.model_copy(update={"events": events})
+
+
+def read_delivery_view(db: sqlite3.Connection, lead_id: str, event_id: str) -> DeliveryView | None:
+    row = db.execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
+    if row is None:
+        return None
+    lead = Lead.model_validate_json(row[0])
+    found = db.execute(
+        "SELECT doc FROM events WHERE id = ? AND lead_id = ?", (event_id, lead_id)
+    ).fetchone()
+    event = EventRecord.model_validate(orjson.loads(found[0])["record"]) if found else None
+    # Counted on the (lead_id, id) index: no event document is read.
+    (count,) = db.execute("SELECT COUNT(*) FROM events WHERE lead_id = ?", (lead_id,)).fetchone()
+    return DeliveryView(lead.model_copy(update={"events": ()}), event, int(count))
 
 
 def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:

@@ -21,7 +21,8 @@ What it enforces, from the Bitrix24 REST docs:
   item without one is added, values not mentioned stay;
 - STATUS_SEMANTIC_ID follows STATUS_ID (CONVERTED "S", JUNK "F", others "P");
   `set_status()` plays a seller moving a lead on.
-It can fail on purpose, before or after doing the work (`fail`), or hold an answer after
+It can fail on purpose, before or after doing the work (`fail`; "{path}" in its texts echoes
+the request path, secret and all), or hold an answer after
 the work is done until released (`hold`) so a test can kill the client mid-delivery.
 """
 
@@ -283,7 +284,13 @@ class Bitrix24StandIn:
         if fault is not None:
             self.faults.remove(fault)
             if fault.when == "before":
-                return self._error(fault.status, fault.error, fault.description)
+                # "{path}" in a fault plays a server that echoes the request path (with the
+                # webhook's secret in it) in its error, as proxies and PHP errors do.
+                return self._error(
+                    fault.status,
+                    fault.error.replace("{path}", request.raw_path),
+                    fault.description.replace("{path}", request.raw_path),
+                )
         before = len(self.leads)
         if self.latency:
             await asyncio.sleep(self.latency)

@@ -1,0 +1,39 @@
+"""The SQLite store's one-time data migrations, on files as earlier releases left them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.web import create_app
+from tests.test_orders_scoped import MARKET, SHOP, Client, order, settings
+
+
+async def test_orders_stored_before_the_scoping_still_replay(
+    aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    # A database as the previous release left it: order "1001" of token "shop" stored with
+    # external_id "1001" and replay key "orders\x1f1001", and no migration marker.
+    first = await aiohttp_client(create_app(settings(tmp_path)))
+    resp = await first.post("/v1/orders", json=order(1001, "+79161234567"), headers=SHOP)
+    original = await resp.json()
+    await first.close()
+    db = sqlite3.connect(tmp_path / "leadgate.db")
+    with db:
+        db.execute("UPDATE events SET external_id = '1001' WHERE id = ?", (original["event_id"],))
+        db.execute("DELETE FROM replay_keys WHERE key = 'orders' || char(31) || 'shop:1001'")
+        db.execute(
+            "INSERT INTO replay_keys (key, event_id) VALUES ('orders' || char(31) || '1001', ?)",
+            (original["event_id"],),
+        )
+        db.execute("DROP TABLE migrations")
+    db.close()
+
+    client: Client = await aiohttp_client(create_app(settings(tmp_path)))
+    retry = await client.post("/v1/orders", json=order("1001", "+79161234567"), headers=SHOP)
+    assert retry.status == 200
+    assert (await retry.json())["event_id"] == original["event_id"]
+    other = await client.post("/v1/orders", json=order(1001, "+79031234567"), headers=MARKET)
+    assert other.status == 201
