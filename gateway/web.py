@@ -8,7 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -173,7 +173,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     await store.open()
-    await app[PIPELINE].seed(datetime.now(UTC))
     yield
     await store.close()
 

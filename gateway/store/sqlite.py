@@ -12,6 +12,8 @@ Why it is shaped like this:
 - Between decision and commit an event lives in an in-memory overlay, so a second event
   for the same key or the same person sees it. The overlay is what makes decide-then-write
   atomic without locks: nothing awaits between the lookup and the overlay update.
+- The round-robin counts of the day live here too (this process is the file's only writer):
+  moved when a lead enters the overlay, taken back when its commit fails.
 - One process writes the file (an advisory lock); CLI readers may open it alongside.
 """
 
@@ -25,12 +27,13 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from gateway.assign import Assignment
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
     KIND_CREATED,
@@ -39,13 +42,17 @@ from gateway.store.base import (
     OutboxItem,
     PersonMatch,
     Plan,
+    PlanAction,
     Planner,
     Quarantined,
+    Recorded,
     StoreUnavailable,
 )
+from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
+    assigned_since,
     list_leads,
     list_outbox,
     migrate_outbox,
@@ -75,6 +82,8 @@ class _Pending:
 
     receipt: Receipt
     done: asyncio.Future[None]
+    assignment: Assignment | None = None  # the seller resolved for a lead this write creates
+    counted: tuple[date, str] | None = None  # the round-robin count it moved: taken back on failure
     leads: list[tuple[str, str, str, str | None, float, float, bytes]] = field(default_factory=list)
     events: list[tuple[str, str | None, str, str, float, str, str | None, bytes]] = field(
         default_factory=list
@@ -114,6 +123,7 @@ class SQLiteStore(OutboxMethods):
         self._pending_leads: dict[str, tuple[Lead, _Pending]] = {}
         self._pending_identities: dict[str, list[str]] = {}
         self._pending_events: dict[str, str | None] = {}  # replay key -> lead id, for replies
+        self._counts = DayCounts()  # round robin of the day in progress, overlay included
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -182,7 +192,7 @@ class SQLiteStore(OutboxMethods):
         since: datetime,
         plan: Planner,
         checkpoint: tuple[str, str] | None = None,
-    ) -> Receipt:
+    ) -> Recorded:
         rkeys = [replay_key(event.channel, event.external_id)]
         if event.idempotency_key:
             rkeys.append(idempotency_key(event.idempotency_key))
@@ -194,7 +204,7 @@ class SQLiteStore(OutboxMethods):
                 await asyncio.shield(pending.done)
                 if checkpoint is not None:
                     await self.save_checkpoint(*checkpoint)
-                return pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED})
+                return Recorded(pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED}))
             row = (
                 self._db()
                 .execute(
@@ -207,17 +217,50 @@ class SQLiteStore(OutboxMethods):
             if row is not None:
                 if checkpoint is not None:
                     await self.save_checkpoint(*checkpoint)
-                return Receipt(event_id=row[0], lead_id=row[1], outcome=Outcome.REPLAYED)
+                return Recorded(Receipt(event_id=row[0], lead_id=row[1], outcome=Outcome.REPLAYED))
 
-        decision = plan(self._match(event, keys, since))
-        item = self._build(event, rkeys, keys, decision)
+        decision, assignment, day = self._decide(event, keys, since, plan)
+        item = self._build(event, rkeys, keys, decision, assignment)
+        if assignment is not None and assignment.seller_id is not None and day is not None:
+            self._counts.add(day, assignment.seller_id)
+            item.counted = (day, assignment.seller_id)
         if checkpoint is not None:
             item.checkpoints.append(checkpoint)
         for rk in rkeys:
             self._pending_replays[rk] = item
         self._queue.put_nowait(item)
         await asyncio.shield(item.done)
-        return item.receipt
+        return Recorded(item.receipt, item.assignment)
+
+    def _decide(
+        self, event: LeadEvent, keys: Sequence[str], since: datetime, plan: Planner
+    ) -> tuple[Plan, Assignment | None, date | None]:
+        """The plan and, for a create, its seller and the day it counts in. Reads only (the
+        first request of a day seeds that day's counts, which a second call finds as it left
+        them): deciding twice, as an optimistic retry would, decides the same."""
+        decision = plan(self._match(event, keys, since))
+        request = decision.assignment
+        if decision.action is not PlanAction.CREATE or request is None:
+            return decision, None, None
+        assignment, day = self._counts.resolve(request, self._stored_assignments)
+        return decision, assignment, day
+
+    def _stored_assignments(self, since: datetime) -> tuple[dict[str, int], int]:
+        """Leads per seller created since a moment, and assigned leads created before it,
+        committed or in the overlay: what a day starts from, so a restart keeps the day even
+        and the turn where it was."""
+        db = self._db()
+        counts, earlier = assigned_since(db, to_epoch(since))
+        for lead, _ in self._pending_leads.values():
+            if (
+                lead.assigned_to is not None
+                and db.execute("SELECT 1 FROM leads WHERE id = ?", (lead.id,)).fetchone() is None
+            ):
+                if lead.created_at >= since:
+                    counts[lead.assigned_to] = counts.get(lead.assigned_to, 0) + 1
+                else:
+                    earlier += 1
+        return counts, earlier
 
     def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
         for ext in event.replies_to:
@@ -270,16 +313,28 @@ class SQLiteStore(OutboxMethods):
         return Lead.model_validate_json(row[0]) if row else None
 
     def _build(
-        self, event: LeadEvent, rkeys: list[str], keys: Sequence[str], decision: Plan
+        self,
+        event: LeadEvent,
+        rkeys: list[str],
+        keys: Sequence[str],
+        decision: Plan,
+        assignment: Assignment | None,
     ) -> _Pending:
         loop = asyncio.get_running_loop()
         now = to_epoch(event.received_at)
         lead: Lead | None
         after: _Pending | None = None
-        if decision.action == "create":
+        if decision.action is PlanAction.CREATE:
             assert decision.lead is not None
             lead, outcome, kind = decision.lead, Outcome.CREATED, KIND_CREATED
-        elif decision.action == "merge":
+            if assignment is not None:
+                lead = lead.model_copy(
+                    update={
+                        "assigned_to": assignment.seller_id,
+                        "assignment_reason": assignment.reason,
+                    }
+                )
+        elif decision.action is PlanAction.MERGE:
             assert decision.lead_id is not None
             pending_base = self._pending_leads.get(decision.lead_id)
             after = pending_base[1] if pending_base is not None else None
@@ -307,7 +362,8 @@ class SQLiteStore(OutboxMethods):
         item = _Pending(
             receipt=Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome),
             done=loop.create_future(),
-            after=after if decision.action == "merge" else None,
+            assignment=assignment,
+            after=after,
         )
         # The EventRecord as JSON, straight from the validated event: one dump, no re-validation.
         record = event.model_dump(mode="json", include=_RECORD_FIELDS)
@@ -445,6 +501,8 @@ class SQLiteStore(OutboxMethods):
             if error is None:
                 p.done.set_result(None)
             else:
+                if p.counted is not None:
+                    self._counts.remove(*p.counted)
                 p.done.set_exception(error)
 
     # --- reads -----------------------------------------------------------------------
@@ -455,13 +513,9 @@ class SQLiteStore(OutboxMethods):
     async def list_leads(self, query: LeadQuery) -> list[Lead]:
         return list_leads(self._db(), query)
 
-    async def assignment_counts(self, since: datetime) -> dict[str, int]:
-        rows = self._db().execute(
-            "SELECT assigned_to, COUNT(*) FROM leads WHERE assigned_to IS NOT NULL"
-            " AND created_at >= ? GROUP BY assigned_to",
-            (to_epoch(since),),
-        )
-        return {seller: count for seller, count in rows}
+    async def assignment_counts(self, day: date) -> dict[str, int]:
+        # Only the day in progress is kept: past days' counts decide nothing any more.
+        return self._counts.of(day)
 
     async def quarantine(
         self, item: Quarantined, checkpoint: tuple[str, str] | None = None

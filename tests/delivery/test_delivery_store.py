@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.models import Channel, Contact, Lead, LeadEvent, LeadStatus
-from gateway.store.base import OutboxUpdate, Plan
+from gateway.store.base import OutboxUpdate, Plan, PlanAction
 from gateway.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
@@ -36,7 +36,8 @@ async def seed(store: SQLiteStore, n: int) -> list[str]:
             updated_at=T0,
             last_event_at=T0,
         )
-        receipt = await store.record(event, (), T0, lambda m, lead=lead: Plan("create", lead=lead))
+        plan = Plan(PlanAction.CREATE, lead=lead)
+        receipt = (await store.record(event, (), T0, lambda m, plan=plan: plan)).receipt
         assert receipt.lead_id is not None
         ids.append(receipt.lead_id)
     return ids

@@ -1,0 +1,53 @@
+"""Round-robin state of the day in progress, for a store that keeps it in its own memory.
+
+The embedded store is the only writer of its file, so its memory is the one truth for the
+counts; it moves them at decision time (when the lead enters its overlay) and takes a
+count back when that write fails, so the counts always equal the leads it will have stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+
+from gateway.assign import Assignment, AssignmentRequest, counting_day, pick
+
+# What a day starts from, given its local midnight: leads per seller stored since then, and
+# the number of leads assigned before it (the running total that carries the turn).
+Seeder = Callable[[datetime], tuple[Mapping[str, int], int]]
+
+
+class DayCounts:
+    def __init__(self) -> None:
+        self.day: date | None = None
+        self._counts: dict[str, int] = {}
+        self._earlier = 0
+
+    def resolve(self, request: AssignmentRequest, seed: Seeder) -> tuple[Assignment, date]:
+        """The seller for `request` and the day it counts in; moves no count (see add()).
+
+        Starting a day (the first request after opening, or of a later day) takes its state
+        from `seed`: starting the same day again gives the same state, so resolving twice
+        (a retry) is harmless.
+        """
+        day = counting_day(request.day, self.day)
+        if day != self.day:
+            counts, earlier = seed(request.day_start)
+            if earlier < 0 or any(v < 0 for v in counts.values()):
+                raise ValueError(f"negative assignment counts for {day}")
+            self._counts = {k: v for k, v in counts.items() if v > 0}
+            self._earlier = earlier
+            self.day = day
+        return pick(request, self._counts, self._earlier), day
+
+    def add(self, day: date, seller_id: str) -> None:
+        if day == self.day:
+            self._counts[seller_id] = self._counts.get(seller_id, 0) + 1
+
+    def remove(self, day: date, seller_id: str) -> None:
+        """Take back a count whose write failed (a later day has its own counts already)."""
+        if day == self.day and self._counts.get(seller_id, 0) > 0:
+            self._counts[seller_id] -= 1
+
+    def of(self, day: date) -> dict[str, int]:
+        return dict(self._counts) if day == self.day else {}
