@@ -185,7 +185,11 @@ class Store(Protocol):
 
     async def quarantine(
         self, item: Quarantined, checkpoint: tuple[str, str] | None = None
-    ) -> None: ...
+    ) -> None:
+        """Keep `item` durably; a `checkpoint` is saved in the same transaction."""
+
+    async def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        """Kept input, oldest first, for a person to inspect."""
 
     async def save_checkpoint(self, name: str, value: str) -> None:
         """Durably move a poller's position (for input that made no event)."""

@@ -46,8 +46,11 @@ class DayCounts:
 
     def remove(self, day: date, seller_id: str) -> None:
         """Take back a count whose write failed (a later day has its own counts already)."""
-        if day == self.day and self._counts.get(seller_id, 0) > 0:
-            self._counts[seller_id] -= 1
+        left = self._counts.get(seller_id, 0) - 1 if day == self.day else -1
+        if left > 0:
+            self._counts[seller_id] = left
+        elif left == 0:
+            del self._counts[seller_id]
 
     def of(self, day: date) -> dict[str, int]:
         return dict(self._counts) if day == self.day else {}

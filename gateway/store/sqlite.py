@@ -55,6 +55,7 @@ from gateway.store.sqlite_queries import (
     assigned_since,
     list_leads,
     list_outbox,
+    list_quarantine,
     migrate_outbox,
     open_reader,
     read_lead,
@@ -533,6 +534,9 @@ class SQLiteStore(OutboxMethods):
         if checkpoint is not None:
             pending.checkpoints.append(checkpoint)
         await self._enqueue(pending)
+
+    async def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        return list_quarantine(self._db(), limit)
 
     async def save_checkpoint(self, name: str, value: str) -> None:
         pending = self._bare_pending()

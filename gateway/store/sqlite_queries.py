@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.models import EventRecord, Lead
-from gateway.store.base import LeadQuery, OutboxItem, OutboxStats, OutboxUpdate
+from gateway.store.base import LeadQuery, OutboxItem, OutboxStats, OutboxUpdate, Quarantined
 
 
 def to_epoch(dt: datetime) -> float:
@@ -86,6 +86,16 @@ def assigned_since(db: sqlite3.Connection, since: float) -> tuple[dict[str, int]
             counts[seller] = int(recent)
         earlier += int(older)
     return counts, earlier
+
+
+def list_quarantine(db: sqlite3.Connection, limit: int) -> list[Quarantined]:
+    rows = db.execute(
+        "SELECT channel, reason, headers, body FROM quarantine ORDER BY id LIMIT ?", (limit,)
+    )
+    return [
+        Quarantined(channel, reason, bytes(body), orjson.loads(headers))
+        for channel, reason, headers, body in rows
+    ]
 
 
 def list_outbox(db: sqlite3.Connection, state: str | None, limit: int) -> list[OutboxItem]:
