@@ -10,9 +10,8 @@ seller again and moves the counts once, when its write lands.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import date, datetime, time
-from typing import TYPE_CHECKING, Literal
+from datetime import date, datetime, time, tzinfo
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,8 +42,7 @@ class AssignmentSettings(BaseModel):
     sticky: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(NamedTuple):
     seller_id: str | None
     reason: str
 
@@ -55,8 +53,7 @@ REASON_NO_SELLERS = "no active sellers configured"
 REASON_NO_HOURS = "no active seller has working hours"
 
 
-@dataclass(frozen=True, slots=True)
-class AssignmentRequest:
+class AssignmentRequest(NamedTuple):
     """Who may get a new lead, decided from config and the calendar; the store picks one.
 
     Pure data, so any store can resolve it inside its own transaction with `pick()` and the
@@ -65,9 +62,8 @@ class AssignmentRequest:
 
     # The local working day of the moment the lead will be worked: the counts that decide.
     day: date
-    # That day's local midnight: a store starting to count a day counts the leads it has
-    # stored since then (a restart keeps the day even).
-    day_start: datetime
+    # The calendar's time zone, whose midnight starts `day` (see day_start).
+    tz: tzinfo
     # Seller ids in roster order: on duty at that moment, else the earliest on duty.
     candidates: tuple[str, ...]
     strategy: Strategy
@@ -76,6 +72,12 @@ class AssignmentRequest:
     reason: str
     # The person's previous seller: gets the lead whatever the candidates and counts.
     sticky_owner: str | None = None
+
+    @property
+    def day_start(self) -> datetime:
+        """The day's local midnight: a store starting to count a day counts the leads it has
+        stored since then (a restart keeps the day even)."""
+        return datetime.combine(self.day, time.min, self.tz)
 
 
 def pick(request: AssignmentRequest, counts: Mapping[str, int], earlier: int = 0) -> Assignment:
@@ -95,9 +97,14 @@ def pick(request: AssignmentRequest, counts: Mapping[str, int], earlier: int = 0
     if request.strategy == "in_order" or len(candidates) == 1:
         return Assignment(candidates[0], request.reason)
     n = len(candidates)
-    turn = earlier + sum(counts.values())
-    best = min(range(n), key=lambda k: (counts.get(candidates[k], 0), (k - turn) % n))
-    return Assignment(candidates[best], request.reason)
+    start = (earlier + sum(counts.values())) % n
+    best, low = candidates[start], counts.get(candidates[start], 0)
+    for j in range(1, n):  # from `start` round the list; the first of the fewest wins
+        candidate = candidates[(start + j) % n]
+        count = counts.get(candidate, 0)
+        if count < low:
+            best, low = candidate, count
+    return Assignment(best, request.reason)
 
 
 def counting_day(request_day: date, current: date | None) -> date:
@@ -134,15 +141,25 @@ class Roster:
                 # Sticky owners, counts and CRM ownership are all keyed by id.
                 raise ValueError(f"duplicate seller id {seller.id!r}")
             self._index[seller.id] = i
-        # with_hours() may build holiday tables; do it once, not per lead.
-        self._calendars = tuple(
-            calendar if s.schedule is None else calendar.with_hours(s.schedule)
-            for s in self._sellers
-        )
         # A seller with an empty personal schedule never opens; asking next_open() for them
         # would be meaningless (or never terminate, depending on the calendar).
         self._on_roster = tuple(
             s.active and (s.schedule is None or _has_hours(s.schedule)) for s in self._sellers
+        )
+        # The sellers on the roster grouped by their hours (most share the company's), so a
+        # lead asks each distinct calendar once, not each seller; with_hours() may build
+        # holiday tables, so that too happens once per schedule, not per lead.
+        groups: list[tuple[WeeklyHours | None, list[str]]] = []
+        for s, ok in zip(self._sellers, self._on_roster, strict=True):
+            if ok:
+                same = next((ids for hours, ids in groups if hours == s.schedule), None)
+                if same is None:
+                    groups.append((s.schedule, [s.id]))
+                else:
+                    same.append(s.id)
+        self._groups: tuple[tuple[BusinessCalendar, tuple[str, ...]], ...] = tuple(
+            (calendar if hours is None else calendar.with_hours(hours), tuple(ids))
+            for hours, ids in groups
         )
         self._any_active = any(s.active for s in self._sellers)
         # The previous seller keeps the customer even when off duty right now: they own the
@@ -167,42 +184,41 @@ class Roster:
     def request(self, at: datetime) -> AssignmentRequest:
         """Who may get a lead worked at `at` (now, or the next opening), before anyone knows
         whose lead it is: see `sticky()` for a returning person."""
-        local = at.astimezone(self._tz)
-        day = local.date()
-        day_start = datetime.combine(day, time.min, self._tz)
+        tz = self._tz
+        day = at.astimezone(tz).date()
         strategy = self._settings.strategy
         if not self._any_active:
-            return AssignmentRequest(day, day_start, (), strategy, REASON_NO_SELLERS)
-        on_duty = tuple(
-            s.id
-            for s, cal, ok in zip(self._sellers, self._calendars, self._on_roster, strict=True)
-            if ok and cal.is_open(at)
-        )
+            return AssignmentRequest(day, tz, (), strategy, REASON_NO_SELLERS)
+        on_duty = self._in_roster_order([ids for cal, ids in self._groups if cal.is_open(at)])
         if on_duty:
-            return AssignmentRequest(day, day_start, on_duty, strategy, strategy)
+            return AssignmentRequest(day, tz, on_duty, strategy, strategy)
         earliest = self._earliest_on_duty(at)
         reason = REASON_NEXT_ON_DUTY if earliest else REASON_NO_HOURS
-        return AssignmentRequest(day, day_start, earliest, strategy, reason)
+        return AssignmentRequest(day, tz, earliest, strategy, reason)
 
     def sticky(self, request: AssignmentRequest, previous_owner: str | None) -> AssignmentRequest:
         """`request` for a person whose most recent real lead was `previous_owner`'s."""
         if previous_owner is None or previous_owner not in self._sticky:
             return request
-        return replace(request, sticky_owner=previous_owner)
+        return request._replace(sticky_owner=previous_owner)
 
     def _earliest_on_duty(self, at: datetime) -> tuple[str, ...]:
         """Active sellers whose next duty starts first (several when shifts start together)."""
         best: datetime | None = None
-        earliest: list[str] = []
-        for seller, cal, ok in zip(self._sellers, self._calendars, self._on_roster, strict=True):
-            if not ok:
-                continue
+        earliest: list[tuple[str, ...]] = []
+        for cal, ids in self._groups:
             try:
                 opens = cal.next_open(at)
-            except ValueError:  # the calendar found no working time ahead for this seller
+            except ValueError:  # the calendar found no working time ahead for these sellers
                 continue
             if best is None or opens < best:
-                best, earliest = opens, [seller.id]
+                best, earliest = opens, [ids]
             elif opens == best:
-                earliest.append(seller.id)
-        return tuple(earliest)
+                earliest.append(ids)
+        return self._in_roster_order(earliest)
+
+    def _in_roster_order(self, groups: list[tuple[str, ...]]) -> tuple[str, ...]:
+        if len(groups) <= 1:
+            return groups[0] if groups else ()
+        chosen = {seller for ids in groups for seller in ids}
+        return tuple(s.id for s in self._sellers if s.id in chosen)

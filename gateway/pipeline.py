@@ -12,8 +12,8 @@ record() returned, from what the store reports it stored.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.assign import Assignment, Roster, SellerSettings
@@ -27,8 +27,7 @@ from gateway.store.base import PersonMatch, Plan, PlanAction, Planner, Quarantin
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A receipt plus what was decided, for connectors that answer with more than 2xx."""
 
     receipt: Receipt
@@ -80,7 +79,7 @@ class Pipeline:
         planner = self._planner(event, classification, junk)
         recorded = await self.store.record(event, keys, since, planner, checkpoint)
         receipt = recorded.receipt
-        self.metrics.event(channel, receipt.outcome.value)
+        self.metrics.event(channel, receipt.outcome)  # a StrEnum: its value, without .value
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)

@@ -293,9 +293,10 @@ def test_request_and_pick_are_pure() -> None:
     r = make_roster([seller("anna"), seller("boris"), seller("vera")])
     request = r.request(MONDAY_NOON)
     assert request == r.request(MONDAY_NOON)
+    assert request.day_start == datetime(2026, 1, 12, tzinfo=UTC)
     assert request == AssignmentRequest(
         day=MONDAY_NOON.date(),
-        day_start=datetime(2026, 1, 12, tzinfo=UTC),
+        tz=UTC,
         candidates=("anna", "boris", "vera"),
         strategy="round_robin",
         reason="round_robin",

@@ -498,10 +498,7 @@ async def test_get_lead_returns_events_in_order(store: SQLiteStore) -> None:
 
 
 def rr_request() -> AssignmentRequest:
-    day_start = T0.replace(hour=0)
-    return AssignmentRequest(
-        day_start.date(), day_start, ("anna", "boris"), "round_robin", "round_robin"
-    )
+    return AssignmentRequest(T0.date(), UTC, ("anna", "boris"), "round_robin", "round_robin")
 
 
 async def test_day_counts_start_from_the_leads_stored_that_day(db_path: Path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.assign import Assignment, AssignmentRequest
 from gateway.models import Channel, Lead, LeadEvent, LeadStatus, Receipt
@@ -17,8 +17,12 @@ class StoreUnavailable(RuntimeError):
     (or back off), never 2xx."""
 
 
-@dataclass(frozen=True, slots=True)
-class PersonMatch:
+# The records of a decision (PersonMatch, Plan, Recorded, and assign's AssignmentRequest and
+# Assignment) are NamedTuples: immutable like frozen dataclasses, and built for every event
+# on the hot path at a third of a frozen dataclass's cost.
+
+
+class PersonMatch(NamedTuple):
     """What the store knows of the person behind an event, found by identity keys."""
 
     lead_id: str | None = None  # the lead this event joins: an open one in the window, or a reply's
@@ -32,8 +36,7 @@ class PlanAction(StrEnum):
     KEEP = "keep"  # the event is stored, no lead (our outgoing call to an unknown number)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """The pipeline's decision for one event, taken with the match in hand: pure data.
 
     create: `lead` is the new lead as the pipeline built it, without its seller; the store
@@ -57,8 +60,7 @@ class Plan:
 Planner = Callable[[PersonMatch], Plan]
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
+class Recorded(NamedTuple):
     """What record() did: the sender's receipt, and for a lead it created, the seller it
     stored (None for merge, keep, replay and a junk lead)."""
 

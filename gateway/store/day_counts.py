@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 
-from gateway.assign import Assignment, AssignmentRequest, counting_day, pick
+from gateway.assign import Assignment, AssignmentRequest, pick
 
 # What a day starts from, given its local midnight: leads per seller stored since then, and
 # the number of leads assigned before it (the running total that carries the turn).
@@ -30,8 +30,9 @@ class DayCounts:
         from `seed`: starting the same day again gives the same state, so resolving twice
         (a retry) is harmless.
         """
-        day = counting_day(request.day, self.day)
-        if day != self.day:
+        day = self.day
+        if day is None or request.day > day:  # counting_day(), inline: this runs per lead
+            day = request.day
             counts, earlier = seed(request.day_start)
             if earlier < 0 or any(v < 0 for v in counts.values()):
                 raise ValueError(f"negative assignment counts for {day}")

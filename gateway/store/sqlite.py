@@ -310,7 +310,8 @@ class SQLiteStore(MatchMethods, OutboxMethods):
                     lead.assigned_to,
                     to_epoch(lead.created_at),
                     to_epoch(lead.last_event_at),
-                    lead.model_dump_json().encode(),
+                    # model_dump_json() as bytes, without the str round trip.
+                    lead.__pydantic_serializer__.to_json(lead),
                 )
             )
             for key in keys:

@@ -46,10 +46,9 @@ def make_event(
 
 def rr(*candidates: str, at: datetime = T0, sticky_owner: str | None = None) -> AssignmentRequest:
     """A round-robin request among `candidates` for the local (UTC) day of `at`."""
-    day_start = at.replace(hour=0, minute=0, second=0, microsecond=0)
     return AssignmentRequest(
-        day=day_start.date(),
-        day_start=day_start,
+        day=at.astimezone(UTC).date(),
+        tz=UTC,
         candidates=candidates,
         strategy="round_robin",
         reason="round_robin" if candidates else "no active sellers configured",
