@@ -229,9 +229,10 @@ async def test_concurrent_records_for_one_person_make_one_lead(store: Store) -> 
 async def test_concurrent_replays_of_one_external_id_make_one_event(store: Store) -> None:
     events = [make_event("dup-1", phone=PHONE, at=T0 + timedelta(seconds=n)) for n in range(30)]
     results = await asyncio.gather(*(record(store, e) for e in events))
-    assert [r.receipt.outcome for r in results].count(Outcome.CREATED) == 1
-    assert {r.receipt.event_id for r in results} == {results[0].receipt.event_id}
-    assert all(r.receipt.outcome is Outcome.REPLAYED for r in results[1:])
+    outcomes = [r.receipt.outcome for r in results]
+    assert outcomes.count(Outcome.CREATED) == 1
+    assert outcomes.count(Outcome.REPLAYED) == 29
+    assert len({(r.receipt.event_id, r.receipt.lead_id) for r in results}) == 1
     lead = await store.get_lead(results[0].receipt.lead_id or "")
     assert lead is not None
     assert len(lead.events) == 1
@@ -248,13 +249,13 @@ async def test_checkpoints_alone_and_with_the_event(store: Store) -> None:
     # A replay moves it too: the poller must not fetch that message again.
     await record(store, e, checkpoint=("imap:INBOX", "uid=4"))
     assert await store.get_checkpoint("imap:INBOX") == "uid=4"
-    # Concurrent copies of one message: both calls move it, in order.
+    # Concurrent copies of one message: the one that replays the other still moves it.
     twin = make_event("cp-2")
     await asyncio.gather(
         record(store, twin, checkpoint=("imap:INBOX", "uid=5")),
         record(store, twin, checkpoint=("imap:INBOX", "uid=6")),
     )
-    assert await store.get_checkpoint("imap:INBOX") == "uid=6"
+    assert await store.get_checkpoint("imap:INBOX") in {"uid=5", "uid=6"}
     assert await store.get_checkpoint("imap:Other") is None
 
 
