@@ -78,7 +78,7 @@ class Desk:
 
     def choose(self, at: datetime, previous_owner: str | None = None) -> Assignment:
         request = self.roster.sticky(self.roster.request(at), previous_owner)
-        assignment, day = self.tally.resolve(request, self.seed)
+        assignment, day = self.tally.resolve(request, self.seed, at)
         if assignment.seller_id is not None:
             self.tally.add(day, assignment.seller_id)
             self.stored.append((at, assignment.seller_id))
@@ -152,7 +152,7 @@ def test_seed_rejects_negative_counts() -> None:
     tally = DayCounts()
     request = make_roster([seller("anna")]).request(MONDAY_NOON)
     with pytest.raises(ValueError, match="negative"):
-        tally.resolve(request, lambda since: ({"anna": -1}, 0))
+        tally.resolve(request, lambda since: ({"anna": -1}, 0), MONDAY_NOON)
 
 
 def test_in_order_always_takes_the_first_candidate() -> None:
@@ -367,14 +367,38 @@ def test_counting_day_only_moves_forward() -> None:
     assert counting_day(monday, tuesday) == tuesday
 
 
+def test_the_first_day_counted_is_at_least_the_day_received() -> None:
+    tally = DayCounts()
+    request = make_roster([seller("anna"), seller("boris")]).request(
+        MONDAY_NOON - timedelta(days=3)
+    )
+    seeded: list[datetime] = []
+
+    def seed(since: datetime) -> tuple[dict[str, int], int]:
+        seeded.append(since)
+        return {"anna": 5}, 0
+
+    assignment, day = tally.resolve(request, seed, MONDAY_NOON)
+    assert (assignment.seller_id, day) == ("boris", MONDAY_NOON.date())
+    assert seeded == [datetime(2026, 1, 12, tzinfo=UTC)]
+    # Later days start from zero without asking the store again; the turn carries over.
+    tally.add(day, "boris")
+    tomorrow = make_roster([seller("anna"), seller("boris")]).request(
+        MONDAY_NOON + timedelta(days=1)
+    )
+    assignment, day = tally.resolve(tomorrow, seed, MONDAY_NOON + timedelta(days=1))
+    assert (day, tally.of(day), len(seeded)) == (tomorrow.day, {}, 1)
+    assert assignment.seller_id == ("anna", "boris")[(5 + 1) % 2]
+
+
 def test_a_failed_write_takes_its_count_back() -> None:
     tally = DayCounts()
     request = make_roster([seller("anna"), seller("boris")]).request(MONDAY_NOON)
-    assignment, day = tally.resolve(request, lambda since: ({}, 0))
+    assignment, day = tally.resolve(request, lambda since: ({}, 0), MONDAY_NOON)
     assert assignment.seller_id == "anna"
     tally.add(day, "anna")
     tally.remove(day, "anna")
     assert tally.of(day) == {}
-    assert tally.resolve(request, lambda since: ({"x": 1}, 5))[0].seller_id == "anna"
+    assert tally.resolve(request, lambda since: ({"x": 1}, 5), MONDAY_NOON)[0].seller_id == "anna"
     tally.remove(day, "anna")  # never below zero
     assert tally.of(day) == {}

@@ -8,7 +8,7 @@ count back when that write fails, so the counts always equal the leads it will h
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from gateway.assign import Assignment, AssignmentRequest, pick
 
@@ -23,22 +23,31 @@ class DayCounts:
         self._counts: dict[str, int] = {}
         self._earlier = 0
 
-    def resolve(self, request: AssignmentRequest, seed: Seeder) -> tuple[Assignment, date]:
+    def resolve(
+        self, request: AssignmentRequest, seed: Seeder, received_at: datetime
+    ) -> tuple[Assignment, date]:
         """The seller for `request` and the day it counts in; moves no count (see add()).
 
-        Starting a day (the first request after opening, or of a later day) takes its state
-        from `seed`: starting the same day again gives the same state, so resolving twice
-        (a retry) is harmless.
+        The first request after opening starts the day in progress — the request's day, or
+        the day the event was received if that is later (an old mail must not make today
+        look like yesterday) — from `seed`, the leads stored so far: a restart keeps the day
+        even and the turn where it was. A later day starts from zero with the turn carried
+        over, as counting_day() says. Starting the same day again gives the same state, so
+        resolving twice (a retry) is harmless.
         """
         day = self.day
-        if day is None or request.day > day:  # counting_day(), inline: this runs per lead
-            day = request.day
-            counts, earlier = seed(request.day_start)
+        if day is None:
+            day = max(request.day, received_at.astimezone(request.tz).date())
+            counts, earlier = seed(datetime.combine(day, time.min, request.tz))
             if earlier < 0 or any(v < 0 for v in counts.values()):
                 raise ValueError(f"negative assignment counts for {day}")
             self._counts = {k: v for k, v in counts.items() if v > 0}
             self._earlier = earlier
             self.day = day
+        elif request.day > day:  # counting_day(), inline: this runs per lead
+            day = self.day = request.day
+            self._earlier += sum(self._counts.values())
+            self._counts = {}
         return pick(request, self._counts, self._earlier), day
 
     def add(self, day: date, seller_id: str) -> None:

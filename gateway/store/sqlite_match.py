@@ -37,19 +37,21 @@ class MatchMethods:
         self, event: LeadEvent, keys: Sequence[str], since: datetime, plan: Planner
     ) -> tuple[Plan, Assignment | None, date | None]:
         """The plan and, for a create, its seller and the day it counts in. Reads only (the
-        first request of a day seeds that day's counts, which a second call finds as it left
+        first request after opening seeds the counts, which a second call finds as it left
         them): deciding twice, as an optimistic retry would, decides the same."""
         decision = plan(self._match(event, keys, since))
         request = decision.assignment
         if decision.action is not PlanAction.CREATE or request is None:
             return decision, None, None
-        assignment, day = self._counts.resolve(request, self._stored_assignments)
+        assignment, day = self._counts.resolve(
+            request, self._stored_assignments, event.received_at
+        )
         return decision, assignment, day
 
     def _stored_assignments(self, since: datetime) -> tuple[dict[str, int], int]:
         """Leads per seller created since a moment, and assigned leads created before it,
-        committed or in the overlay: what a day starts from, so a restart keeps the day even
-        and the turn where it was."""
+        committed or in the overlay: what the day in progress starts from after opening
+        (what Pipeline.seed did from outside before the store resolved assignments)."""
         db = self._db()
         counts, earlier = assigned_since(db, to_epoch(since))
         for lead, _ in self._pending_leads.values():

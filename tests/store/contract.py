@@ -22,6 +22,7 @@ def make_event(
     handle: str | None = None,
     channel: Channel = Channel.WEBFORM,
     at: datetime = T0,
+    received_at: datetime | None = None,
     idempotency_key: str | None = None,
     replies_to: tuple[str, ...] = (),
     creates_lead: bool = True,
@@ -31,7 +32,7 @@ def make_event(
         external_id=external_id,
         idempotency_key=idempotency_key,
         occurred_at=at,
-        received_at=at,
+        received_at=received_at or at,
         contact=Contact(
             name=f"Клиент {external_id}",
             phones=(phone,) if phone else (),

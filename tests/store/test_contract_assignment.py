@@ -190,6 +190,24 @@ async def test_a_restart_keeps_the_day_even_and_the_turn(harness: Harness) -> No
     assert await store.assignment_counts(DAY) == {"anna": 3, "boris": 3, "vera": 2}
 
 
+async def test_after_a_restart_an_old_mail_counts_in_today(harness: Harness) -> None:
+    """The first lead after opening starts the day it was received, not the (older) day it
+    will be worked: today's counts must not look like yesterday's."""
+    for n in range(2):
+        await record(
+            harness.store, make_event(f"t{n}", phone=f"+7903{n:07d}"), assignment=rr("anna")
+        )
+    store = await harness.reopen()
+    old = T0 - timedelta(days=3)
+    late = await record(
+        store,
+        make_event("old-mail", phone="+79039999999", at=old, received_at=T0 + timedelta(hours=1)),
+        assignment=rr("anna", "boris", at=old),
+    )
+    assert late.assignment == Assignment("boris", "round_robin")
+    assert await store.assignment_counts(DAY) == {"anna": 2, "boris": 1}
+
+
 async def test_a_failed_write_leaves_the_counts_unmoved(harness: Harness) -> None:
     store = harness.store
     first = await record(
