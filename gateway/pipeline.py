@@ -1,15 +1,19 @@
 """accept(): the only way an event reaches the store. Connectors call it; nothing else writes.
 
 Steps: replay check -> calendar -> identity and dedup -> screen -> assignment -> persist.
-The replay check, the person lookup and the write are the store's atomic record(); the
-decisions in between are taken here, in `_plan`, with the store's match in hand.
+The replay check, the person lookup, the round-robin pick and the write are the store's
+atomic record(). Everything decided here is data (DESIGN "Decisions are data"): what does not
+depend on the store is computed once, before record(), and the planner handed to the store
+is a pure function of its match, so a store may run it again (an optimistic retry) and get
+the same lead id and the same assignment request. Side effects (metrics) happen once, after
+record() returned, from what the store reports it stored.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.assign import Assignment, Roster, SellerSettings
@@ -19,14 +23,13 @@ from gateway.metrics import Metrics
 from gateway.models import Lead, LeadEvent, LeadStatus, Outcome, Receipt, new_id
 from gateway.rawpayload import bound_raw
 from gateway.screen import Screen
-from gateway.store.base import PersonMatch, Plan, Quarantined, Store
+from gateway.store.base import PersonMatch, Plan, PlanAction, Planner, Quarantined, Store
 from gateway.textsafe import storable
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A receipt plus what was decided, for connectors that answer with more than 2xx."""
 
     receipt: Receipt
@@ -74,63 +77,73 @@ class Pipeline:
             classification = self.calendar.classify(event.received_at, channel)
         keys = identity_keys(event.contact)
         junk = self.screen.reason(event)
-        chosen: list[Assignment] = []
+        try:
+            since = event.occurred_at - self.dedup_window
+        except OverflowError:  # a sender's clock near year 1: nothing can be that old
+            since = datetime.min.replace(tzinfo=UTC)
+        planner = self._planner(event, classification, junk)
+        recorded = await self.store.record(event, keys, since, planner, checkpoint)
+        receipt = recorded.receipt
+        self.metrics.event(channel, receipt.outcome)  # a StrEnum: its value, without .value
+        if receipt.outcome is not Outcome.REPLAYED:
+            if classification.after_hours:
+                self.metrics.count(self.metrics.after_hours, channel)
+            if receipt.outcome is Outcome.CREATED:
+                if junk is not None:
+                    self.metrics.count(self.metrics.junk, junk.split(":", 1)[0])
+                elif recorded.assignment is not None and recorded.assignment.seller_id is None:
+                    self.metrics.unassigned.inc()
+        return Accepted(receipt, classification, recorded.assignment)
+
+    def _planner(self, event: LeadEvent, cls: Classification, junk: str | None) -> Planner:
+        """The decision for `event` as a pure function of what the store knows of the person.
+
+        The new lead (its id included) and the assignment request are made here, once: a
+        planner that made them itself would hand a retrying store a new id on every attempt.
+        """
+        # Only a customer's own contact asks for a reaction, not our outgoing call.
+        sla_due_at = cls.sla_due_at if event.creates_lead else None
+        # A contact that may only join a lead (our outgoing call) makes none, unless junk.
+        creates = event.creates_lead or junk is not None
+        lead = self._new_lead(event, cls, junk) if creates else None
+        # The seller is chosen for when the lead will be worked, not when it arrived.
+        request = (
+            self.roster.request(cls.next_open_at or event.occurred_at)
+            if lead is not None and junk is None
+            else None
+        )
+        sticky = self.roster.sticky
 
         def plan(match: PersonMatch) -> Plan:
             # Spam never joins a real lead: a bot typing a customer's phone must not
             # bury the customer's own request under junk.
             if match.lead_id is not None and junk is None:
                 return Plan(
-                    action="merge",
+                    PlanAction.MERGE,
                     lead_id=match.lead_id,
                     matched_on=match.matched_on,
-                    # Only a customer's own contact asks for a reaction, not our outgoing call.
-                    sla_due_at=classification.sla_due_at if event.creates_lead else None,
+                    sla_due_at=sla_due_at,
                 )
-            if not event.creates_lead and junk is None:
-                return Plan(action="keep")
-            lead, assignment = self._new_lead(event, classification, match, junk)
-            if assignment is not None:
-                chosen.append(assignment)
-            return Plan(action="create", lead=lead)
+            if lead is None:
+                return Plan(PlanAction.KEEP)
+            return Plan(
+                PlanAction.CREATE,
+                lead=lead,
+                assignment=None if request is None else sticky(request, match.previous_owner),
+            )
 
-        try:
-            since = event.occurred_at - self.dedup_window
-        except OverflowError:  # a sender's clock near year 1: nothing can be that old
-            since = datetime.min.replace(tzinfo=UTC)
-        receipt = await self.store.record(event, keys, since, plan, checkpoint)
-        self.metrics.event(channel, receipt.outcome.value)
-        if receipt.outcome is not Outcome.REPLAYED:
-            if classification.after_hours:
-                self.metrics.count(self.metrics.after_hours, channel)
-            if receipt.outcome is Outcome.CREATED and junk is not None:
-                self.metrics.count(self.metrics.junk, junk.split(":", 1)[0])
-        return Accepted(receipt, classification, chosen[0] if chosen else None)
+        return plan
 
-    def _new_lead(
-        self,
-        event: LeadEvent,
-        cls: Classification,
-        match: PersonMatch,
-        junk: str | None,
-    ) -> tuple[Lead, Assignment | None]:
-        assignment: Assignment | None = None
-        if junk is None:
-            # The seller is chosen for when the lead will be worked, not when it arrived.
-            work_at = cls.next_open_at or event.occurred_at
-            assignment = self.roster.choose(work_at, match.previous_owner)
-            if assignment.seller_id is None:
-                self.metrics.unassigned.inc()
+    def _new_lead(self, event: LeadEvent, cls: Classification, junk: str | None) -> Lead:
+        """The lead this event would create, without its seller (the store sets it)."""
         now = event.received_at
-        lead = Lead(
+        return Lead(
             id=new_id(),
             status=LeadStatus.JUNK if junk else LeadStatus.NEW,
             channel=event.channel,
             source_id=self.sources.get(event.channel.value, "OTHER"),
             contact=event.contact,
             interest=event.interest,
-            assigned_to=assignment.seller_id if assignment else None,
-            assignment_reason=assignment.reason if assignment else None,
             after_hours=cls.after_hours,
             after_hours_reason=cls.reason,
             next_open_at=cls.next_open_at,
@@ -140,7 +153,6 @@ class Pipeline:
             updated_at=now,
             last_event_at=event.occurred_at,
         )
-        return lead, assignment
 
     # --- what connectors may ask besides accept() ----------------------------------------
     # Narrow questions the pipeline answers, so a connector never holds the store, the
@@ -186,11 +198,3 @@ class Pipeline:
         kept = {storable(k): storable(v) for k, v in (headers or {}).items()}
         await self.store.quarantine(Quarantined(channel, reason, body, kept), checkpoint)
         self.metrics.count(self.metrics.quarantined, channel)
-
-    async def seed(self, now: datetime) -> None:
-        """Start round robin from today's assignments: all-time totals would hand every lead
-        to a newcomer until they caught up, today's keep the day even across a restart."""
-        day_start = now.astimezone(self.calendar.tz).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
-        self.roster.seed(await self.store.assignment_counts(day_start), day_start.date())

@@ -1,13 +1,27 @@
+"""Assignment: the roster's request (pure, from config and calendar) and pick() with the
+store's counts. `Desk` below plays the store's part the way the SQLite store does it: a
+DayCounts seeded from the leads it has "stored", moved once per resolved lead."""
+
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from gateway.assign import Assignment, AssignmentSettings, Roster, SellerSettings
+from gateway.assign import (
+    Assignment,
+    AssignmentRequest,
+    AssignmentSettings,
+    Roster,
+    SellerSettings,
+    counting_day,
+    pick,
+)
 from gateway.hours import OFFICE_HOURS, WeeklyHours
+from gateway.store.day_counts import DayCounts
 
 
 class FakeCalendar:
@@ -50,11 +64,55 @@ def seller(sid: str, **kw: object) -> SellerSettings:
     return SellerSettings(id=sid, name=sid.title(), **kw)  # type: ignore[arg-type]
 
 
-def roster(
+class Desk:
+    """A roster with a store's round-robin state: what Pipeline + store do per new lead."""
+
+    def __init__(self, roster: Roster, stored: list[tuple[datetime, str]] | None = None) -> None:
+        self.roster = roster
+        self.stored = stored if stored is not None else []  # (created_at, seller) per lead
+        self.tally = DayCounts()
+
+    def seed(self, since: datetime) -> tuple[dict[str, int], int]:
+        counts = Counter(seller for at, seller in self.stored if at >= since)
+        return dict(counts), sum(1 for at, _ in self.stored if at < since)
+
+    def choose(self, at: datetime, previous_owner: str | None = None) -> Assignment:
+        request = self.roster.sticky(self.roster.request(at), previous_owner)
+        assignment, day = self.tally.resolve(request, self.seed, at)
+        if assignment.seller_id is not None:
+            self.tally.add(day, assignment.seller_id)
+            self.stored.append((at, assignment.seller_id))
+        return assignment
+
+    def counts(self) -> dict[str, int]:
+        assert self.tally.day is not None
+        return self.tally.of(self.tally.day)
+
+    def problems(self) -> list[str]:
+        return self.roster.problems()
+
+    def seller(self, seller_id: str) -> SellerSettings | None:
+        return self.roster.seller(seller_id)
+
+
+def make_roster(
     sellers: list[SellerSettings], strategy: str = "round_robin", sticky: bool = True
 ) -> Roster:
     settings = AssignmentSettings(strategy=strategy, sticky=sticky)  # type: ignore[arg-type]
     return Roster(sellers, settings, FakeCalendar())  # type: ignore[arg-type]
+
+
+def roster(
+    sellers: list[SellerSettings],
+    strategy: str = "round_robin",
+    sticky: bool = True,
+    stored: list[tuple[datetime, str]] | None = None,
+) -> Desk:
+    return Desk(make_roster(sellers, strategy, sticky), stored)
+
+
+def stored_today(counts: Mapping[str, int], at: datetime = MONDAY_9) -> list[tuple[datetime, str]]:
+    return [(at, seller) for seller, n in counts.items() for _ in range(n)]
 
 
 def test_round_robin_is_even_over_1000_leads() -> None:
@@ -72,19 +130,29 @@ def test_round_robin_rotates_in_roster_order() -> None:
     assert picks[0] == Assignment("anna", "round_robin")
 
 
-def test_seed_is_respected() -> None:
-    r = roster([seller("anna"), seller("boris"), seller("vera")])
-    r.seed({"anna": 5, "boris": 3, "gone": 100})
+def test_counts_the_store_starts_from_are_respected() -> None:
+    """Was test_seed_is_respected (Roster.seed). The store now seeds a day from the leads it
+    stored that day. Changed: ties rotate by the running total instead of after the last pick,
+    so once vera caught up the exact order differs; the intent holds: the lowest count
+    catches up first, equals alternate, and the day ends even."""
+    stored = stored_today({"anna": 5, "boris": 3, "gone": 100})
+    r = roster([seller("anna"), seller("boris"), seller("vera")], stored=stored)
     picks = [r.choose(MONDAY_NOON).seller_id for _ in range(8)]
-    # vera catches up with boris, the two alternate up to anna's 5, then anna's turn comes.
-    assert picks == ["vera", "vera", "vera", "boris", "vera", "boris", "vera", "anna"]
-    assert r.counts() == {"anna": 6, "boris": 5, "vera": 5}
+    assert picks[:3] == ["vera"] * 3  # vera catches up with boris first
+    # Then the two share the next four evenly up to anna's 5; the eighth is anyone's turn.
+    assert Counter(picks[3:7]) == {"boris": 2, "vera": 2}
+    counts = r.counts()
+    assert counts["gone"] == 100  # former staff keep their count and get nothing
+    staff = [counts[s] for s in ("anna", "boris", "vera")]
+    assert max(staff) - min(staff) <= 1
+    assert sum(staff) == 5 + 3 + 8
 
 
 def test_seed_rejects_negative_counts() -> None:
-    r = roster([seller("anna")])
+    tally = DayCounts()
+    request = make_roster([seller("anna")]).request(MONDAY_NOON)
     with pytest.raises(ValueError, match="negative"):
-        r.seed({"anna": -1})
+        tally.resolve(request, lambda since: ({"anna": -1}, 0), MONDAY_NOON)
 
 
 def test_in_order_always_takes_the_first_candidate() -> None:
@@ -123,8 +191,7 @@ def test_sticky_ignored_when_owner_inactive_or_unknown() -> None:
 
 
 def test_sticky_disabled() -> None:
-    r = roster([seller("anna"), seller("boris")], sticky=False)
-    r.seed({"boris": 10})
+    r = roster([seller("anna"), seller("boris")], sticky=False, stored=stored_today({"boris": 10}))
     assert r.choose(MONDAY_NOON, previous_owner="boris") == Assignment("anna", "round_robin")
 
 
@@ -195,7 +262,7 @@ def test_round_robin_counts_start_afresh_each_day() -> None:
     Monday lead after a week of the full-timer's leads."""
     full = SellerSettings(id="a", name="A")
     mondays = SellerSettings(id="b", name="B", schedule=WeeklyHours(mon=["10:00-19:00"]))
-    roster = Roster([full, mondays], AssignmentSettings(), FakeCalendar())
+    roster = Desk(Roster([full, mondays], AssignmentSettings(), FakeCalendar()))  # type: ignore[arg-type]
     for day in (11, 12, 13, 14):  # Tue-Fri 2025-03-11..14: only "a" is on duty
         for hour in range(10, 20, 1):
             if hour < 19:
@@ -206,8 +273,132 @@ def test_round_robin_counts_start_afresh_each_day() -> None:
 
 def test_a_late_event_does_not_reset_the_day_in_progress() -> None:
     a, b = SellerSettings(id="a", name="A"), SellerSettings(id="b", name="B")
-    roster = Roster([a, b], AssignmentSettings(), FakeCalendar())
-    roster.seed({"a": 5, "b": 0}, date(2025, 3, 12))
+    today = datetime(2025, 3, 12, 9, tzinfo=UTC)
+    roster = Desk(
+        Roster([a, b], AssignmentSettings(), FakeCalendar()),  # type: ignore[arg-type]
+        stored_today({"a": 5}, today),
+    )
+    roster.choose(today)  # the store starts counting 2025-03-12
     # An old mail worked "yesterday" must not zero today's counts.
     roster.choose(datetime(2025, 3, 11, 12, tzinfo=UTC))
+    assert roster.tally.day == today.date()
     assert roster.counts()["a"] >= 5
+    assert sum(roster.counts().values()) == 7
+
+
+# --- the two halves are pure -------------------------------------------------------------------
+
+
+def test_request_and_pick_are_pure() -> None:
+    r = make_roster([seller("anna"), seller("boris"), seller("vera")])
+    request = r.request(MONDAY_NOON)
+    assert request == r.request(MONDAY_NOON)
+    assert request.day_start == datetime(2026, 1, 12, tzinfo=UTC)
+    assert request == AssignmentRequest(
+        day=MONDAY_NOON.date(),
+        tz=UTC,
+        candidates=("anna", "boris", "vera"),
+        strategy="round_robin",
+        reason="round_robin",
+    )
+    counts = {"anna": 2, "boris": 1, "vera": 1}
+    first = pick(request, counts, earlier=7)
+    # Asking again changes nothing and answers the same: a retried transaction is harmless.
+    assert [pick(request, counts, earlier=7) for _ in range(5)] == [first] * 5
+    assert counts == {"anna": 2, "boris": 1, "vera": 1}
+    assert first.seller_id in {"boris", "vera"}
+
+
+def test_ties_rotate_by_the_running_total() -> None:
+    request = make_roster([seller("anna"), seller("boris"), seller("vera")]).request(MONDAY_NOON)
+    even = {"anna": 1, "boris": 1, "vera": 1}
+    assert [pick(request, even, earlier=e).seller_id for e in range(4)] == [
+        "anna",
+        "boris",
+        "vera",
+        "anna",
+    ]
+    # The fewest count beats the turn.
+    assert pick(request, {"anna": 0, "boris": 1, "vera": 1}, earlier=1).seller_id == "anna"
+
+
+def test_the_turn_carries_over_to_the_next_day() -> None:
+    """One lead a day must not always go to the top of the list: the running total of the
+    leads stored before the day carries the turn (what Roster._last did in memory)."""
+    r = roster([seller("anna"), seller("boris")])
+    days = [MONDAY_NOON + timedelta(days=d) for d in range(5)]  # Mon-Fri
+    assert [r.choose(day).seller_id for day in days] == ["anna", "boris"] * 2 + ["anna"]
+
+
+def test_a_restart_keeps_the_day_even_and_the_turn() -> None:
+    sellers = [seller("anna"), seller("boris"), seller("vera")]
+    before = roster(sellers)
+    tuesday = MONDAY_NOON + timedelta(days=1)
+    for at in [MONDAY_NOON] * 4 + [tuesday] * 2:
+        before.choose(at)
+    after = roster(sellers, stored=list(before.stored))  # a new process on the same store
+    assert [after.choose(tuesday).seller_id for _ in range(7)] == [
+        before.choose(tuesday).seller_id for _ in range(7)
+    ]
+
+
+def test_sticky_request_keeps_everything_else() -> None:
+    r = make_roster([seller("anna"), seller("boris", active=False)])
+    request = r.request(MONDAY_LATE)
+    assert r.sticky(request, None) is request
+    assert r.sticky(request, "boris") is request  # inactive
+    assert r.sticky(request, "fired") is request  # unknown
+    sticky = r.sticky(request, "anna")
+    assert sticky.sticky_owner == "anna"
+    assert (sticky.day, sticky.candidates, sticky.reason) == (
+        request.day,
+        request.candidates,
+        request.reason,
+    )
+    assert pick(sticky, {"anna": 99}) == Assignment("anna", "sticky: previous seller")
+    off = make_roster([seller("anna")], sticky=False)
+    assert off.sticky(off.request(MONDAY_LATE), "anna").sticky_owner is None
+
+
+def test_counting_day_only_moves_forward() -> None:
+    monday, tuesday = MONDAY_NOON.date(), (MONDAY_NOON + timedelta(days=1)).date()
+    assert counting_day(monday, None) == monday
+    assert counting_day(tuesday, monday) == tuesday
+    assert counting_day(monday, tuesday) == tuesday
+
+
+def test_the_first_day_counted_is_at_least_the_day_received() -> None:
+    tally = DayCounts()
+    request = make_roster([seller("anna"), seller("boris")]).request(
+        MONDAY_NOON - timedelta(days=3)
+    )
+    seeded: list[datetime] = []
+
+    def seed(since: datetime) -> tuple[dict[str, int], int]:
+        seeded.append(since)
+        return {"anna": 5}, 0
+
+    assignment, day = tally.resolve(request, seed, MONDAY_NOON)
+    assert (assignment.seller_id, day) == ("boris", MONDAY_NOON.date())
+    assert seeded == [datetime(2026, 1, 12, tzinfo=UTC)]
+    # Later days start from zero without asking the store again; the turn carries over.
+    tally.add(day, "boris")
+    tomorrow = make_roster([seller("anna"), seller("boris")]).request(
+        MONDAY_NOON + timedelta(days=1)
+    )
+    assignment, day = tally.resolve(tomorrow, seed, MONDAY_NOON + timedelta(days=1))
+    assert (day, tally.of(day), len(seeded)) == (tomorrow.day, {}, 1)
+    assert assignment.seller_id == ("anna", "boris")[(5 + 1) % 2]
+
+
+def test_a_failed_write_takes_its_count_back() -> None:
+    tally = DayCounts()
+    request = make_roster([seller("anna"), seller("boris")]).request(MONDAY_NOON)
+    assignment, day = tally.resolve(request, lambda since: ({}, 0), MONDAY_NOON)
+    assert assignment.seller_id == "anna"
+    tally.add(day, "anna")
+    tally.remove(day, "anna")
+    assert tally.of(day) == {}
+    assert tally.resolve(request, lambda since: ({"x": 1}, 5), MONDAY_NOON)[0].seller_id == "anna"
+    tally.remove(day, "anna")  # never below zero
+    assert tally.of(day) == {}

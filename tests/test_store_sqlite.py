@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.assign import Assignment, AssignmentRequest
 from gateway.identity import identity_keys
 from gateway.models import (
     Channel,
@@ -22,7 +23,7 @@ from gateway.models import (
     Receipt,
     new_id,
 )
-from gateway.store.base import LeadQuery, PersonMatch, Plan, Planner, Quarantined
+from gateway.store.base import LeadQuery, PersonMatch, Plan, PlanAction, Planner, Quarantined
 from gateway.store.sqlite import SQLiteStore, StoreLocked, StoreUnavailable
 
 T0 = datetime(2026, 1, 13, 9, 0, tzinfo=UTC)
@@ -54,6 +55,7 @@ def planner(
     assigned_to: str | None = "anna",
     status: LeadStatus = LeadStatus.NEW,
     calls: list[PersonMatch] | None = None,
+    request: AssignmentRequest | None = None,
 ) -> Planner:
     """Merge into the matched open lead, else create one — what the pipeline does."""
 
@@ -61,7 +63,7 @@ def planner(
         if calls is not None:
             calls.append(match)
         if match.lead_id is not None:
-            return Plan(action="merge", lead_id=match.lead_id, matched_on=match.matched_on)
+            return Plan(PlanAction.MERGE, lead_id=match.lead_id, matched_on=match.matched_on)
         lead = Lead(
             id=new_id(),
             status=status,
@@ -75,7 +77,7 @@ def planner(
             updated_at=event.received_at,
             last_event_at=event.occurred_at,
         )
-        return Plan(action="create", lead=lead)
+        return Plan(PlanAction.CREATE, lead=lead, assignment=request)
 
     return plan
 
@@ -83,7 +85,8 @@ def planner(
 async def record(
     store: SQLiteStore, event: LeadEvent, *, since: datetime = SINCE, **kw: Any
 ) -> Receipt:
-    return await store.record(event, identity_keys(event.contact), since, planner(event, **kw))
+    recorded = await store.record(event, identity_keys(event.contact), since, planner(event, **kw))
+    return recorded.receipt
 
 
 @pytest.fixture
@@ -265,7 +268,7 @@ async def test_match_sees_only_open_leads_in_window(store: SQLiteStore) -> None:
     old = await record(store, make_event("o1", phone=phone, at=T0 - timedelta(days=60)))
     calls: list[PersonMatch] = []
     e = make_event("o2", phone=phone)
-    r = await store.record(e, identity_keys(e.contact), SINCE, planner(e, calls=calls))
+    r = (await store.record(e, identity_keys(e.contact), SINCE, planner(e, calls=calls))).receipt
     assert r.outcome is Outcome.CREATED
     assert r.lead_id != old.lead_id
     assert calls == [PersonMatch(lead_id=None, matched_on=None, previous_owner="anna")]
@@ -276,7 +279,7 @@ async def test_junk_lead_is_not_matched_nor_an_owner(store: SQLiteStore) -> None
     junk = await record(store, make_event("j1", phone=phone), status=LeadStatus.JUNK)
     calls: list[PersonMatch] = []
     e = make_event("j2", phone=phone)
-    r = await store.record(e, identity_keys(e.contact), SINCE, planner(e, calls=calls))
+    r = (await store.record(e, identity_keys(e.contact), SINCE, planner(e, calls=calls))).receipt
     assert r.lead_id != junk.lead_id
     assert calls == [PersonMatch()]
 
@@ -325,8 +328,8 @@ async def test_replay_of_a_pending_event_still_moves_the_checkpoint(store: SQLit
         store.record(e, (), SINCE, planner(e), ("poller", "10")),
         store.record(e, (), SINCE, planner(e), ("poller", "11")),
     )
-    assert second.outcome is Outcome.REPLAYED
-    assert second.event_id == first.event_id
+    assert second.receipt.outcome is Outcome.REPLAYED
+    assert second.receipt.event_id == first.receipt.event_id
     assert await store.get_checkpoint("poller") == "11"
 
 
@@ -494,11 +497,65 @@ async def test_get_lead_returns_events_in_order(store: SQLiteStore) -> None:
     assert await store.get_lead("01NOSUCHLEAD0000000000000") is None
 
 
-async def test_assignment_counts(store: SQLiteStore) -> None:
+def rr_request() -> AssignmentRequest:
+    return AssignmentRequest(T0.date(), UTC, ("anna", "boris"), "round_robin", "round_robin")
+
+
+async def test_day_counts_start_from_the_leads_stored_that_day(db_path: Path) -> None:
+    """What Pipeline.seed did from outside at startup, the store now does itself when it
+    starts counting a day: a restart keeps the day even."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    await record(store, make_event("y0", at=T0 - timedelta(days=1)), assigned_to="boris")
     for n, seller in enumerate(["anna", "anna", "boris", None]):
         await record(store, make_event(f"a{n}"), assigned_to=seller)
-    assert await store.assignment_counts(T0 - timedelta(hours=1)) == {"anna": 2, "boris": 1}
-    assert await store.assignment_counts(T0 + timedelta(hours=1)) == {}
+    await store.close()
+
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        day = T0.date()
+        assert await store.assignment_counts(day) == {}  # not counting any day yet
+        e = make_event("a4")
+        recorded = await store.record(e, (), SINCE, planner(e, request=rr_request()))
+        # Yesterday's lead is not today's: anna 2, boris 1 -> boris.
+        assert recorded.assignment == Assignment("boris", "round_robin")
+        lead = await store.get_lead(recorded.receipt.lead_id or "")
+        assert lead is not None
+        assert (lead.assigned_to, lead.assignment_reason) == ("boris", "round_robin")
+        assert await store.assignment_counts(day) == {"anna": 2, "boris": 2}
+        assert await store.assignment_counts(day - timedelta(days=1)) == {}
+    finally:
+        await store.close()
+
+
+async def test_a_day_started_while_leads_wait_in_the_overlay_counts_them(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    gate = asyncio.Event()
+    real_begin = store._begin
+
+    async def held_begin(db: sqlite3.Connection) -> None:
+        await gate.wait()
+        await real_begin(db)
+
+    store._begin = held_begin  # type: ignore[method-assign]
+    try:
+        waiting = [
+            asyncio.create_task(record(store, make_event(f"w{n}"), assigned_to="anna"))
+            for n in range(2)
+        ]
+        await asyncio.sleep(0.05)  # both decided, neither committed
+        e = make_event("w2")
+        task = asyncio.create_task(store.record(e, (), SINCE, planner(e, request=rr_request())))
+        await asyncio.sleep(0.05)
+        assert await store.assignment_counts(T0.date()) == {"anna": 2, "boris": 1}
+        gate.set()
+        await asyncio.gather(*waiting)
+        assert (await task).assignment == Assignment("boris", "round_robin")
+    finally:
+        gate.set()
+        await store.close()
 
 
 async def test_merge_into_a_lead_whose_batch_then_fails_fails_too(db_path: Path) -> None:

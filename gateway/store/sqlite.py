@@ -12,6 +12,8 @@ Why it is shaped like this:
 - Between decision and commit an event lives in an in-memory overlay, so a second event
   for the same key or the same person sees it. The overlay is what makes decide-then-write
   atomic without locks: nothing awaits between the lookup and the overlay update.
+- The round-robin counts of the day live here too (this process is the file's only writer):
+  moved when a lead enters the overlay, taken back when its commit fails.
 - One process writes the file (an advisory lock): the server role. A second process (the
   CLI) opens it in the client role: reads, and rare writes as short transactions of its
   own (gateway.store.sqlite_client).
@@ -27,26 +29,30 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
+from gateway.assign import Assignment
+from gateway.models import EventRecord, Lead, LeadEvent, Outcome, Receipt
 from gateway.store.base import (
     DeliveryView,
     LeadQuery,
     OutboxKind,
     OutboxState,
-    PersonMatch,
     Plan,
+    PlanAction,
     Planner,
     Quarantined,
+    Recorded,
     StoreUnavailable,
 )
+from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_client import ClientRole, StoreRole
+from gateway.store.sqlite_match import MatchMethods
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
     idempotency_key,
@@ -93,9 +99,11 @@ class _Pending:
     # If that write fails, this one must fail too: else a lead would be stored without
     # its creating event and its lead.created outbox row.
     after: _Pending | None = None
+    assignment: Assignment | None = None  # the seller resolved for a lead this write creates
+    counted: tuple[date, str] | None = None  # the round-robin count it moved: taken back on failure
 
 
-class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
+class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
     def __init__(
         self,
         path: Path | str,
@@ -124,6 +132,7 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
         self._pending_leads: dict[str, tuple[Lead, _Pending]] = {}
         self._pending_identities: dict[str, list[str]] = {}
         self._pending_events: dict[str, str | None] = {}  # replay key -> lead id, for replies
+        self._counts = DayCounts()  # round robin of the day in progress, overlay included
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -229,7 +238,7 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
         since: datetime,
         plan: Planner,
         checkpoint: tuple[str, str] | None = None,
-    ) -> Receipt:
+    ) -> Recorded:
         if self._is_client:
             raise StoreUnavailable("a client-role store does not record events: the server does")
         rkeys = [replay_key(event.channel, event.external_id)]
@@ -243,7 +252,7 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
                 await asyncio.shield(pending.done)
                 if checkpoint is not None:
                     await self.save_checkpoint(*checkpoint)
-                return pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED})
+                return Recorded(pending.receipt.model_copy(update={"outcome": Outcome.REPLAYED}))
             row = (
                 self._db()
                 .execute(
@@ -256,80 +265,45 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
             if row is not None:
                 if checkpoint is not None:
                     await self.save_checkpoint(*checkpoint)
-                return Receipt(event_id=row[0], lead_id=row[1], outcome=Outcome.REPLAYED)
+                return Recorded(Receipt(event_id=row[0], lead_id=row[1], outcome=Outcome.REPLAYED))
 
-        decision = plan(self._match(event, keys, since))
-        item = self._build(event, rkeys, keys, decision)
+        decision, assignment, day = self._decide(event, keys, since, plan)
+        item = self._build(event, rkeys, keys, decision, assignment)
+        if assignment is not None and assignment.seller_id is not None and day is not None:
+            self._counts.add(day, assignment.seller_id)
+            item.counted = (day, assignment.seller_id)
         if checkpoint is not None:
             item.checkpoints.append(checkpoint)
         for rk in rkeys:
             self._pending_replays[rk] = item
         self._queue.put_nowait(item)
         await asyncio.shield(item.done)
-        return item.receipt
-
-    def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
-        for ext in event.replies_to:
-            lead_id = self._lead_of_event(event.channel, ext)
-            if lead_id is not None:
-                return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
-        if not keys:
-            return PersonMatch()
-        candidates: dict[str, str] = {}  # lead id -> the key kind that found it
-        for key in keys:
-            for lead_id in self._pending_identities.get(key, ()):
-                candidates.setdefault(lead_id, key)
-        marks = ",".join("?" * len(keys))
-        for lead_id, key in self._db().execute(
-            f"SELECT lead_id, key FROM identities WHERE key IN ({marks})", tuple(keys)
-        ):
-            candidates.setdefault(lead_id, key)
-        if not candidates:
-            return PersonMatch()
-        leads = [lead for lid in candidates if (lead := self._load_lead(lid)) is not None]
-        leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
-        owner = next(
-            (lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None
-        )
-        for lead in leads:
-            if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
-                kind = candidates[lead.id].split(":", 1)[0]
-                return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
-        return PersonMatch(previous_owner=owner)
-
-    def _lead_of_event(self, channel: str, external_id: str) -> str | None:
-        rk = replay_key(channel, external_id)
-        if rk in self._pending_events:
-            return self._pending_events[rk]
-        row = (
-            self._db()
-            .execute(
-                "SELECT e.lead_id FROM replay_keys r JOIN events e ON e.id = r.event_id"
-                " WHERE r.key = ?",
-                (rk,),
-            )
-            .fetchone()
-        )
-        return row[0] if row else None
-
-    def _load_lead(self, lead_id: str) -> Lead | None:
-        if (pending := self._pending_leads.get(lead_id)) is not None:
-            return pending[0]
-        row = self._db().execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
-        return Lead.model_validate_json(row[0]) if row else None
+        return Recorded(item.receipt, item.assignment)
 
     def _build(
-        self, event: LeadEvent, rkeys: list[str], keys: Sequence[str], decision: Plan
+        self,
+        event: LeadEvent,
+        rkeys: list[str],
+        keys: Sequence[str],
+        decision: Plan,
+        assignment: Assignment | None,
     ) -> _Pending:
         loop = asyncio.get_running_loop()
         now = to_epoch(event.received_at)
         lead: Lead | None
         kind: OutboxKind | None
         after: _Pending | None = None
-        if decision.action == "create":
+        if decision.action is PlanAction.CREATE:
             assert decision.lead is not None
             lead, outcome, kind = decision.lead, Outcome.CREATED, OutboxKind.CREATED
-        elif decision.action == "merge":
+            if assignment is not None:
+                lead = lead.model_copy(
+                    update={
+                        "assigned_to": assignment.seller_id,
+                        "assignment_reason": assignment.reason,
+                    }
+                )
+        elif decision.action is PlanAction.MERGE:
             assert decision.lead_id is not None
             pending_base = self._pending_leads.get(decision.lead_id)
             after = pending_base[1] if pending_base is not None else None
@@ -357,7 +331,8 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
         item = _Pending(
             receipt=Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome),
             done=loop.create_future(),
-            after=after if decision.action == "merge" else None,
+            assignment=assignment,
+            after=after,
         )
         # The EventRecord as JSON, straight from the validated event: one dump, no re-validation.
         record = event.model_dump(mode="json", include=_RECORD_FIELDS)
@@ -388,7 +363,8 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
                     lead.assigned_to,
                     to_epoch(lead.created_at),
                     to_epoch(lead.last_event_at),
-                    lead.model_dump_json().encode(),
+                    # model_dump_json() as bytes, without the str round trip.
+                    lead.__pydantic_serializer__.to_json(lead),
                 )
             )
             for key in keys:
@@ -487,6 +463,8 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
             if error is None:
                 p.done.set_result(None)
             else:
+                if p.counted is not None:
+                    self._counts.remove(*p.counted)
                 p.done.set_exception(error)
 
     # --- reads -----------------------------------------------------------------------
@@ -500,13 +478,9 @@ class SQLiteStore(ClientRole, OutboxMethods, ReadMethods):
     async def list_leads(self, query: LeadQuery) -> list[Lead]:
         return list_leads(self._db(), query)
 
-    async def assignment_counts(self, since: datetime) -> dict[str, int]:
-        rows = self._db().execute(
-            "SELECT assigned_to, COUNT(*) FROM leads WHERE assigned_to IS NOT NULL"
-            " AND created_at >= ? GROUP BY assigned_to",
-            (to_epoch(since),),
-        )
-        return {seller: count for seller, count in rows}
+    async def assignment_counts(self, day: date) -> dict[str, int]:
+        # Only the day in progress is kept: past days' counts decide nothing any more.
+        return self._counts.of(day)
 
     async def quarantine(
         self, item: Quarantined, checkpoint: tuple[str, str] | None = None

@@ -106,6 +106,22 @@ def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:
     return [Lead.model_validate_json(doc) for (doc,) in db.execute(sql, params)]
 
 
+def assigned_since(db: sqlite3.Connection, since: float) -> tuple[dict[str, int], int]:
+    """Leads per seller created since an epoch, and the number of assigned leads created
+    before it (both read from the seller index alone)."""
+    counts: dict[str, int] = {}
+    earlier = 0
+    for seller, recent, older in db.execute(
+        "SELECT assigned_to, SUM(created_at >= ?), SUM(created_at < ?) FROM leads"
+        " WHERE assigned_to IS NOT NULL GROUP BY assigned_to",
+        (since, since),
+    ):
+        if recent:
+            counts[seller] = int(recent)
+        earlier += int(older)
+    return counts, earlier
+
+
 def list_outbox(
     db: sqlite3.Connection, state: OutboxState | None, limit: int, after_id: int = 0
 ) -> list[OutboxItem]:

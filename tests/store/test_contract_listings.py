@@ -9,10 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_contract_outbox import IMPLEMENTATIONS, T0, Harness, order
 
 from gateway.models import Channel, Contact, LeadEvent, Outcome
 from gateway.store.base import EventQuery, Quarantined
+from tests.store.test_contract_outbox import IMPLEMENTATIONS, T0, Harness, order
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))

@@ -1,0 +1,112 @@
+"""The reads a SQLite store decision takes: has this event been seen, who is the person, and
+which seller the plan's request resolves to. Committed rows come from the read connection,
+uncommitted ones from the store's overlay; nothing here writes or awaits, so a decision and
+the overlay update that follows it are one atomic step on the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from gateway.assign import Assignment
+from gateway.models import Lead, LeadEvent, LeadStatus
+from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
+from gateway.store.day_counts import DayCounts
+from gateway.store.sqlite_queries import assigned_since, replay_key, to_epoch
+
+
+class MatchMethods:
+    """Mixed into SQLiteStore, which provides `_db()` and the overlay."""
+
+    _pending_leads: dict[str, tuple[Lead, Any]]  # lead id -> (lead, its pending write)
+    _pending_identities: dict[str, list[str]]
+    _pending_events: dict[str, str | None]
+    _counts: DayCounts
+
+    def _db(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _decide(
+        self, event: LeadEvent, keys: Sequence[str], since: datetime, plan: Planner
+    ) -> tuple[Plan, Assignment | None, date | None]:
+        """The plan and, for a create, its seller and the day it counts in. Reads only (the
+        first request after opening seeds the counts, which a second call finds as it left
+        them): deciding twice, as an optimistic retry would, decides the same."""
+        decision = plan(self._match(event, keys, since))
+        request = decision.assignment
+        if decision.action is not PlanAction.CREATE or request is None:
+            return decision, None, None
+        assignment, day = self._counts.resolve(
+            request, self._stored_assignments, event.received_at
+        )
+        return decision, assignment, day
+
+    def _stored_assignments(self, since: datetime) -> tuple[dict[str, int], int]:
+        """Leads per seller created since a moment, and assigned leads created before it,
+        committed or in the overlay: what the day in progress starts from after opening
+        (what Pipeline.seed did from outside before the store resolved assignments)."""
+        db = self._db()
+        counts, earlier = assigned_since(db, to_epoch(since))
+        for lead, _ in self._pending_leads.values():
+            if (
+                lead.assigned_to is not None
+                and db.execute("SELECT 1 FROM leads WHERE id = ?", (lead.id,)).fetchone() is None
+            ):
+                if lead.created_at >= since:
+                    counts[lead.assigned_to] = counts.get(lead.assigned_to, 0) + 1
+                else:
+                    earlier += 1
+        return counts, earlier
+
+    def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
+        for ext in event.replies_to:
+            lead_id = self._lead_of_event(event.channel, ext)
+            if lead_id is not None:
+                return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
+        if not keys:
+            return PersonMatch()
+        candidates: dict[str, str] = {}  # lead id -> the key kind that found it
+        for key in keys:
+            for lead_id in self._pending_identities.get(key, ()):
+                candidates.setdefault(lead_id, key)
+        marks = ",".join("?" * len(keys))
+        for lead_id, key in self._db().execute(
+            f"SELECT lead_id, key FROM identities WHERE key IN ({marks})", tuple(keys)
+        ):
+            candidates.setdefault(lead_id, key)
+        if not candidates:
+            return PersonMatch()
+        leads = [lead for lid in candidates if (lead := self._load_lead(lid)) is not None]
+        leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
+        owner = next(
+            (lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None
+        )
+        for lead in leads:
+            if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
+                kind = candidates[lead.id].split(":", 1)[0]
+                return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
+        return PersonMatch(previous_owner=owner)
+
+    def _lead_of_event(self, channel: str, external_id: str) -> str | None:
+        rk = replay_key(channel, external_id)
+        if rk in self._pending_events:
+            return self._pending_events[rk]
+        row = (
+            self._db()
+            .execute(
+                "SELECT e.lead_id FROM replay_keys r JOIN events e ON e.id = r.event_id"
+                " WHERE r.key = ?",
+                (rk,),
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def _load_lead(self, lead_id: str) -> Lead | None:
+        if (pending := self._pending_leads.get(lead_id)) is not None:
+            return pending[0]
+        row = self._db().execute("SELECT doc FROM leads WHERE id = ?", (lead_id,)).fetchone()
+        return Lead.model_validate_json(row[0]) if row else None
