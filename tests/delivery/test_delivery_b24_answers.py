@@ -49,7 +49,8 @@ async def portal(aiohttp_server: Any) -> AsyncIterator[tuple[Portal, str]]:
 
 
 def client_for(url: str) -> B24Client:
-    return B24Client(url, bucket=LeakyBucket(InProcessCoordination(), "portal.test", 50, 2.0), timeout=5.0, operation_wait=60.0)
+    bucket = LeakyBucket(InProcessCoordination(), "portal.test", 50, 2.0)
+    return B24Client(url, bucket=bucket, timeout=5.0, operation_wait=60.0)
 
 
 async def test_successful_batch_with_php_empty_error_list(portal: tuple[Portal, str]) -> None:
