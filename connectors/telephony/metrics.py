@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, Counter
 
 
@@ -26,5 +29,15 @@ class TelephonyMetrics:
             registry=registry,
         )
 
-    def webhook(self, provider: str, kind: str, result: str) -> None:
+        # For the /ops page, since start: webhooks by result, the last one, the last refusal.
+        self.results: Tally[str] = Tally()
+        self.last_at: datetime | None = None
+        self.last_problem: tuple[str, str, datetime] | None = None
+
+    def webhook(self, provider: str, kind: str, result: str, detail: str | None = None) -> None:
         self.webhooks.labels(provider, kind, result).inc()
+        now = datetime.now(UTC)
+        self.results[result] += 1
+        self.last_at = now
+        if result in ("unauthorized", "invalid"):
+            self.last_problem = (provider, detail or result, now)
