@@ -7,9 +7,11 @@ Unknown keys are errors that name their key path.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +156,12 @@ class TokenSettings(Section):
     tokens: dict[str, SecretStr] = {}
 
 
+class OpsSettings(Section):
+    """Who may open /ops without an admin token: these networks (e.g. the office VPN)."""
+
+    allowed_networks: Networks = []
+
+
 class ScreenSettings(Section):
     """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
 
@@ -180,6 +188,8 @@ class Settings(BaseSettings):
 
     phone_region: str = "RU"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (for log shippers); masking applies either way.
+    log_format: Literal["text", "json"] = "text"
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     calendar: CalendarSettings = CalendarSettings()
@@ -190,6 +200,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = RateLimitSettings()
     orders: TokenSettings = TokenSettings()
     admin: TokenSettings = TokenSettings()
+    ops: OpsSettings = OpsSettings()
     screen: ScreenSettings = ScreenSettings()
     # Factories, not instances: the delivery defaults read the channel specs, which are
     # loaded when settings are first built, not while this module is imported.
@@ -344,25 +355,28 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read settings; raise ConfigError naming every bad key path."""
+def _read_file(path: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """(where the settings come from, the file's tables) for the config in effect."""
     resolved = resolve_path(path)
-    data: dict[str, Any] = {}
-    source = str(resolved) if resolved else "built-in defaults"
-    if resolved is not None:
-        try:
-            data = tomllib.loads(resolved.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(source, ["file not found"]) from exc
-        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
-            raise ConfigError(source, [f"cannot read the file: {exc}"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
-    data.update(overrides)
-    if unknown := _unknown_env():
-        raise ConfigError(source, unknown)
+    if resolved is None:
+        return "built-in defaults", {}
+    source = str(resolved)
     try:
-        return settings_model()(**data)
+        return source, tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(source, ["file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+        raise ConfigError(source, [f"cannot read the file: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _build(model: type[S], source: str, data: dict[str, Any]) -> S:
+    try:
+        return model(**data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from exc
     except SettingsError as exc:  # an env value that is not the JSON a list or table needs
@@ -377,14 +391,138 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         ) from exc
 
 
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings; raise ConfigError naming every bad key path."""
+    source, data = _read_file(path)
+    data.update(overrides)
+    if unknown := _unknown_env():
+        raise ConfigError(source, unknown)
+    return _build(settings_model(), source, data)
+
+
+class ClientSettings(BaseSettings):
+    """The settings of the read-only commands (`leads`, `outbox`, `quarantine`, `calendar`).
+
+    The file is checked as strictly as for `serve` — unknown keys are errors — except the
+    sections that hold what only the server uses: `[delivery]` and every channel section
+    are taken as they are. So a secret given to `serve` alone (a mailbox password, the
+    Bitrix24 webhook URL, by environment) does not stop a person from listing leads.
+    `client_settings_model()` adds the other sections to this base.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    calendar: CalendarSettings = CalendarSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+# Core sections a read-only command does not check (see ClientSettings).
+_SERVER_ONLY = ("delivery",)
+
+
+@functools.cache
+def client_settings_model() -> type[ClientSettings]:
+    fields: dict[str, Any] = {}
+    for name, info in settings_model().model_fields.items():
+        if name in ClientSettings.model_fields:
+            continue
+        if name in _SERVER_ONLY or name not in Settings.model_fields:
+            fields[name] = (dict[str, Any], Field(default_factory=dict))
+        else:
+            fields[name] = (info.annotation, info)
+    return create_model("ClientSettings", __base__=ClientSettings, __module__=__name__, **fields)
+
+
+def load_client_settings(path: str | Path | None = None) -> ClientSettings:
+    """The settings of a read-only command; see ClientSettings."""
+    source, data = _read_file(path)
+    if unknown := _unknown_env():
+        raise ConfigError(source, unknown)
+    return _build(client_settings_model(), source, data)
+
+
+def store_problem(store: StoreSettings) -> str | None:
+    """What stops the store from opening on this machine, as a config problem: a directory
+    that does not exist. A mistyped directory must not become a new, empty database (the
+    gateway would start "fine" and every lead would land where nobody looks), so nothing
+    is created: the working directory (the default's) exists, others are the operator's."""
+    parent = store.path.parent
+    if not parent.is_dir():
+        return f"store.path: directory {parent} does not exist (create it, or fix the path)"
+    return None
+
+
+# Kubernetes gives every pod variables for each Service of its namespace, named after the
+# Service: one called "leadgate" (or "leadgate-redis") yields LEADGATE_SERVICE_HOST,
+# LEADGATE_SERVICE_PORT, LEADGATE_PORT, LEADGATE_PORT_8080_TCP_ADDR, ...; Docker's links
+# make the same PORT ones. They are not settings and must not stop the gateway.
+_SERVICE_VARIABLE = re.compile(
+    r"LEADGATE_(?:(?P<service>[A-Z0-9_]+?)_)?"
+    r"(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
+
+
+def _known_env_heads() -> set[str]:
+    return {name.upper() for name in settings_model().model_fields}
+
+
+def _is_service_variable(key: str, known: set[str]) -> bool:
+    name = key.upper()
+    match = _SERVICE_VARIABLE.fullmatch(name)
+    if match is None or "__" in name:
+        return False
+    # LEADGATE_SERVER_PORT is a setting with one underscore too few, not a Service.
+    service = match.group("service") or ""
+    return service.split("_", 1)[0] not in known
+
+
+def ignored_env() -> list[str]:
+    """LEADGATE_* variables that are a container platform's, not ours: ignored (with a
+    warning at start) rather than refused."""
+    known = _known_env_heads()
+    found = (k for k in os.environ if k.upper().startswith("LEADGATE_"))
+    return sorted(k for k in found if _is_service_variable(k, known))
+
+
 def _unknown_env() -> list[str]:
     """LEADGATE_* variables that name no setting: a typo there would be silently ignored."""
-    known = {name.upper() for name in settings_model().model_fields} | {"CONFIG"}
+    known = _known_env_heads()
     problems = []
     for key in sorted(os.environ):
-        if not key.upper().startswith("LEADGATE_"):
+        if not key.upper().startswith("LEADGATE_") or key.upper() == ENV_PATH:
             continue
-        head = key[len("LEADGATE_") :].split("__", 1)[0].upper()
-        if head not in known:
-            problems.append(f"environment {key}: no setting of that name")
+        if _is_service_variable(key, known):
+            continue
+        rest = key[len("LEADGATE_") :].upper()
+        head, sep, tail = rest.partition("__")
+        if head in known:
+            continue
+        hint = _did_you_mean(head, sep + tail, known)
+        problems.append(f"environment {key}: no setting of that name{hint}")
     return problems
+
+
+def _did_you_mean(head: str, tail: str, known: set[str]) -> str:
+    # One underscore where two belong: LEADGATE_SERVER_PORT.
+    for section in sorted(known, key=len, reverse=True):
+        if not tail and head.startswith(section + "_"):
+            return f" (did you mean LEADGATE_{section}__{head[len(section) + 1 :]}?)"
+    close = difflib.get_close_matches(head, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean LEADGATE_{close[0]}{tail}?)" if close else ""
