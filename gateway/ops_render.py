@@ -370,7 +370,7 @@ h3{font-size:1em;margin:0 0 .5em}
 .meta{color:#555}.muted{color:#777}
 .state.ok{color:#15803d}.state.degraded{color:#b45309}.state.unavailable{color:#b91c1c}
 .problems{background:#fff7ed;border:1px solid #fdba74;border-radius:6px;padding:.2em 1em}
-.cards{display:flex;flex-wrap:wrap;gap:1em}
+.cards{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 .card{background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:.8em 1em;min-width:16em}
 .card.wide{flex:1 1 20em}.row{display:flex;justify-content:space-between;gap:2em}
 table{border-collapse:collapse;background:#fff}td,th{padding:.25em .8em;text-align:left;
