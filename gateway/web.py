@@ -202,10 +202,10 @@ def create_app(
     leads_api.setup(app)
     ops.setup(app)
     ops_page.setup(app)
-    off = [spec.name for spec, c in pairs if c is None]
+    off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
     app[_STARTUP_LINES] = lines = [
         f"channels on: {', '.join(sorted(serving)) or 'none'}; "
-        f"connectors off (not configured): {', '.join(off) or 'none'}",
+        f"off (not configured or not built yet): {', '.join(off) or 'none'}",
         _describe_core(settings),
     ]
     for connector in built:

@@ -49,10 +49,11 @@ def _line(lead: Lead, tz: ZoneInfo) -> str:
 
 
 def _event_text(ev: EventRecord) -> str:
-    """The first line of what happened: the customer's words, or (a call, a recording) the
-    summary its channel wrote, which has no text of its own."""
-    text = ev.text or str(ev.meta.get("summary") or "")
-    return text.splitlines()[0][:80] if text else ""
+    """The first line of what happened: the customer's words; for an event with none (a
+    call, a recording, a form left without a comment), what its channel says it was."""
+    meta = ev.meta
+    text = ev.text or str(meta.get("summary") or meta.get("form_title") or "") or "—"
+    return text.splitlines()[0][:80]
 
 
 def run(args: argparse.Namespace, settings: AnySettings) -> int:
