@@ -7,11 +7,9 @@ Unknown keys are errors that name their key path.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +34,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from gateway import channels
+from gateway import channels, envvars
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.delivery.settings import DeliverySettings
@@ -44,7 +42,7 @@ from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
 
 DEFAULT_PATH = Path("leadgate.toml")
-ENV_PATH = "LEADGATE_CONFIG"
+ENV_PATH = envvars.ENV_PATH
 
 
 class Section(BaseModel):
@@ -355,7 +353,7 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def _read_file(path: str | Path | None) -> tuple[str, dict[str, Any]]:
+def read_config_file(path: str | Path | None) -> tuple[str, dict[str, Any]]:
     """(where the settings come from, the file's tables) for the config in effect."""
     resolved = resolve_path(path)
     if resolved is None:
@@ -374,7 +372,7 @@ def _read_file(path: str | Path | None) -> tuple[str, dict[str, Any]]:
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _build(model: type[S], source: str, data: dict[str, Any]) -> S:
+def build_settings(model: type[S], source: str, data: dict[str, Any]) -> S:
     try:
         return model(**data)
     except ValidationError as exc:
@@ -393,68 +391,11 @@ def _build(model: type[S], source: str, data: dict[str, Any]) -> S:
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read settings; raise ConfigError naming every bad key path."""
-    source, data = _read_file(path)
+    source, data = read_config_file(path)
     data.update(overrides)
-    if unknown := _unknown_env():
+    if unknown := unknown_env():
         raise ConfigError(source, unknown)
-    return _build(settings_model(), source, data)
-
-
-class ClientSettings(BaseSettings):
-    """The settings of the read-only commands (`leads`, `outbox`, `quarantine`, `calendar`).
-
-    The file is checked as strictly as for `serve` — unknown keys are errors — except the
-    sections that hold what only the server uses: `[delivery]` and every channel section
-    are taken as they are. So a secret given to `serve` alone (a mailbox password, the
-    Bitrix24 webhook URL, by environment) does not stop a person from listing leads.
-    `client_settings_model()` adds the other sections to this base.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="LEADGATE_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
-
-    store: StoreSettings = StoreSettings()
-    calendar: CalendarSettings = CalendarSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
-
-# Core sections a read-only command does not check (see ClientSettings).
-_SERVER_ONLY = ("delivery",)
-
-
-@functools.cache
-def client_settings_model() -> type[ClientSettings]:
-    fields: dict[str, Any] = {}
-    for name, info in settings_model().model_fields.items():
-        if name in ClientSettings.model_fields:
-            continue
-        if name in _SERVER_ONLY or name not in Settings.model_fields:
-            fields[name] = (dict[str, Any], Field(default_factory=dict))
-        else:
-            fields[name] = (info.annotation, info)
-    return create_model("ClientSettings", __base__=ClientSettings, __module__=__name__, **fields)
-
-
-def load_client_settings(path: str | Path | None = None) -> ClientSettings:
-    """The settings of a read-only command; see ClientSettings."""
-    source, data = _read_file(path)
-    if unknown := _unknown_env():
-        raise ConfigError(source, unknown)
-    return _build(client_settings_model(), source, data)
+    return build_settings(settings_model(), source, data)
 
 
 def store_problem(store: StoreSettings) -> str | None:
@@ -468,61 +409,15 @@ def store_problem(store: StoreSettings) -> str | None:
     return None
 
 
-# Kubernetes gives every pod variables for each Service of its namespace, named after the
-# Service: one called "leadgate" (or "leadgate-redis") yields LEADGATE_SERVICE_HOST,
-# LEADGATE_SERVICE_PORT, LEADGATE_PORT, LEADGATE_PORT_8080_TCP_ADDR, ...; Docker's links
-# make the same PORT ones. They are not settings and must not stop the gateway.
-_SERVICE_VARIABLE = re.compile(
-    r"LEADGATE_(?:(?P<service>[A-Z0-9_]+?)_)?"
-    r"(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
-    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
-)
-
-
 def _known_env_heads() -> set[str]:
     return {name.upper() for name in settings_model().model_fields}
 
 
-def _is_service_variable(key: str, known: set[str]) -> bool:
-    name = key.upper()
-    match = _SERVICE_VARIABLE.fullmatch(name)
-    if match is None or "__" in name:
-        return False
-    # LEADGATE_SERVER_PORT is a setting with one underscore too few, not a Service.
-    service = match.group("service") or ""
-    return service.split("_", 1)[0] not in known
-
-
 def ignored_env() -> list[str]:
-    """LEADGATE_* variables that are a container platform's, not ours: ignored (with a
-    warning at start) rather than refused."""
-    known = _known_env_heads()
-    found = (k for k in os.environ if k.upper().startswith("LEADGATE_"))
-    return sorted(k for k in found if _is_service_variable(k, known))
+    """Container platform variables ignored at start (see gateway.envvars)."""
+    return envvars.ignored_env(_known_env_heads())
 
 
-def _unknown_env() -> list[str]:
-    """LEADGATE_* variables that name no setting: a typo there would be silently ignored."""
-    known = _known_env_heads()
-    problems = []
-    for key in sorted(os.environ):
-        if not key.upper().startswith("LEADGATE_") or key.upper() == ENV_PATH:
-            continue
-        if _is_service_variable(key, known):
-            continue
-        rest = key[len("LEADGATE_") :].upper()
-        head, sep, tail = rest.partition("__")
-        if head in known:
-            continue
-        hint = _did_you_mean(head, sep + tail, known)
-        problems.append(f"environment {key}: no setting of that name{hint}")
-    return problems
-
-
-def _did_you_mean(head: str, tail: str, known: set[str]) -> str:
-    # One underscore where two belong: LEADGATE_SERVER_PORT.
-    for section in sorted(known, key=len, reverse=True):
-        if not tail and head.startswith(section + "_"):
-            return f" (did you mean LEADGATE_{section}__{head[len(section) + 1 :]}?)"
-    close = difflib.get_close_matches(head, sorted(known), n=1, cutoff=0.75)
-    return f" (did you mean LEADGATE_{close[0]}{tail}?)" if close else ""
+def unknown_env() -> list[str]:
+    """LEADGATE_* variables that name no setting (see gateway.envvars)."""
+    return envvars.unknown_env(_known_env_heads())

@@ -38,12 +38,10 @@ from gateway.assign import REASON_STICKY
 from gateway.channels import Connector, ConnectorContext, StatusValue, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import FORM_READ_ERRORS, FORM_TYPES
-from gateway.i18n import N_
 from gateway.identity import normalize_phone
 from gateway.models import LeadStatus, Outcome, Receipt
 from gateway.pipeline import Accepted
 from gateway.store.base import QuarantineEntry
-from gateway.texts import Text
 
 log = logging.getLogger(__name__)
 
@@ -134,29 +132,9 @@ class TelephonyConnector:
 
     def status(self) -> Mapping[str, StatusValue]:
         """For the /ops page: providers on, webhooks since start, the last refusal."""
-        s, m = self.settings, self.metrics
-        providers = [
-            name
-            for name, on in (
-                ("zadarma", s.zadarma.api_secret is not None),
-                ("mango", s.mango.api_key is not None),
-                ("cti", s.cti.token is not None),
-            )
-            if on
-        ]
-        last_error: StatusValue = None
-        if m.last_problem is not None:
-            provider, detail, at = m.last_problem
-            last_error = Text(N_("{provider}: {detail} ({at})"), provider=provider,
-                              detail=detail, at=at)  # fmt: skip
-        return {
-            N_("Провайдеры"): ", ".join(providers),
-            N_("Вебхуков принято с запуска"): m.results["accepted"] + m.results["ignored"],
-            N_("Отклонено (подпись, токен)"): m.results["unauthorized"],
-            N_("Нечитаемых (в карантине)"): m.results["invalid"],
-            N_("Последний вебхук"): m.last_at,
-            N_("Последняя ошибка"): last_error,
-        }
+        s = self.settings
+        on = {"zadarma": s.zadarma.api_secret, "mango": s.mango.api_key, "cti": s.cti.token}
+        return self.metrics.status([name for name, secret in on.items() if secret is not None])
 
     async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None:
         """A kept webhook read again and recorded like a live one (a call already stored

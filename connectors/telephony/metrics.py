@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
+
+from gateway.channels import StatusValue
+from gateway.i18n import N_
+from gateway.texts import Text
 
 
 class TelephonyMetrics:
@@ -41,3 +46,19 @@ class TelephonyMetrics:
         self.last_at = now
         if result in ("unauthorized", "invalid"):
             self.last_problem = (provider, detail or result, now)
+
+    def status(self, providers: Sequence[str]) -> Mapping[str, StatusValue]:
+        """The connector's lines on the /ops page (keys are msgids: translated there)."""
+        last_error: StatusValue = None
+        if self.last_problem is not None:
+            provider, detail, at = self.last_problem
+            last_error = Text(N_("{provider}: {detail} ({at})"), provider=provider,
+                              detail=detail, at=at)  # fmt: skip
+        return {
+            N_("Провайдеры"): ", ".join(providers),
+            N_("Вебхуков принято с запуска"): self.results["accepted"] + self.results["ignored"],
+            N_("Отклонено (подпись, токен)"): self.results["unauthorized"],
+            N_("Нечитаемых (в карантине)"): self.results["invalid"],
+            N_("Последний вебхук"): self.last_at,
+            N_("Последняя ошибка"): last_error,
+        }

@@ -9,12 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.client_settings import ClientSettings, load_client_settings
 from gateway.config import (
-    ClientSettings,
     ConfigError,
     Settings,
     ignored_env,
-    load_client_settings,
     load_settings,
     resolve_path,
     store_problem,

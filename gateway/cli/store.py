@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from gateway.config import ClientSettings, Settings
+from gateway.client_settings import ClientSettings
+from gateway.config import Settings
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore, StoreRole
 
