@@ -320,3 +320,14 @@ def test_json_logs_are_one_object_per_line_and_masked(
 def test_log_format_is_a_setting() -> None:
     assert load_settings(None).log_format == "text"
     assert load_settings(None, log_format="json").log_format == "json"
+
+
+def test_calendar_reads_times_by_the_same_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    answers = []
+    for at in ("2026-01-13 12:00 +03:00", "2026-01-13T12:00", "2026-01-13T09:00Z"):
+        assert main(["calendar", "--at", at, "--json"]) == 0
+        answers.append(json.loads(capsys.readouterr().out)["at"])
+    assert answers == ["2026-01-13T12:00:00+03:00"] * 3

@@ -44,8 +44,9 @@ def moment(text: str) -> datetime:
         return datetime.fromisoformat(cleaned)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"expected a time like 2026-11-27T09:56, 2026-11-27 09:56 +03:00 or "
-            f"2026-11-27T06:56Z, got {text!r}"
+            f"expected ISO 8601 like 2026-11-27T09:56 (the calendar's zone) or "
+            f"2026-11-27T06:56Z, or a time as the lists print it (2026-11-27 09:56 +03:00); "
+            f"got {text!r}"
         ) from exc
 
 
