@@ -54,6 +54,9 @@ MSG_NOT_SENT = N_("Заявка не отправлена")
 MSG_BACK = N_("Вернуться к форме")
 
 CORS_HEADERS = "Content-Type, Idempotency-Key, Accept-Language"
+# What a page's script may read of our answers besides the basics: how long to wait
+# after a 429 (fetch() hides every other header from a cross-origin script).
+CORS_EXPOSED = "Retry-After"
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_EXTRA_FIELDS = 20
@@ -367,9 +370,13 @@ def _cors(request: web.Request, form: FormSettings) -> dict[str, str]:
     if not origin or not form.allowed_origins:
         return {}
     if "*" in form.allowed_origins:
-        return {"Access-Control-Allow-Origin": "*"}
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": CORS_EXPOSED}
     if origin in form.allowed_origins:
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": CORS_EXPOSED,
+            "Vary": "Origin",
+        }
     return {}
 
 

@@ -19,12 +19,13 @@ import functools
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from gateway.coordination import Coordination, InProcessCoordination
-from gateway.models import Channel
+from gateway.models import Channel, Receipt
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from gateway.http import Network
     from gateway.metrics import Metrics
     from gateway.pipeline import Pipeline
+    from gateway.store.base import QuarantineEntry
 
 ENTRY_POINT_GROUP = "leadgate.channels"
 
@@ -70,7 +72,13 @@ class TaskSpec:
 
 
 class Connector(Protocol):
-    """A running channel: what the app mounts, supervises, asks about and shuts down."""
+    """A running channel: what the app mounts, supervises, asks about and shuts down.
+
+    Two more methods are optional (a connector without them keeps the defaults):
+    `status() -> Mapping[str, StatusValue]`, a few lines for the /ops page (see
+    ReportsStatus; default: none), and `async replay_quarantined(entry)`, running a kept
+    input through the connector again (see ReplaysQuarantine; default: a person handles it).
+    """
 
     name: str
 
@@ -85,6 +93,41 @@ class Connector(Protocol):
 
     async def shutdown(self) -> None:
         """Release what the connector holds; runs after its tasks were cancelled."""
+
+
+# A status value: text (a gateway.texts.Text is shown in the reader's language), a count,
+# a moment (shown in the calendar's time zone), or None for "never"/"unknown".
+StatusValue = str | int | datetime | None
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """Optional: what a connector tells ops beyond readiness (a mailbox connected and last
+    read, webhooks accepted and refused). Keys are short labels (Russian msgids marked with
+    N_ are translated on the page; other keys, such as a mailbox name, are shown as they
+    are). Called on every /ops refresh: keep it cheap and free of personal data."""
+
+    def status(self) -> Mapping[str, StatusValue]: ...
+
+
+class ReplayRefused(Exception):
+    """A kept input still cannot become an event; the message says why, for a person."""
+
+
+@runtime_checkable
+class ReplaysQuarantine(Protocol):
+    """Optional: run an input this connector quarantined through it again (after a person
+    asked for it with `leadgate quarantine release`, typically once a newer version reads
+    what an older one could not). Returns the receipt of the event it made, or None when the
+    input reads fine but makes no event; raises ReplayRefused when it still cannot be read.
+    It goes through the pipeline like live input, so an input already taken is `replayed`."""
+
+    async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None: ...
+
+
+def connector_status(connector: Connector) -> Mapping[str, StatusValue]:
+    """A connector's status lines; none when it does not report any."""
+    return connector.status() if isinstance(connector, ReportsStatus) else {}
 
 
 @dataclass(frozen=True, slots=True)

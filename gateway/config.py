@@ -34,7 +34,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from gateway import channels
+from gateway import channels, envvars
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.delivery.settings import DeliverySettings
@@ -42,7 +42,7 @@ from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
 
 DEFAULT_PATH = Path("leadgate.toml")
-ENV_PATH = "LEADGATE_CONFIG"
+ENV_PATH = envvars.ENV_PATH
 
 
 class Section(BaseModel):
@@ -161,6 +161,12 @@ class TokenSettings(Section):
     tokens: dict[str, SecretStr] = {}
 
 
+class OpsSettings(Section):
+    """Who may open /ops without an admin token: these networks (e.g. the office VPN)."""
+
+    allowed_networks: Networks = []
+
+
 class ScreenSettings(Section):
     """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
 
@@ -187,6 +193,8 @@ class Settings(BaseSettings):
 
     phone_region: str = "RU"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (for log shippers); masking applies either way.
+    log_format: Literal["text", "json"] = "text"
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     calendar: CalendarSettings = CalendarSettings()
@@ -197,6 +205,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = RateLimitSettings()
     orders: TokenSettings = TokenSettings()
     admin: TokenSettings = TokenSettings()
+    ops: OpsSettings = OpsSettings()
     screen: ScreenSettings = ScreenSettings()
     # Factories, not instances: the delivery defaults read the channel specs, which are
     # loaded when settings are first built, not while this module is imported.
@@ -351,25 +360,28 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read settings; raise ConfigError naming every bad key path."""
+def read_config_file(path: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """(where the settings come from, the file's tables) for the config in effect."""
     resolved = resolve_path(path)
-    data: dict[str, Any] = {}
-    source = str(resolved) if resolved else "built-in defaults"
-    if resolved is not None:
-        try:
-            data = tomllib.loads(resolved.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(source, ["file not found"]) from exc
-        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
-            raise ConfigError(source, [f"cannot read the file: {exc}"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
-    data.update(overrides)
-    if unknown := _unknown_env():
-        raise ConfigError(source, unknown)
+    if resolved is None:
+        return "built-in defaults", {}
+    source = str(resolved)
     try:
-        return settings_model()(**data)
+        return source, tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(source, ["file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+        raise ConfigError(source, [f"cannot read the file: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def build_settings(model: type[S], source: str, data: dict[str, Any]) -> S:
+    try:
+        return model(**data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from exc
     except SettingsError as exc:  # an env value that is not the JSON a list or table needs
@@ -384,14 +396,35 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         ) from exc
 
 
-def _unknown_env() -> list[str]:
-    """LEADGATE_* variables that name no setting: a typo there would be silently ignored."""
-    known = {name.upper() for name in settings_model().model_fields} | {"CONFIG"}
-    problems = []
-    for key in sorted(os.environ):
-        if not key.upper().startswith("LEADGATE_"):
-            continue
-        head = key[len("LEADGATE_") :].split("__", 1)[0].upper()
-        if head not in known:
-            problems.append(f"environment {key}: no setting of that name")
-    return problems
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings; raise ConfigError naming every bad key path."""
+    source, data = read_config_file(path)
+    data.update(overrides)
+    if unknown := unknown_env():
+        raise ConfigError(source, unknown)
+    return build_settings(settings_model(), source, data)
+
+
+def store_problem(store: StoreSettings) -> str | None:
+    """What stops the store from opening on this machine, as a config problem: a directory
+    that does not exist. A mistyped directory must not become a new, empty database (the
+    gateway would start "fine" and every lead would land where nobody looks), so nothing
+    is created: the working directory (the default's) exists, others are the operator's."""
+    parent = store.path.parent
+    if not parent.is_dir():
+        return f"store.path: directory {parent} does not exist (create it, or fix the path)"
+    return None
+
+
+def _known_env_heads() -> set[str]:
+    return {name.upper() for name in settings_model().model_fields}
+
+
+def ignored_env() -> list[str]:
+    """Container platform variables ignored at start (see gateway.envvars)."""
+    return envvars.ignored_env(_known_env_heads())
+
+
+def unknown_env() -> list[str]:
+    """LEADGATE_* variables that name no setting (see gateway.envvars)."""
+    return envvars.unknown_env(_known_env_heads())

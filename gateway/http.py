@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import SecretStr
 
+from gateway import formbody
 from gateway.errors import ApiError
 from gateway.textsafe import header_bytes
 
@@ -101,20 +102,24 @@ async def read_fields(request: web.Request) -> dict[str, Any]:
     if ctype in JSON_TYPES:
         return await read_json_object(request)
     if ctype in FORM_TYPES:
+        # Read in the charset the browser really used (windows-1251 sites): gateway.formbody.
         try:
-            post = await request.post()
+            if ctype == "multipart/form-data":
+                pairs = await formbody.read_multipart(request, _body_limit(request))
+            else:
+                pairs = await formbody.read_urlencoded(request)
         except FORM_READ_ERRORS as exc:
             raise ApiError(400, "invalid_form", f"form body could not be read: {exc}") from None
         out: dict[str, Any] = {}
-        for key, value in post.items():
+        for key, value in pairs:
             if isinstance(value, str):
                 out.setdefault(_unicode(key), _unicode(value))
-            elif isinstance(value, web.FileField):  # keep what the file is, not its bytes
+            else:  # a file: what it is, not its bytes
                 out.setdefault("__files__", []).append(
                     {
                         "field": _unicode(key),
-                        "name": _unicode(value.filename),
-                        "type": _unicode(value.content_type),
+                        "name": _unicode(value["name"]),
+                        "type": _unicode(value["type"]),
                     }
                 )
         return out
@@ -123,6 +128,12 @@ async def read_fields(request: web.Request) -> dict[str, Any]:
         "unsupported_media_type",
         "send application/json, application/x-www-form-urlencoded or multipart/form-data",
     )
+
+
+def _body_limit(request: web.Request) -> int:
+    from gateway.keys import SETTINGS  # here: gateway.keys imports most of the core
+
+    return request.app[SETTINGS].server.max_body_bytes
 
 
 def _unicode(text: str) -> str:

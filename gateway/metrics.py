@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.version import VERSION
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Which version runs where: a constant 1 with the version as its label (the usual
+        # *_build_info idiom), so a dashboard can show it and an alert can compare replicas.
+        self.build_info = Gauge(
+            "leadgate_build_info",
+            "The running leadgate version (always 1)",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(VERSION).set(1)
+        self.start_time = Gauge(
+            "leadgate_start_time_seconds",
+            "When this gateway process started (Unix time): uptime is time() minus this",
+            registry=r,
+        )
+        self.start_time.set(time.time())
         self.events = Counter(
             "leadgate_events",
             "Inbound events accepted, by channel and outcome",

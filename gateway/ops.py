@@ -1,8 +1,7 @@
-"""What ops watch: /healthz, /readyz, /metrics (Prometheus) and a small /ops page."""
+"""What ops watch: /healthz, /readyz, /metrics (Prometheus); the /ops page is in ops_page."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 
 import orjson
@@ -10,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.keys import METRICS, PIPELINE, READINESS, STORE
-from gateway.redact import redact
+from gateway.supervisor import mask_details as describe_text
 
 ReadinessCheck = Callable[[], str | None]
 
@@ -20,24 +19,34 @@ def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) 
     app[READINESS][name] = check
 
 
-async def readiness(app: web.Application) -> tuple[bool, list[str]]:
-    """(serving, problems). Only a store that cannot write stops serving; the rest degrade.
+async def readiness_detail(app: web.Application) -> tuple[bool, list[tuple[str, str]]]:
+    """(serving, [(source, problem)]). Only a store that cannot write stops serving; the rest
+    degrade. No seller on duty, a sink that is failing: leads are still accepted and kept,
+    so the load balancer must keep sending them here. Those show as problems, not as 503.
 
-    No seller on duty, a sink that is failing: leads are still accepted and kept, so the
-    load balancer must keep sending them here. Those show as problems, not as 503.
+    A problem may be a gateway.texts.Text: its str is English (/readyz), the /ops page
+    shows it in the reader's language.
     """
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     try:
         await app[STORE].ping()
     except Exception as exc:
-        return False, [redact(f"store: {exc}")]
-    problems += [f"assignment: {p}" for p in app[PIPELINE].roster.problems()]
+        return False, [("store", str(exc))]
+    problems += [("assignment", p) for p in app[PIPELINE].roster.problems()]
     for name, check in app[READINESS].items():
         if (problem := check()) is not None:
-            problems.append(f"{name}: {problem}")
-    # Both pages answer without a token: a problem that quotes a CRM's answer must not
-    # carry a piece of a secret (gateway.redact), whatever produced it.
-    return True, [redact(p) for p in problems]
+            problems.append((name, problem))
+    return True, problems
+
+
+async def readiness(app: web.Application) -> tuple[bool, list[str]]:
+    """(serving, problems as "source: problem" lines), as /readyz answers them.
+
+    /readyz is open (load balancers cannot send tokens): its lines are masked like logs,
+    and URL paths are cut (a webhook URL carries its secret in the path).
+    """
+    serving, detail = await readiness_detail(app)
+    return serving, [describe_text(f"{source}: {problem}") for source, problem in detail]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -60,54 +69,8 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _samples(request: web.Request, name: str) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for family in request.app[METRICS].registry.collect():
-        for sample in family.samples:
-            if sample.name == name:
-                out.append((dict(sample.labels), sample.value))
-    return out
-
-
-def _by_labels(sample: tuple[dict[str, str], float]) -> str:
-    return str(sorted(sample[0].items()))
-
-
-async def ops_page(request: web.Request) -> web.Response:
-    serving, problems = await readiness(request.app)
-    rows = (
-        "".join(
-            f"<tr><td>{html.escape(lbl.get('channel', ''))}</td>"
-            f"<td>{html.escape(lbl.get('outcome', ''))}</td><td>{int(v)}</td></tr>"
-            for lbl, v in sorted(_samples(request, "leadgate_events_total"), key=_by_labels)
-        )
-        or "<tr><td colspan=3>пока ничего</td></tr>"
-    )
-    rejected = (
-        "".join(
-            f"<tr><td>{html.escape(lbl.get('route', ''))}</td>"
-            f"<td>{html.escape(lbl.get('reason', ''))}</td><td>{int(v)}</td></tr>"
-            for lbl, v in sorted(_samples(request, "leadgate_rejections_total"), key=_by_labels)
-        )
-        or "<tr><td colspan=3>нет</td></tr>"
-    )
-    state = "недоступен" if not serving else ("с проблемами" if problems else "работает")
-    problem_list = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
-    page = f"""<!doctype html><html lang="ru"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="10"><title>leadgate — состояние</title>
-<style>body{{font:15px system-ui;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}</style>
-</head><body><h1>leadgate: {state}</h1><ul>{problem_list}</ul>
-<h2>Обращения с момента запуска</h2><table><tr><th>канал</th><th>итог</th><th>число</th></tr>
-{rows}</table>
-<h2>Отклонённые запросы</h2><table><tr><th>адрес</th><th>причина</th><th>число</th></tr>
-{rejected}</table><p><a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a></p>
-</body></html>"""
-    return web.Response(text=page, content_type="text/html")
-
-
 def setup(app: web.Application) -> None:
     app[READINESS] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/ops", ops_page)

@@ -27,8 +27,11 @@ from enum import StrEnum
 
 from gateway.channels import TaskSpec
 from gateway.coordination import Coordination, Lease
+from gateway.i18n import N_
 from gateway.identity import mask_text
 from gateway.metrics import Metrics
+from gateway.redact import redact
+from gateway.texts import Text, joined
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,13 @@ def describe(exc: BaseException) -> str:
     return _mask(f"{type(exc).__name__}: {exc}")[:300]
 
 
-def _mask(text: str) -> str:
-    return mask_text(_URL_PATH.sub(r"\1/…", text))
+def mask_details(text: str) -> str:
+    """Masked like a log line, URL paths cut (a webhook URL's path is its secret), and every
+    registered secret removed in any spelling (a CRM's error may echo a piece of one)."""
+    return mask_text(redact(_URL_PATH.sub(r"\1/…", text)))
+
+
+_mask = mask_details
 
 
 class Supervisor:
@@ -116,17 +124,31 @@ class Supervisor:
     def problem(self) -> str | None:
         """For /readyz: the tasks that are down, in words; None when all run (or wait their
         turn for a lease, which is normal on all replicas but one)."""
-        problems = []
+        problems: list[str] = []
         now = self._clock()
         for name, status in self.status.items():
             if status.state is TaskState.RESTARTING and status.restart_at is not None:
                 problems.append(
-                    f"{name} failed ({status.last_error}), restarted {status.restarts} time(s); "
-                    f"next start in {max(0.0, status.restart_at - now):.0f} s"
+                    Text(
+                        N_(
+                            "{task} упала ({error}), перезапусков: {restarts}; "
+                            "следующий запуск через {seconds} с"
+                        ),
+                        task=name,
+                        error=status.last_error,
+                        restarts=status.restarts,
+                        seconds=f"{max(0.0, status.restart_at - now):.0f}",
+                    )
                 )
             elif status.state is TaskState.WAITING and status.coordination_error is not None:
-                problems.append(f"{name} not started: {status.coordination_error}")
-        return "; ".join(problems) or None
+                problems.append(
+                    Text(
+                        N_("{task} не запущена: {error}"),
+                        task=name,
+                        error=status.coordination_error,
+                    )
+                )
+        return joined(problems)
 
     # --- running and restarting ---------------------------------------------------------
 

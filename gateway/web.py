@@ -12,7 +12,7 @@ from datetime import timedelta
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from gateway import channels, leads_api, ops
+from gateway import channels, leads_api, ops, ops_page
 from gateway.assign import Roster
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
@@ -31,7 +31,9 @@ from gateway.keys import (
     SUPERVISOR,
 )
 from gateway.metrics import Metrics
+from gateway.ops_snapshot import CHANNEL_CONNECTORS
 from gateway.pipeline import Pipeline
+from gateway.quarantine import Releaser
 from gateway.redact import register as register_secret
 from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
@@ -201,11 +203,21 @@ def create_app(
         trusted_proxies=networks(settings.server.trusted_proxies),
     )
     specs = channels.specs() if specs is None else specs
-    built = [c for spec in specs if (c := spec.build(ctx)) is not None]
+    pairs = [(spec, spec.build(ctx)) for spec in specs]
+    built = [c for _, c in pairs if c is not None]
     app[CONNECTORS] = built
+    # Which connector serves each channel: for /ops, and for releasing quarantined input.
+    serving = {ch.value: c for spec, c in pairs if c is not None for ch in spec.channels}
+    app[CHANNEL_CONNECTORS] = {ch: c.name for ch, c in serving.items()}
     leads_api.setup(app)
     ops.setup(app)
-    app[_STARTUP_LINES] = lines = []
+    ops_page.setup(app)
+    off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
+    app[_STARTUP_LINES] = lines = [
+        f"channels on: {', '.join(sorted(serving)) or 'none'}; "
+        f"off (not configured or not built yet): {', '.join(off) or 'none'}",
+        _describe_core(settings),
+    ]
     for connector in built:
         routes = app.router.add_routes(connector.routes())
         tasks = connector.tasks()
@@ -222,6 +234,7 @@ def create_app(
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
+    supervisor.add(Releaser(store, serving).task())  # quarantine entries people released
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)
@@ -255,6 +268,20 @@ def _describe(name: str, routes: Sequence[web.AbstractRoute], tasks: Sequence[Ta
     shown = ", ".join(f"{r.method} {r.resource.canonical}" for r in routes if r.resource)
     jobs = ", ".join(f"{t.name} (singleton)" if t.singleton else t.name for t in tasks)
     return f"connector {name}: routes {shown or 'none'}; tasks {jobs or 'none'}"
+
+
+def _describe_core(settings: Settings) -> str:
+    admin = f"{len(settings.admin.tokens)} admin token(s)"
+    ops_access = admin + (
+        f" or {len(settings.ops.allowed_networks)} allowed network(s)"
+        if settings.ops.allowed_networks
+        else ""
+    )
+    return (
+        f"endpoints: GET /v1/leads, /v1/leads/{{id}} ({admin}); "
+        f"GET /ops ({ops_access}); GET /metrics, /healthz, /readyz (open); "
+        f"delivery: {settings.delivery.sink}"
+    )
 
 
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:

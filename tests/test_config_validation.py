@@ -98,7 +98,10 @@ def test_misspelt_env_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("LEADGATE_SERVR__PORT", "9000")
     with pytest.raises(ConfigError) as caught:
         load_settings(None)
-    assert caught.value.problems == ["environment LEADGATE_SERVR__PORT: no setting of that name"]
+    assert caught.value.problems == [
+        "environment LEADGATE_SERVR__PORT: no setting of that name"
+        " (did you mean LEADGATE_SERVER__PORT?)"
+    ]
 
 
 def test_init_file_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,7 @@ OPENAPI = DOCS / "openapi.yaml"
 CORE_SETTINGS = (
     "phone_region",
     "log_level",
+    "log_format",
     "server",
     "store",
     "calendar",
@@ -58,13 +59,23 @@ CORE_SETTINGS = (
     "ratelimit",
     "orders",
     "admin",
+    "ops",
     "screen",
     "sources",
     "delivery",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
 CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads")
-CORE_ROUTES = ("/healthz", "/readyz", "/metrics", "/ops")
+CORE_ROUTES = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/ops",
+    "/ops/panel",
+    "/ops/data",
+    "/ops/login",
+    "/ops/logout",
+)
 CORE_METRICS = (
     "leadgate_events_total",
     "leadgate_rejections_total",
@@ -76,8 +87,10 @@ CORE_METRICS = (
     "leadgate_ready",
     "leadgate_task_restarts_total",
     "leadgate_websockets_open",
+    "leadgate_build_info",
+    "leadgate_start_time_seconds",
 )
-CORE_COMMANDS = ("serve", "init", "check-config", "calendar", "leads")
+CORE_COMMANDS = ("serve", "init", "check-config", "calendar", "leads", "quarantine")
 # Nested tables whose keys are documented as a whole elsewhere (weekly hours: calendar.md).
 OPAQUE_MODELS = ("WeeklyHours",)
 

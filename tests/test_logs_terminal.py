@@ -26,7 +26,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
 
-from gateway.cli import main, setup_logging
+from gateway.cli import main
+from gateway.logs import setup_logging
 from gateway.redact import redact, register
 from gateway.serving import GuardedRunner, Limits
 from gateway.web import create_app
@@ -42,7 +43,7 @@ def log_stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     buffer = io.StringIO()
-    setup_logging("DEBUG", buffer)
+    setup_logging("DEBUG", stream=buffer)
     yield buffer
     root.handlers[:] = handlers
     root.setLevel(level)

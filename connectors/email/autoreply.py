@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ import aiosmtplib
 from babel.dates import format_date, format_time
 from babel.dates import format_datetime as babel_datetime
 
+from connectors.email.imap import tls_context
 from connectors.email.message import Mail
 from connectors.email.metrics import EmailMetrics
 from connectors.email.settings import AutoReplySettings, SmtpSettings
@@ -161,7 +161,7 @@ def compose(
 
 
 def smtp_sender(smtp: SmtpSettings) -> Sender:
-    context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    context = tls_context(str(smtp.ca_file) if smtp.ca_file else None)
 
     async def send(message: EmailMessage) -> object:
         return await aiosmtplib.send(

@@ -8,7 +8,7 @@ own process (their queue is in memory), so every process runs its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -16,8 +16,12 @@ from aiohttp import web
 from connectors.email.autoreply import RETRY_DELAYS, AutoReplier, Clock, Sender
 from connectors.email.metrics import EmailMetrics
 from connectors.email.poller import FolderPoller
+from connectors.email.replay import replay
 from connectors.email.settings import EmailSettings
-from gateway.channels import ConnectorContext, TaskSpec
+from gateway.channels import ConnectorContext, ReplayRefused, StatusValue, TaskSpec
+from gateway.models import Receipt
+from gateway.store.base import QuarantineEntry
+from gateway.texts import joined
 
 
 def _utc_now() -> datetime:
@@ -38,8 +42,9 @@ class EmailConnector:
     ) -> None:
         self.settings = settings
         self.metrics = EmailMetrics(ctx.metrics.registry)
-        own = settings.all_own_addresses()
-        pipeline = ctx.pipeline
+        own = self.own = settings.all_own_addresses()
+        pipeline = self.pipeline = ctx.pipeline
+        self.region = ctx.settings.phone_region
         self.replier: AutoReplier | None = None
         if settings.smtp is not None and settings.auto_reply.when != "never":
             self.replier = AutoReplier(
@@ -81,8 +86,25 @@ class EmailConnector:
         return jobs
 
     def readiness(self) -> str | None:
-        problems = [p for poller in self.pollers if (p := poller.problem()) is not None]
-        return "; ".join(problems) or None
+        return joined([p for poller in self.pollers if (p := poller.problem()) is not None])
+
+    def status(self) -> Mapping[str, StatusValue]:
+        """Each folder: connected and when last read, or since when it cannot connect."""
+        return {poller.label: poller.status() for poller in self.pollers}
+
+    async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None:
+        """A kept message, read again and taken as a customer's (a person released it: an
+        auto-reply or a notification they judged to be a request, or mail an older version
+        could not read). Its Message-ID is the key as always, so mail already taken is
+        `replayed`, not doubled."""
+        if "truncated_from_bytes" in entry.headers:
+            raise ReplayRefused(
+                f"only the first {len(entry.body)} of {entry.headers['truncated_from_bytes']} "
+                "bytes were kept: open the message in the mailbox "
+                f"({entry.headers.get('mailbox')}/{entry.headers.get('folder')}, "
+                f"UID {entry.headers.get('uid')})"
+            )
+        return await replay(entry, self.pipeline, self.own, self.region)
 
     async def shutdown(self) -> None:
         return None

@@ -56,7 +56,11 @@ class Envelope:
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        # Without the path the log says only "No such file or directory".
+        raise OSError(f"ca_file {ca_file}: {exc}") from exc
 
 
 class ImapSession:

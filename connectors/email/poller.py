@@ -41,10 +41,12 @@ from connectors.email.metrics import EmailMetrics
 from connectors.email.position import RESYNC_MARGIN, Backoff, Position
 from connectors.email.settings import MailboxSettings
 from connectors.email.worker import SerialWorker
+from gateway.i18n import N_
 from gateway.identity import mask_email, mask_text
 from gateway.models import LeadEvent
 from gateway.pipeline import Pipeline
 from gateway.store.base import StoreUnavailable
+from gateway.texts import Text
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,10 @@ class FolderPoller:
         self.started_at = clock()
         self.last_success: datetime | None = None
         self.last_error: str | None = None
+        # Since when the folder has been without a working connection (None: it has one, or
+        # has not tried yet): set by the first fault, cleared by the next good read.
+        self.down_since: datetime | None = None
+        self.connected = False
         self._executor: SerialWorker | None = None
         self._session: ImapSession | None = None
         self._backoff = Backoff(
@@ -96,15 +102,43 @@ class FolderPoller:
     # --- what ops see --------------------------------------------------------------------
 
     def problem(self) -> str | None:
-        """For /readyz: None while the folder is read often enough."""
+        """For /readyz: None while the folder is connected and read often enough.
+
+        A lost connection is reported at once (it shows until the next good read), not
+        after `stale_minutes`: that limit is for a connection that hangs without failing.
+        """
+        if self.down_since is not None:
+            if self.last_success is None:
+                return Text(N_("{box}: ещё не прочитан ({error})"), box=self.label,
+                            error=self.last_error or "")  # fmt: skip
+            return Text(
+                N_("{box}: нет соединения с {since} ({error})"),
+                box=self.label,
+                since=self.down_since,
+                error=self.last_error or "",
+            )
         since = self.last_success or self.started_at
         idle = self.clock() - since
         if idle <= timedelta(minutes=self.settings.stale_minutes):
             return None
+        if self.last_success is None:
+            return Text(N_("{box}: ещё не прочитан"), box=self.label)
         minutes = int(idle.total_seconds() // 60)
-        what = "not read yet" if self.last_success is None else f"not read for {minutes} min"
-        detail = f" ({self.last_error})" if self.last_error else ""
-        return f"{self.label} {what}{detail}"
+        return Text(N_("{box}: не читался {minutes} мин"), box=self.label, minutes=minutes)
+
+    def status(self) -> Text:
+        """One line for the /ops page."""
+        if self.connected and self.last_success is not None:
+            return Text(N_("подключён; прочитан {at}"), at=self.last_success)
+        if self.down_since is not None:
+            return Text(
+                N_("нет соединения с {since}: {error}"),
+                since=self.down_since,
+                error=self.last_error or "",
+            )
+        if self.connected:
+            return Text(N_("подключён, читает"))
+        return Text(N_("подключается"))
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -131,6 +165,8 @@ class FolderPoller:
 
     def _fault(self, kind: str, detail: str) -> None:
         self.last_error = mask_text(detail)[:300]
+        if self.down_since is None:
+            self.down_since = self.clock()
         self.metrics.errors.labels(self.mailbox, kind).inc()
         log.warning("mailbox %s: %s; reconnecting", self.label, self.last_error)
 
@@ -140,6 +176,7 @@ class FolderPoller:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     def _disconnect(self) -> None:
+        self.connected = False
         self.metrics.connected.labels(self.mailbox, self.folder).set(0)
         session, executor = self._session, self._executor
         self._session = self._executor = None
@@ -155,6 +192,7 @@ class FolderPoller:
         session = self._session = self.session_factory(self.settings, self.folder)
         state = await self._call(session.connect)
         self.metrics.connected.labels(self.mailbox, self.folder).set(1)
+        self.connected = True
         pos = await self._start_position(session, state.uidvalidity, state.uidnext)
         use_idle = self.settings.idle and await self._call(lambda: session.has_idle)
         log.info("mailbox %s: connected (%s)", self.label, "IDLE" if use_idle else "polling")
@@ -170,6 +208,7 @@ class FolderPoller:
     def _succeeded(self) -> None:
         self.last_success = self.clock()
         self.last_error = None
+        self.down_since = None
         self._backoff.reset()
         self.metrics.last_fetch.labels(self.mailbox, self.folder).set(self.last_success.timestamp())
 

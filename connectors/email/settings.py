@@ -10,10 +10,18 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.identity import normalize_email
 
@@ -36,6 +44,21 @@ DEFAULT_WORKING_HOURS_TEXT = """{greeting}
 Это автоматический ответ, отвечать на него не нужно."""
 
 
+def _readable_file(path: Path) -> Path:
+    # Checked when the config is read (check-config names the key): otherwise a mistyped
+    # path shows up only as a failing TLS handshake, retried forever.
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+CaFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,7 +73,7 @@ class MailboxSettings(_Section):
     password: SecretStr
     folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1)
     # A private CA for your own server; public servers are checked against the system store.
-    ca_file: Path | None = None
+    ca_file: CaFile | None = None
     idle: bool = True  # use IDLE when the server offers it; otherwise poll
     # RFC 2177: servers may drop an IDLE after 30 minutes, so it is re-issued before that.
     # Re-issued sooner, with a fetch in between: that also proves a quiet connection alive.
@@ -105,7 +128,7 @@ class SmtpSettings(_Section):
     password: SecretStr | None = None
     from_address: str
     from_name: str | None = None
-    ca_file: Path | None = None
+    ca_file: CaFile | None = None
     timeout_seconds: float = Field(30.0, gt=0)
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,9 +32,10 @@ from connectors.telephony.calls import (
     settle,
 )
 from connectors.telephony.metrics import TelephonyMetrics
+from connectors.telephony.replay import MANGO_KIND, read_again
 from connectors.telephony.settings import TelephonySettings
 from gateway.assign import REASON_STICKY
-from gateway.channels import Connector, ConnectorContext, TaskSpec
+from gateway.channels import Connector, ConnectorContext, StatusValue, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import (
     FORM_READ_ERRORS,
@@ -45,9 +46,10 @@ from gateway.http import (
     too_deep,
 )
 from gateway.identity import normalize_phone
-from gateway.models import LeadStatus, Outcome
+from gateway.models import LeadStatus, Outcome, Receipt
 from gateway.pipeline import Accepted
 from gateway.redact import register as register_secret
+from gateway.store.base import QuarantineEntry
 from gateway.textsafe import header_bytes
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,22 @@ class TelephonyConnector:
     async def shutdown(self) -> None:
         return None
 
+    def status(self) -> Mapping[str, StatusValue]:
+        """For the /ops page: providers on, webhooks since start, the last refusal."""
+        s = self.settings
+        on = {"zadarma": s.zadarma.api_secret, "mango": s.mango.api_key, "cti": s.cti.token}
+        return self.metrics.status([name for name, secret in on.items() if secret is not None])
+
+    async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None:
+        """A kept webhook read again and recorded like a live one (a call already stored
+        is `replayed`). None for a notice that is read but stores nothing (ignored)."""
+        z = self.settings.zadarma
+        notice, raw = read_again(
+            entry, zadarma_tz=self.zadarma_tz, region=self.region, recording_url=z.recording_url
+        )
+        _, _, receipt = await self._record(notice, raw)
+        return receipt
+
     # --- Zadarma --------------------------------------------------------------------
 
     def _check_source(self, provider: str, request: web.Request) -> None:
@@ -191,10 +209,10 @@ class TelephonyConnector:
             return self._unknown(zadarma.PROVIDER, _json({}))
         given = request.headers.get("Signature")
         if not given:
-            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized")
+            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized", "no Signature")
             raise ApiError(401, "unauthorized", "missing Signature header")
         if not zadarma.verify(z.api_secret.get_secret_value(), texts, given):
-            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized")
+            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized", "wrong Signature")
             raise ApiError(403, "forbidden", "wrong Signature")
         try:
             notice = zadarma.parse(
@@ -232,7 +250,7 @@ class TelephonyConnector:
         texts = {k: v for k, v in fields.items() if isinstance(v, str)}
         problem = mango.verify(m.api_key.get_secret_value(), m.api_salt.get_secret_value(), texts)
         if problem is not None:
-            self.metrics.webhook(mango.PROVIDER, "unknown", "unauthorized")
+            self.metrics.webhook(mango.PROVIDER, "unknown", "unauthorized", f"sign: {problem}")
             if problem == "missing":
                 raise ApiError(401, "unauthorized", "missing vpbx_api_key, sign or json")
             raise ApiError(403, "forbidden", "wrong vpbx_api_key or sign")
@@ -250,7 +268,7 @@ class TelephonyConnector:
                 raise CallInvalid(f"json is nested deeper than {MAX_JSON_DEPTH} levels")
             notice = mango.parse(kind, data, region=self.region)
         except CallInvalid as exc:
-            await self._invalid(mango.PROVIDER, str(exc), body, request)
+            await self._invalid(mango.PROVIDER, str(exc), body, request, {MANGO_KIND: kind})
             raise ApiError(400, "invalid_event", str(exc)) from None
         await self.record(notice, data)
         return web.Response(status=200)
@@ -263,7 +281,7 @@ class TelephonyConnector:
         self._check_source(cti.PROVIDER, request)
         given = request.match_info.get("token") or bearer_token(request) or ""
         if not hmac.compare_digest(header_bytes(given), token.get_secret_value().encode()):
-            self.metrics.webhook(cti.PROVIDER, "unknown", "unauthorized")
+            self.metrics.webhook(cti.PROVIDER, "unknown", "unauthorized", "wrong token")
             raise ApiError(403, "forbidden", "wrong or missing CTI token")
         if request.content_type == "application/json":
             raw = await request.read()
@@ -307,14 +325,22 @@ class TelephonyConnector:
     async def record(self, notice: Notice, raw: dict[str, Any]) -> tuple[Accepted | None, bool]:
         """Store what a verified webhook tells. Returns the call event's Accepted (when the
         webhook names the caller) and whether the customer's number is blocked."""
+        accepted, blocked, _ = await self._record(notice, raw)
+        return accepted, blocked
+
+    async def _record(
+        self, notice: Notice, raw: dict[str, Any]
+    ) -> tuple[Accepted | None, bool, Receipt | None]:
+        """record(), and the receipt of the last event stored (None: nothing stored)."""
         provider = notice.provider
         if notice.kind == "ignored" or (
             notice.direction == "out" and not self.settings.outgoing_calls
         ):
             self.metrics.webhook(provider, notice.kind, "ignored")
-            return None, False
+            return None, False, None
         received_at = self.clock()
         accepted: Accepted | None = None
+        last: Receipt | None = None
         blocked = False
         call_id = notice.call_id
         assert call_id is not None
@@ -334,6 +360,7 @@ class TelephonyConnector:
                 keep_number=not (blocked and call.direction == "out"),
             )
             accepted = await self.pipeline.accept_detailed(event)
+            last = accepted.receipt
         if notice.kind == "answer" and notice.answered_by and notice.direction == "in":
             # Who answered is kept durably beside the call, for its end to read (the end of
             # a call that a person took does not always name them); it survives restarts.
@@ -344,7 +371,7 @@ class TelephonyConnector:
             if end.disposition == ANSWERED and end.answered_by is None:
                 known = await self.pipeline.get_checkpoint(answer_key)
             end = settle(end, notice.direction, known)
-            await self.pipeline.accept(
+            last = await self.pipeline.accept(
                 result_event(
                     provider,
                     call_id,
@@ -357,7 +384,7 @@ class TelephonyConnector:
                 )
             )
         elif notice.kind == "recording" and notice.recording is not None:
-            await self.pipeline.accept(
+            last = await self.pipeline.accept(
                 recording_event(
                     provider,
                     call_id,
@@ -368,7 +395,7 @@ class TelephonyConnector:
                 )
             )
         self.metrics.webhook(provider, notice.kind, "accepted")
-        return accepted, blocked
+        return accepted, blocked, last
 
     async def _seller_extension(self, accepted: Accepted) -> str | None:
         """The extension of a returning caller's own seller, if they have one."""
@@ -409,10 +436,19 @@ class TelephonyConnector:
         )
         self.metrics.steering.labels(provider, action).inc()
 
-    async def _invalid(self, provider: str, reason: str, body: bytes, request: web.Request) -> None:
-        """Authentic but unreadable: keep it for a person to look at, then answer 400."""
-        self.metrics.webhook(provider, "unknown", "invalid")
+    async def _invalid(
+        self,
+        provider: str,
+        reason: str,
+        body: bytes,
+        request: web.Request,
+        context: Mapping[str, str] | None = None,
+    ) -> None:
+        """Authentic but unreadable: keep it for a person to look at, then answer 400.
+        `context`: what reading it again needs besides the body (Mango's event kind)."""
+        self.metrics.webhook(provider, "unknown", "invalid", detail=reason)
         headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
+        headers.update(context or {})
         await self.pipeline.quarantine(CHANNEL, f"{provider}: {reason}", body, headers)
         log.warning("telephony %s: unreadable event kept in quarantine: %s", provider, reason)
 

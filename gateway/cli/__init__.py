@@ -1,4 +1,4 @@
-"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox."""
+"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox, quarantine."""
 
 from __future__ import annotations
 
@@ -8,24 +8,27 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
-from gateway.config import ConfigError, Settings, load_settings, resolve_path
-from gateway.identity import MaskingFilter
+from gateway.client_settings import ClientSettings, load_client_settings
+from gateway.config import (
+    ConfigError,
+    Settings,
+    ignored_env,
+    load_settings,
+    resolve_path,
+    store_problem,
+)
+from gateway.logs import setup_logging
+from gateway.version import VERSION
 
 
 def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream)
-    # Every record passes the mask: no log line may carry a full phone or email.
-    handler.addFilter(MaskingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def _load_client(args: argparse.Namespace) -> ClientSettings:
+    """For the read-only commands: the store and calendar only (see ClientSettings)."""
+    return load_client_settings(args.config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -34,16 +37,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.web import create_app
 
     settings = _load(args)
-    setup_logging(settings.log_level)
+    if problem := store_problem(settings.store):
+        print(f"leadgate: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    logging.getLogger("leadgate").info(
-        "leadgate on http://%s:%d (store %s, %d sellers)",
+    log = logging.getLogger("leadgate")
+    log.info(
+        "leadgate %s on http://%s:%d (store %s, %d sellers)",
+        VERSION,
         host,
         port,
         settings.store.path,
         len(settings.sellers),
     )
+    if ignored := ignored_env():
+        log.warning(
+            "ignoring %s: container service variables, not leadgate settings",
+            ", ".join(ignored),
+        )
     try:
         serving.run(
             create_app(settings),
@@ -80,12 +93,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     source = resolve_path(args.config)
     try:
         settings = _load(args)
+        # On this machine: the store's directory must exist (the config itself is fine).
+        if problem := store_problem(settings.store):
+            raise ConfigError(str(source or "built-in defaults"), [problem])
     except ConfigError as exc:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
     forms = ", ".join(settings.forms) or "none"
+    if ignored := ignored_env():
+        print(f"note: ignoring {', '.join(ignored)} (container service variables, not settings)")
     print(
         f"{source or 'built-in defaults'}: ok — {len(settings.sellers)} seller(s), forms: {forms}, "
         f"store: {settings.store.path}, delivery: {settings.delivery.sink}, "
@@ -98,28 +116,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_calendar(args: argparse.Namespace) -> int:
     from gateway.cli import calendar
 
-    return calendar.run(args, _load(args).calendar)
+    return calendar.run(args, _load_client(args).calendar)
 
 
 def cmd_leads(args: argparse.Namespace) -> int:
     from gateway.cli import leads
 
-    return leads.run(args, _load(args))
+    return leads.run(args, _load_client(args))
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     from gateway.cli import outbox
 
-    return outbox.run(args, _load(args))
+    return outbox.run(args, _load_client(args))
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from gateway.cli import quarantine
+
+    return quarantine.run(args, _load_client(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, leads, outbox
+    from gateway.cli import calendar, leads, outbox, quarantine
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
         "-c", "--config", help="config file (default: $LEADGATE_CONFIG, then ./leadgate.toml)"
     )
+    parser.add_argument("--version", action="version", version=f"leadgate {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -141,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["leads"].set_defaults(func=cmd_leads)
     outbox.add_parser(sub)
     sub.choices["outbox"].set_defaults(func=cmd_outbox)
+    quarantine.add_parser(sub)
+    sub.choices["quarantine"].set_defaults(func=cmd_quarantine)
     return parser
 
 
@@ -164,11 +191,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(hoist_config(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
     except ConfigError as exc:
         print(f"leadgate: bad config {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `leadgate leads list | head`: the reader took what it wanted and left. End quietly,
+        # like the shell's own tools; stdout goes to /dev/null so the interpreter's last flush
+        # cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -7,16 +7,8 @@ import json
 from datetime import datetime
 
 from gateway.calendar import WEEKDAYS_RU, BusinessCalendar, CalendarSettings
+from gateway.cli.times import moment
 from gateway.models import Channel
-
-
-def _iso(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected ISO 8601 like 2026-01-05T12:00 or 2026-01-05T12:00+03:00, got {text!r}"
-        ) from exc
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--at",
-        type=_iso,
+        type=moment,
         default=None,
         metavar="ISO",
         help="moment to check (ISO 8601; without an offset it is read in the calendar "

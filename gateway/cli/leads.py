@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.cli.store import with_store
-from gateway.config import Settings
+from gateway.cli.store import AnySettings, with_store
+from gateway.cli.times import in_zone, moment, shown
 from gateway.identity import mask_email, mask_phone, mask_text
 from gateway.leads_api import lead_json
-from gateway.models import Channel, Lead, LeadStatus
+from gateway.models import Channel, EventRecord, Lead, LeadStatus
 from gateway.store.base import LeadQuery
 from gateway.textsafe import json_text, printable
 
@@ -23,7 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls.add_argument("--channel", choices=[c.value for c in Channel])
     ls.add_argument("--status", choices=[s.value for s in LeadStatus])
     ls.add_argument("--assigned-to")
-    ls.add_argument("--since", type=datetime.fromisoformat, help="ISO time with offset")
+    ls.add_argument(
+        "--since",
+        type=moment,
+        metavar="TIME",
+        help="leads created at or after TIME: ISO 8601 or as the list prints it "
+        "(2026-11-27 09:56 +03:00); without an offset, in the calendar's time zone",
+    )
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--json", action="store_true")
     show = actions.add_parser("show", help="one lead with its events")
@@ -38,12 +43,20 @@ def _line(lead: Lead, tz: ZoneInfo) -> str:
     reach = ", ".join([mask_phone(p) for p in c.phones] + [mask_email(e) for e in c.emails])
     flags = " после часов" if lead.after_hours else ""
     return (
-        f"{lead.id}  {lead.created_at.astimezone(tz):%Y-%m-%d %H:%M}  {lead.status.value:<4}  "
+        f"{lead.id}  {shown(lead.created_at, tz)}  {lead.status.value:<4}  "
         f"{lead.channel.value:<8}  {lead.assigned_to or '(нет)':<12}  {who} {reach}{flags}"
     )
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def _event_text(ev: EventRecord) -> str:
+    """The first line of what happened: the customer's words; for an event with none (a
+    call, a recording, a form left without a comment), what its channel says it was."""
+    meta = ev.meta
+    text = ev.text or str(meta.get("summary") or meta.get("form_title") or "") or "—"
+    return text.splitlines()[0][:80]
+
+
+def run(args: argparse.Namespace, settings: AnySettings) -> int:
     tz = ZoneInfo(settings.calendar.timezone)  # a seller reads Moscow time, not UTC
     if args.action == "list":
         channel = Channel(args.channel) if args.channel else None
@@ -52,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             channel=channel,
             status=status,
             assigned_to=args.assigned_to,
-            since=args.since,
+            since=in_zone(args.since, tz),
             limit=args.limit,
         )
         leads = with_store(settings, lambda store: store.list_leads(query))
@@ -74,14 +87,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(_line(lead, tz))
     print(
-        f"  source {lead.source_id}; SLA до {lead.sla_due_at:%Y-%m-%d %H:%M %Z}"
+        f"  source {lead.source_id}; SLA до {shown(lead.sla_due_at, tz)}"
         + (f"; {printable(lead.after_hours_reason)}" if lead.after_hours_reason else "")
     )
     for ev in lead.events:
         matched = f" (по {ev.matched_on})" if ev.matched_on else ""
-        first_line = (ev.text or "").splitlines()[0][:80] if ev.text else ""
+        first_line = _event_text(ev)
         print(
-            f"  - {ev.occurred_at.astimezone(tz):%Y-%m-%d %H:%M} {ev.channel.value} "
+            f"  - {shown(ev.occurred_at, tz)} {ev.channel.value} "
             # What customers write carries phones and addresses: masked like any log.
             f"{ev.outcome.value}{matched}: {printable(mask_text(first_line))}"
         )

@@ -8,11 +8,12 @@ waits for without blocking). The running worker picks retried items up at its ne
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from gateway.cli.store import with_store
-from gateway.config import Settings
+from gateway.cli.store import AnySettings, with_store
+from gateway.cli.times import shown
 from gateway.store.base import OutboxItem, OutboxState, OutboxStats, Store
 from gateway.textsafe import json_text, printable
 
@@ -56,7 +57,7 @@ def item_json(item: OutboxItem) -> dict[str, Any]:
     }
 
 
-def _line(item: OutboxItem) -> str:
+def _line(item: OutboxItem, tz: tzinfo) -> str:
     label, when = {
         OutboxState.DELIVERED: ("delivered", item.delivered_at),
         OutboxState.PENDING: ("next try", item.next_attempt_at),
@@ -64,12 +65,12 @@ def _line(item: OutboxItem) -> str:
     remote = f"  -> {item.remote_id}" if item.remote_id else ""
     held = ""
     if item.claimed_by is not None and item.claimed_until is not None:
-        held = f"  held by {item.claimed_by} until {item.claimed_until:%H:%M:%S} UTC"
-    shown = item.last_error and item.state is not OutboxState.DELIVERED
-    error = f"\n      {printable(item.last_error)}" if shown else ""
+        held = f"  held by {item.claimed_by} until {shown(item.claimed_until, tz, seconds=True)}"
+    shown_error = item.last_error and item.state is not OutboxState.DELIVERED
+    error = f"\n      {printable(item.last_error)}" if shown_error else ""
     return (
         f"{item.id:>7}  {item.state.value:<9}  {item.kind.value:<12}  {item.lead_id}  "
-        f"tries {item.attempts}  {label} {when or item.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        f"tries {item.attempts}  {label} {shown(when or item.created_at, tz, seconds=True)}"
         f"{remote}{held}{error}"
     )
 
@@ -82,7 +83,7 @@ def _summary(stats: OutboxStats) -> str:
     return f"pending {stats.pending}{oldest}, dead {stats.dead}"
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: AnySettings) -> int:
     if args.action == "retry":
         return _retry(settings, None if args.all_dead else list(args.ids))
     state = OutboxState.DEAD if args.action == "dlq" else _state(args.state)
@@ -95,8 +96,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(json_text([item_json(i) for i in items]))
         return 0
     print(_summary(stats))
+    tz = ZoneInfo(settings.calendar.timezone)  # the CLI's one rule: see gateway.cli.times
     for item in items:
-        print(_line(item))
+        print(_line(item, tz))
     if args.action == "dlq" and items:
         print("replay: leadgate outbox retry --all-dead   (or: leadgate outbox retry ID ...)")
     elif not items:
@@ -108,7 +110,7 @@ def _state(value: str | None) -> OutboxState | None:
     return OutboxState(value) if value is not None else None
 
 
-def _retry(settings: Settings, ids: list[int] | None) -> int:
+def _retry(settings: AnySettings, ids: list[int] | None) -> int:
     count = with_store(settings, lambda store: store.retry_outbox(ids, datetime.now(UTC)))
     if ids and count < len(ids):
         print(f"note: {len(ids) - count} id(s) are delivered or unknown; left alone")

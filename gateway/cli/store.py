@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from gateway.client_settings import ClientSettings
 from gateway.config import Settings
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore, StoreRole
 
 T = TypeVar("T")
+# The read-only commands load ClientSettings (no secrets needed); both carry `store`.
+AnySettings = ClientSettings | Settings
 
 
-def make_client_store(settings: Settings) -> Store:
+def make_client_store(settings: AnySettings) -> Store:
     path = settings.store.path
     if not path.exists():
         raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
@@ -28,7 +31,7 @@ def make_client_store(settings: Settings) -> Store:
 
 
 @asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Store]:
+async def opened(settings: AnySettings) -> AsyncIterator[Store]:
     store = make_client_store(settings)
     await store.open()
     try:
@@ -37,7 +40,7 @@ async def opened(settings: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
-def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(settings: AnySettings, work: Callable[[Store], Awaitable[T]]) -> T:
     """Run `work` on an opened client store; a store that cannot serve exits with 1."""
 
     async def main() -> T:

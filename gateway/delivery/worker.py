@@ -27,8 +27,10 @@ from gateway.delivery.http_session import MAX_RETRY_AFTER
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
+from gateway.i18n import N_
 from gateway.redact import redact
 from gateway.store.base import LeadLink, OutboxItem, OutboxState, OutboxUpdate, Store
+from gateway.texts import Text
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,24 @@ class OutboxWorker:
         """For /readyz: None when delivery is healthy."""
         name = self.sink.name
         if self.stopped is not None:
-            return f"the outbox worker stopped: {self.stopped}"
+            return Text(N_("обработчик очереди остановлен: {reason}"), reason=self.stopped)
         if self.halted_since is not None:
-            return (
-                f"{name} refused our credentials, delivery stopped since "
-                f"{self.halted_since:%Y-%m-%d %H:%M:%S} UTC ({self.halted_reason}); "
-                f"fix them, it tries again every {self.settings.halt_probe_seconds:g} s"
+            return Text(
+                N_(
+                    "{sink} отклоняет наши учётные данные, доставка остановлена с {since} "
+                    "({reason}); исправьте их, новая попытка каждые {seconds} с"
+                ),
+                sink=name,
+                since=self.halted_since,
+                reason=self.halted_reason,
+                seconds=f"{self.settings.halt_probe_seconds:g}",
             )
         if self.failing_since is not None:
-            return (
-                f"{name} failing since {self.failing_since:%Y-%m-%d %H:%M:%S} UTC: "
-                f"{self.last_error}; leads are kept in the outbox"
+            return Text(
+                N_("{sink}: ошибки с {since}: {error}; лиды ждут в очереди"),
+                sink=name,
+                since=self.failing_since,
+                error=self.last_error,
             )
         return None
 

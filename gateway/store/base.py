@@ -170,6 +170,14 @@ class Quarantined:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class QuarantineState(StrEnum):
+    """Where a quarantined input stands. A person moves it on (`leadgate quarantine`)."""
+
+    KEPT = "kept"  # waiting for a person
+    RELEASE = "release"  # a person asked for it to be run again; the gateway will do it
+    RELEASED = "released"  # done: run again into an event, or taken over by a person
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineEntry:
     """A quarantined input as stored, for a person (or a test) to look at."""
@@ -180,6 +188,36 @@ class QuarantineEntry:
     received_at: datetime
     headers: dict[str, str]
     body: bytes
+    state: QuarantineState = QuarantineState.KEPT
+    note: str | None = None  # what became of it, in words (the re-run's receipt or error)
+    updated_at: datetime | None = None  # when the state last changed
+
+
+# --- what ops watch ---------------------------------------------------------------------------
+
+# Intake is counted per channel and outcome in buckets of this many seconds (UTC epoch
+# aligned), kept with the events themselves so a restart loses no history.
+INTAKE_BUCKET_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeCount:
+    """Events stored for one channel with one outcome in one bucket."""
+
+    bucket_start: datetime  # UTC, a multiple of INTAKE_BUCKET_SECONDS since the epoch
+    channel: str
+    outcome: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLeadStats:
+    """NEW leads created since a moment: how many, how many with no seller, and how many
+    whose reaction deadline (sla_due_at) has passed while they are still NEW here."""
+
+    new: int
+    unassigned: int
+    overdue: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,9 +307,49 @@ class Store(Protocol):
         """The event first stored under a client's Idempotency-Key (what a replay answers)."""
 
     async def list_quarantine(
-        self, channel: str | None = None, limit: int = 100, *, after_id: int = 0
+        self,
+        channel: str | None = None,
+        limit: int = 100,
+        *,
+        after_id: int = 0,
+        state: QuarantineState | None = None,
     ) -> list[QuarantineEntry]:
-        """Oldest first; `after_id` pages on."""
+        """Oldest first; `after_id` pages on; `state` keeps entries in that state only."""
+
+    async def get_quarantine(self, entry_id: int) -> QuarantineEntry | None:
+        """One quarantined input with its body, or None when there is no such entry."""
+
+    async def mark_quarantine(
+        self,
+        entry_id: int,
+        state: QuarantineState,
+        note: str | None,
+        at: datetime,
+        *,
+        expect: QuarantineState | None = None,
+    ) -> bool:
+        """Move an entry to `state` with a note for people, stamped `at`. With `expect`, only
+        an entry in that state moves, so a person's request and the gateway's answer to an
+        earlier one cannot overwrite each other. False (nothing changed) when the entry is
+        gone or was not in `expect`."""
+
+    async def delete_quarantine(self, entry_id: int) -> bool:
+        """Forget an entry for good; False when there was none."""
+
+    # --- what ops watch (the /ops page) ---------------------------------------------------
+
+    async def intake(self, since: datetime) -> list[IntakeCount]:
+        """Stored events per channel and outcome in buckets of INTAKE_BUCKET_SECONDS, for the
+        buckets starting at or after `since` floored to a bucket; ordered by bucket, then
+        channel, then outcome. Counted when the event is stored (in the same transaction),
+        by its received_at; replays store nothing, so they are not counted."""
+
+    async def last_event_at(self) -> dict[str, datetime]:
+        """Per channel, the received_at of the last event stored (channels with none left out)."""
+
+    async def open_lead_stats(self, since: datetime, now: datetime) -> OpenLeadStats:
+        """Counts over the NEW leads created at or after `since`; overdue means
+        sla_due_at < `now`."""
 
     # --- outbox (delivery) ----------------------------------------------------------------
 

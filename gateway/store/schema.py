@@ -67,19 +67,35 @@ CREATE TABLE IF NOT EXISTS outbox_links (
 ) WITHOUT ROWID;
 
 -- Authentic input we could not turn into an event: kept for a person to look at.
+-- state/note/updated_at: what a person decided (kept, release asked, released); a file of
+-- an older version gains them in gateway.store.sqlite_ops.migrate_ops.
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     channel TEXT NOT NULL,
     reason TEXT NOT NULL,
     received_at REAL NOT NULL,
     headers BLOB NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'kept',
+    note TEXT,
+    updated_at REAL
 );
 
 -- One-time data migrations already applied to this file.
 CREATE TABLE IF NOT EXISTS migrations (
     name TEXT PRIMARY KEY
 );
+-- Events stored per channel, outcome and 5-minute bucket (UTC epoch seconds of its start),
+-- written in the events' own transaction: the /ops charts read a few hundred rows, never
+-- the events, and a restart keeps the history.
+CREATE TABLE IF NOT EXISTS intake (
+    channel TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (channel, bucket, outcome)
+) WITHOUT ROWID;
 
 -- Poller positions (IMAP folder/UIDVALIDITY/last UID), written with the events they produced.
 CREATE TABLE IF NOT EXISTS checkpoints (

@@ -53,6 +53,7 @@ from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_client import ClientRole, StoreRole
 from gateway.store.sqlite_match import MatchMethods
+from gateway.store.sqlite_ops import UPSERT_INTAKE, OpsMethods, intake_rows, migrate_ops
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
     idempotency_key,
@@ -103,7 +104,7 @@ class _Pending:
     counted: tuple[date, str] | None = None  # the round-robin count it moved: taken back on failure
 
 
-class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
+class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, OpsMethods, ReadMethods):
     def __init__(
         self,
         path: Path | str,
@@ -140,7 +141,9 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
         if self._is_client:
             await self._open_client()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():
+            # Never made up: a mistyped directory would become a new, empty database.
+            raise StoreUnavailable(f"directory {self.path.parent} does not exist")
         # Held for our lifetime; a tiny local file, so opening it inline is fine.
         self._lock_file = open(f"{self.path}.lock", "wb")  # noqa: SIM115, ASYNC230
         try:
@@ -156,6 +159,7 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
             self._writer.execute(f"PRAGMA {pragma}")
         self._writer.executescript(SCHEMA)
         migrate_outbox(self._writer)
+        migrate_ops(self._writer)
         # This process is the file's one writer, and only the writer delivers: a claim left
         # in the file belongs to a process that is gone. Its items are due again at once.
         self._writer.execute(*release_claims())
@@ -569,6 +573,7 @@ def _apply(db: sqlite3.Connection, batch: Sequence[_Pending]) -> None:
     """The rows and statements of a batch, in order, inside the caller's transaction."""
     _many(db, _INSERT_LEAD, [r for p in batch for r in p.leads])
     _many(db, _INSERT_EVENT, [r for p in batch for r in p.events])
+    _many(db, UPSERT_INTAKE, intake_rows(r for p in batch for r in p.events))
     _many(db, _INSERT_REPLAY, [r for p in batch for r in p.replays])
     _many(db, _INSERT_IDENTITY, [r for p in batch for r in p.identities])
     _many(db, _INSERT_OUTBOX, [r for p in batch for r in p.outbox])

@@ -25,7 +25,6 @@ from gateway.store.base import (
     OutboxState,
     OutboxStats,
     OutboxUpdate,
-    QuarantineEntry,
     StoredEvent,
 )
 
@@ -134,7 +133,7 @@ def list_outbox(
     )
 
 
-# --- events, quarantine, checkpoints ---------------------------------------------------------
+# --- events, checkpoints ---------------------------------------------------------
 
 
 def stored_event(lead_id: str | None, doc: bytes | str) -> StoredEvent:
@@ -180,29 +179,6 @@ def event_of_replay_key(db: sqlite3.Connection, key: str) -> StoredEvent | None:
         (key,),
     ).fetchone()
     return stored_event(row[0], row[1]) if row else None
-
-
-def list_quarantine(
-    db: sqlite3.Connection, channel: str | None, limit: int, after_id: int
-) -> list[QuarantineEntry]:
-    sql = "SELECT id, channel, reason, received_at, headers, body FROM quarantine WHERE id > ?"
-    params: list[Any] = [after_id]
-    if channel is not None:
-        sql += " AND channel = ?"
-        params.append(channel)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
-    return [
-        QuarantineEntry(
-            id=r[0],
-            channel=r[1],
-            reason=r[2],
-            received_at=from_epoch(r[3]),
-            headers=orjson.loads(r[4]),
-            body=bytes(r[5]),
-        )
-        for r in db.execute(sql, params)
-    ]
 
 
 def list_checkpoints(db: sqlite3.Connection, prefix: str) -> dict[str, str]:

@@ -1,16 +1,16 @@
-"""Reads of the SQLite store for people and tests: events, quarantine, checkpoints."""
+"""Reads of the SQLite store for people and tests: events, checkpoints (the quarantine's
+are in sqlite_ops)."""
 
 from __future__ import annotations
 
 import sqlite3
 
-from gateway.store.base import EventQuery, QuarantineEntry, StoredEvent
+from gateway.store.base import EventQuery, StoredEvent
 from gateway.store.sqlite_queries import (
     event_of_replay_key,
     idempotency_key,
     list_checkpoints,
     list_events,
-    list_quarantine,
     read_event,
 )
 
@@ -29,11 +29,6 @@ class ReadMethods:
 
     async def event_for_key(self, key: str) -> StoredEvent | None:
         return event_of_replay_key(self._db(), idempotency_key(key))
-
-    async def list_quarantine(
-        self, channel: str | None = None, limit: int = 100, *, after_id: int = 0
-    ) -> list[QuarantineEntry]:
-        return list_quarantine(self._db(), channel, limit, after_id)
 
     async def list_checkpoints(self, prefix: str = "") -> dict[str, str]:
         return list_checkpoints(self._db(), prefix)

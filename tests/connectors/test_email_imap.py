@@ -645,11 +645,12 @@ async def test_wrong_password_degrades_readiness_and_never_logs_it(
         ),
         "login attempts with backoff",
     )
-    assert gw.connector.readiness() is None  # not stale yet
-    now[0] += timedelta(minutes=6)
+    # Reported at once, not after stale_minutes: a refused login is a lost connection.
     problem = gw.connector.readiness()
     assert problem is not None
     assert problem.startswith("sales/INBOX not read yet (login refused")
+    now[0] += timedelta(minutes=6)
+    assert gw.connector.readiness() == problem
     assert secret not in caplog.text and secret not in problem
     assert "**********" in repr(gw.settings.email.mailboxes["sales"].password)
 

@@ -279,6 +279,7 @@ async def test_providers_without_secrets_are_not_mounted(
     assert resp.status == 404
     resp = await client.post("/v1/telephony/mango/events/call", data={})
     assert resp.status == 404
+    (tmp_path / "none").mkdir()  # the store makes no directories
     none = await aiohttp_client(create_app(make_settings(tmp_path / "none")))
     assert (await none.get("/v1/telephony/zadarma?zd_echo=x")).status == 404
 

@@ -27,8 +27,9 @@ from b24_standin import Bitrix24StandIn
 from conftest import make_settings
 from helpers import ORDER_AUTH, fast_delivery, order, standin, until
 
-from gateway.cli import main, setup_logging
+from gateway.cli import main
 from gateway.keys import STORE
+from gateway.logs import setup_logging
 from gateway.web import create_app
 
 __all__ = ["standin"]
@@ -48,7 +49,7 @@ def log_stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     buffer = io.StringIO()
-    setup_logging("DEBUG", buffer)
+    setup_logging("DEBUG", stream=buffer)
     yield buffer
     root.handlers[:] = handlers
     root.setLevel(level)
