@@ -81,7 +81,7 @@ class Chats:
             return None
         texts = policy.after_hours_text or self.settings.after_hours_text
         if texts:
-            chosen = _pick(texts, locale)
+            chosen = pick_locale(texts, locale)
             when = describe_opening(next_open_at, now, self.tz, chosen)
             return texts[chosen].format(when=when)
         catalog = chat_locale(locale)
@@ -89,7 +89,7 @@ class Chats:
         return gettext_for(catalog)(DEFAULT_AFTER_HOURS).format(when=when)
 
 
-def _pick(texts: Mapping[str, str], locale: str | None) -> str:
+def pick_locale(texts: Mapping[str, str], locale: str | None) -> str:
     """The configured text's locale for a customer: theirs (or its language), else Russian,
     else the first configured."""
     if locale:
