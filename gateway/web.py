@@ -12,10 +12,11 @@ from datetime import timedelta
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from gateway import channels, leads_api, ops, ops_page
+from gateway import channels, chat_service, leads_api, messages_api, ops, ops_page
 from gateway.assign import Roster
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
+from gateway.chats import Chats
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
@@ -78,6 +79,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         sources={ch.value: src for ch, src in settings.sources.items()},
         dedup_window=timedelta(days=settings.dedup.window_days),
         metrics=metrics,
+        chats=Chats(settings.conversations, settings.calendar.timezone),
     )
 
 
@@ -210,6 +212,7 @@ def create_app(
     serving = {ch.value: c for spec, c in pairs if c is not None for ch in spec.channels}
     app[CHANNEL_CONNECTORS] = {ch: c.name for ch, c in serving.items()}
     leads_api.setup(app)
+    messages_api.setup(app)
     ops.setup(app)
     ops_page.setup(app)
     off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
@@ -235,6 +238,7 @@ def create_app(
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
     supervisor.add(Releaser(store, serving).task())  # quarantine entries people released
+    chat_service.setup(app)  # the inbox and message workers, likewise
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)
