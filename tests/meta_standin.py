@@ -23,6 +23,8 @@ calls; `limit()` turns on a call budget per token that answers a rate-limit erro
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -67,6 +69,9 @@ ERRORS: dict[str, GraphFault] = {
     "token_expired": GraphFault(
         400, 190, "Error validating access token: Session has expired.", subcode=463
     ),
+    # Graph error-handling guide: a call without (or with a wrong) appsecret_proof when the
+    # app requires it.
+    "invalid_proof": GraphFault(400, 100, "Invalid appsecret_proof provided in the API argument"),
     "permission": GraphFault(403, 10, "(#10) Application does not have permission for this action"),
     "permission_200": GraphFault(403, 200, "(#200) Requires pages_messaging permission"),
     "app_rate": GraphFault(400, 4, "(#4) Application request limit reached"),
@@ -152,6 +157,9 @@ class MetaGraphStandIn:
         self.tokens: dict[str, str] = {}  # token -> account id (Page or Instagram account)
         self.instagram_login: set[str] = set()  # accounts whose token is an Instagram one
         self.revoked: set[str] = set()
+        # With an app secret, every call to a Page account must carry its appsecret_proof
+        # ("Require App Secret" in the app's settings) and a wrong one is refused.
+        self.app_secret: str | None = None
         self.leads: dict[str, dict[str, Any]] = {}
         self.lead_page: dict[str, str] = {}
         self.hidden_reads: dict[str, int] = {}  # lead id -> reads that still see nothing
@@ -294,6 +302,10 @@ class MetaGraphStandIn:
         account = self.tokens.get(token)
         if account is None or token in self.revoked:
             return None, self._error(ERRORS["invalid_token"])
+        if self.app_secret is not None and account not in self.instagram_login:
+            proof = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+            if request.query.get("appsecret_proof") != proof:
+                return None, self._error(ERRORS["invalid_proof"])
         budget = self.budgets.get(token)
         if budget is not None:
             now = self.clock()
@@ -305,7 +317,8 @@ class MetaGraphStandIn:
         return account, None
 
     def _log(self, request: web.Request, path: str, account: str | None, status: int) -> None:
-        params = {k: v for k, v in request.query.items() if k != "access_token"}
+        hidden = ("access_token", "appsecret_proof")
+        params = {k: v for k, v in request.query.items() if k not in hidden}
         self.calls.append(Call(request.method, path, account, status, params))
 
     async def _get(self, request: web.Request) -> web.Response:

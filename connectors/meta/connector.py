@@ -75,7 +75,11 @@ class MetaConnector:
         ):
             register_secret(secret.get_secret_value())
         timeout = settings.graph_timeout_seconds
-        self.graph = GraphClient(settings.graph_base, settings.graph_api_version, timeout)
+        # The app secret proves our calls on graph.facebook.com; Instagram Login tokens belong
+        # to the Instagram app, whose secret is another one.
+        self.graph = GraphClient(
+            settings.graph_base, settings.graph_api_version, timeout, self.app_secret
+        )
         self.instagram_graph = GraphClient(
             settings.instagram_graph_base, settings.graph_api_version, timeout
         )

@@ -110,6 +110,7 @@ async def graph() -> AsyncIterator[MetaGraphStandIn]:
     server.account(PAGE_ID, PAGE_TOKEN)
     server.account(LEAD_PAGE_ID, LEAD_PAGE_TOKEN)
     server.account(IG_ID, IG_TOKEN, instagram_login=True)
+    server.app_secret = APP_SECRET  # "Require App Secret": every Page call proves itself
     yield server
     await server.stop()
 

@@ -11,7 +11,14 @@ import pytest
 from meta_standin import ERRORS, MetaGraphStandIn
 from meta_support import LEAD_PAGE_ID, LEAD_PAGE_TOKEN, PAGE_ID, PAGE_TOKEN, fixture
 
-from connectors.meta.graph import ErrorKind, GraphClient, GraphError, classify, error_from
+from connectors.meta.graph import (
+    ErrorKind,
+    GraphClient,
+    GraphError,
+    appsecret_proof,
+    classify,
+    error_from,
+)
 
 KINDS = {
     "invalid_token": ErrorKind.AUTH,
@@ -24,6 +31,7 @@ KINDS = {
     "page_rate": ErrorKind.RATE_LIMIT,
     "call_rate": ErrorKind.RATE_LIMIT,
     "invalid_parameter": ErrorKind.INVALID,
+    "invalid_proof": ErrorKind.INVALID,
     "unknown_object": ErrorKind.INVALID,
     "unavailable": ErrorKind.UNAVAILABLE,
     "outside_window": ErrorKind.WINDOW,
@@ -132,3 +140,25 @@ async def test_no_answer_is_a_transient_error_without_the_url() -> None:
         await graph.close()
     assert caught.value.kind is ErrorKind.TRANSIENT and caught.value.label == "network"
     assert PAGE_TOKEN not in str(caught.value)
+
+
+async def test_appsecret_proof_when_the_app_requires_it(standin: MetaGraphStandIn) -> None:
+    standin.app_secret = "meta-app-secret-for-tests"
+    standin.person("555", {"first_name": "Анна"})
+    bare = GraphClient(standin.url, "v25.0", 5)
+    proved = GraphClient(standin.url, "v25.0", 5, app_secret="meta-app-secret-for-tests")
+    wrong = GraphClient(standin.url, "v25.0", 5, app_secret="another-app-secret")
+    try:
+        assert (await proved.get("555", PAGE_TOKEN))["first_name"] == "Анна"
+        for client in (bare, wrong):
+            with pytest.raises(GraphError) as caught:
+                await client.get("555", PAGE_TOKEN)
+            assert caught.value.code == 100 and "appsecret_proof" in caught.value.message
+    finally:
+        for client in (bare, proved, wrong):
+            await client.close()
+    # HMAC-SHA256(app secret, token) in hex; computed outside with
+    # printf token | openssl dgst -sha256 -hmac secret
+    assert appsecret_proof("secret", "token") == (
+        "e941110e3d2bfe82621f0e3e1434730d7305d106c5f68c87165d0b27a4611a4a"
+    )
