@@ -10,7 +10,8 @@ What it serves, as Meta documents it (docs/channels/meta.md names the pages):
 - `POST /{version}/me/messages` (Page token; Messenger, and Instagram through the Page) and
   `POST /{version}/{ig account id}/messages` (Instagram Login token): the Send API. It
   checks the body (recipient.id, messaging_type RESPONSE | UPDATE | MESSAGE_TAG with a
-  tag, message.text) and the messaging window: RESPONSE within 24 h of the person's last
+  tag, message.text of at most 2000 characters, for Instagram under 1000 bytes) and the
+  messaging window: RESPONSE within 24 h of the person's last
   message (7 days when that message followed a click on the ad), MESSAGE_TAG HUMAN_AGENT
   within 7 days; outside it answers 10/2018278 (Instagram: 10/2534022). Answers
   `{"recipient_id", "message_id"}`.
@@ -18,11 +19,13 @@ What it serves, as Meta documents it (docs/channels/meta.md names the pages):
 Errors are Meta's shape `{"error": {"message", "type", "code", "error_subcode",
 "fbtrace_id"}}`, taken from ERRORS: a table of data, so a test (or a later finding about
 Meta's codes) changes a row, not code. `fail()` queues any of them for the next matching
-calls; `limit()` turns on a call budget per token that answers a rate-limit error past it.
+calls; `limit()` turns on a call budget per token that answers a rate-limit error past it;
+`hold` keeps profile reads waiting (for kill tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -174,6 +177,10 @@ class MetaGraphStandIn:
         self.sent: list[Sent] = []
         self.calls: list[Call] = []
         self.clock: Callable[[], float] = time.time
+        # Profile reads wait for `hold` while it is set up and not yet released; `held` is
+        # set when one waits (a test can kill the caller right there).
+        self.hold: asyncio.Event | None = None
+        self.held = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -323,6 +330,9 @@ class MetaGraphStandIn:
 
     async def _get(self, request: web.Request) -> web.Response:
         object_id = request.match_info["object_id"]
+        if self.hold is not None and not self.hold.is_set() and object_id in self.profiles:
+            self.held.set()
+            await self.hold.wait()
         account, refusal = self._gate(request, object_id)
         response = refusal or self._read(object_id, account or "", request.query.get("fields"))
         self._log(request, object_id, account, response.status)
@@ -375,6 +385,11 @@ class MetaGraphStandIn:
             or (kind == "MESSAGE_TAG") != (tag is not None)
             or (tag is not None and tag not in TAGS)
         ):
+            return self._error(ERRORS["invalid_parameter"])
+        # Instagram takes under 1000 bytes of text (Messenger: 2000 characters, above).
+        if (person in self.instagram_people or account in self.instagram_login) and len(
+            message["text"].encode()
+        ) > 1000:
             return self._error(ERRORS["invalid_parameter"])
         if person in self.unavailable:
             return self._error(ERRORS["unavailable"])

@@ -1,8 +1,9 @@
 """A customer's Messenger or Instagram item -> the LeadEvent the pipeline accepts. Pure.
 
-Messages (text, attachments, quick replies), postbacks (buttons, Get Started) and referrals
-(the customer came from an ad or an m.me link) are the customer's own contact attempts.
-Echoes (what the page sent), delivery and read receipts and the rest are not.
+Messages (text, attachments, quick replies), postbacks (buttons, Get Started), referrals
+(the customer came from an ad or an m.me link) and edits are the customer's own; each is a
+chat message of the thread (Page or Instagram account, PSID or IGSID). Echoes (what the
+page sent), delivery and read receipts and the rest are not.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 from connectors.meta.webhook import ItemKind, MediaItem, Messaging, MetaObject, Referral
 from gateway.identity import find_phones
-from gateway.models import Attachment, Channel, Contact, LeadEvent
+from gateway.models import Attachment, Channel, Contact, LeadEvent, ThreadRef
 
-CUSTOMER_KINDS = (ItemKind.MESSAGE, ItemKind.POSTBACK, ItemKind.REFERRAL)
+CUSTOMER_KINDS = (ItemKind.MESSAGE, ItemKind.POSTBACK, ItemKind.REFERRAL, ItemKind.EDIT)
+# The referral source of a Click-to-Messenger / Click-to-Direct ad.
+AD_SOURCE = "ADS"
 MAX_PHONES = 5
 MAX_TEXT = 20_000
 
@@ -41,8 +44,14 @@ def _attachment(media: MediaItem) -> Attachment:
     return Attachment(
         name=media.title or media.type,
         content_type=_MEDIA_TYPES.get(media.type),
-        url=media.url,
+        url=media.url,  # Meta's CDN link: it expires; the file is not downloaded
+        ref=media.sticker_id,
+        kind=media.type,
     )
+
+
+def came_from_ad(item: Messaging) -> bool:
+    return item.referral is not None and item.referral.source == AD_SOURCE
 
 
 def _referral_meta(ref: Referral) -> dict[str, str]:
@@ -60,6 +69,12 @@ def _text(item: Messaging) -> str | None:
     if item.kind is ItemKind.POSTBACK:
         pressed = item.postback_title or item.postback_payload
         return f"Нажата кнопка: {pressed}" if pressed else None
+    if item.kind is ItemKind.REFERRAL and item.referral is not None:
+        ref = item.referral
+        if ref.source == AD_SOURCE:
+            return f"Перешёл из рекламы: {ref.ad_title or ref.ad_id or 'без названия'}"
+        where = ", ".join(part for part in (ref.source, ref.ref) if part)
+        return f"Перешёл по ссылке ({where})" if where else "Перешёл по ссылке"
     return item.text[:MAX_TEXT] if item.text else None
 
 
@@ -99,6 +114,9 @@ def message_event(
     return LeadEvent(
         channel=channel_of(item.object),
         external_id=item.key,
+        thread=ThreadRef(account=item.account, chat=item.customer),
+        # An edit rewrites the line of the message it names (whose external id is its mid).
+        edits=item.mid if item.kind is ItemKind.EDIT else None,
         occurred_at=item.at or received_at,
         received_at=received_at,
         contact=Contact(

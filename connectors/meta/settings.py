@@ -87,6 +87,17 @@ class MetaSettings(_Section):
     graph_timeout_seconds: float = Field(20.0, gt=0, le=300)
     pages: list[PageSettings] = []
     instagram: list[InstagramSettings] = []
+    # Meta's messaging window: a reply goes as RESPONSE within window_hours of the
+    # customer's last message (ad_window_days after they came from a Click-to-Messenger
+    # ad); later only a seller's reply, with reply_tag, up to reply_tag_days ("": never).
+    # Anything later ends «окно ответа закрыто» in the lead instead of being retried.
+    window_hours: float = Field(24.0, gt=0, le=24 * 30)
+    ad_window_days: float = Field(7.0, ge=0, le=30)
+    reply_tag: str = Field("HUMAN_AGENT", pattern=r"^([A-Z][A-Z_]{0,63})?$")
+    reply_tag_days: float = Field(7.0, ge=0, le=30)
+    # Meta names no wait with its rate-limit errors (4, 17, 32, 613): a send refused with
+    # one is tried again after at least this long.
+    rate_limit_seconds: float = Field(60.0, gt=0, le=3600)
     # Names of Messenger/Instagram senders: kept in memory this long, at most this many.
     name_cache_size: int = Field(10_000, ge=0, le=1_000_000)
     name_cache_hours: float = Field(24.0, gt=0, le=24 * 30)

@@ -16,6 +16,7 @@ INIT_SNIPPET = """\
 # app_secret = "paste-the-app-secret"  # App settings -> Basic -> App secret
 # verify_token = "change-me-to-a-long-random-string"  # the webhook's Verify Token
 # graph_api_version = "v25.0"
+# reply_tag = "HUMAN_AGENT"           # a seller may answer up to 7 days; "" = 24 h only
 # [[meta.pages]]
 # id = "153125381133"                 # the Page id
 # token = "paste-the-page-token"      # a Page access token (pages_messaging, leads_retrieval)

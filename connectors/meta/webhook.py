@@ -169,7 +169,7 @@ def parse(body: bytes) -> Delivery:
                 problems.append(f"{where}.changes[{pos}] is not an object with a field")
             elif field_name != "leadgen":
                 ignored.append(field_name)
-            elif (lead := _leadgen(account, change.get("value"))) is None:
+            elif (lead := leadgen_change(account, change.get("value"))) is None:
                 problems.append(f"{where}.changes[{pos}]: leadgen without a leadgen_id")
             else:
                 leadgen.append(lead)
@@ -340,7 +340,8 @@ def _messaging(obj: MetaObject, account: str, item: Any, standby: bool) -> Messa
     return Messaging(kind=ItemKind.OTHER, **common)
 
 
-def _leadgen(account: str, value: Any) -> Leadgen | None:
+def leadgen_change(account: str, value: Any) -> Leadgen | None:
+    """A `leadgen` change value of the entry `account`; None without a leadgen_id."""
     leadgen_id = _id(value.get("leadgen_id")) if isinstance(value, dict) else None
     if leadgen_id is None or not isinstance(value, dict):
         return None

@@ -2,7 +2,7 @@
 
 Meta's policy (Messenger Platform and Instagram Messaging policy): a business may answer
 within the *standard messaging window*, 24 hours after the person's last message — up to
-7 days when that message came after a click on a Click-to-Messenger / Click-to-Direct ad.
+7 days from the first message after a click on a Click-to-Messenger / Click-to-Direct ad.
 After that only a message tag lets a message through; `HUMAN_AGENT` lets a person (not a
 bot) answer up to 7 days after the customer's last message. Anything later cannot be
 delivered at all: the reply ends as «окно ответа закрыто» instead of being retried.
@@ -53,19 +53,20 @@ def window(
     last_inbound_at: datetime | None,
     *,
     rules: WindowRules,
-    via_ad: bool = False,
+    ad_click_at: datetime | None = None,
     by_person: bool = True,
 ) -> Window:
     """How a message to a person who last wrote at `last_inbound_at` may be sent now.
 
-    `via_ad`: that last message followed a click on the ad (the longer window applies).
-    `by_person`: a person answers (a seller), not the gateway itself — only a person's
-    reply may carry HUMAN_AGENT.
+    `ad_click_at`: when the person came into the thread from an ad (the longer window runs
+    from there). `by_person`: a person answers (a seller), not the gateway itself — only a
+    person's reply may carry HUMAN_AGENT.
     """
     if last_inbound_at is None:
         return Window(None)  # they never wrote: Meta lets no business start a conversation
     age = now - last_inbound_at
-    if age <= rules.standard or (via_ad and age <= rules.after_ad):
+    after_ad = ad_click_at is not None and now - ad_click_at <= rules.after_ad
+    if age <= rules.standard or after_ad:
         return Window(MessagingType.RESPONSE)
     if rules.tag is not None and by_person and age <= rules.tag_window:
         return Window(MessagingType.MESSAGE_TAG, rules.tag)

@@ -7,6 +7,7 @@ HMAC-SHA256 over the payload as sent), independently of connectors/meta.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,7 +20,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
 from meta_standin import MetaGraphStandIn
+from store_view import all_leads
 
+from gateway.inbox import InboxStats
+from gateway.keys import METRICS, STORE
+from gateway.models import Lead
 from gateway.web import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "meta"
@@ -115,12 +120,88 @@ async def graph() -> AsyncIterator[MetaGraphStandIn]:
     await server.stop()
 
 
+# Retries in milliseconds instead of seconds (the inbox's and the message worker's).
+FAST_INBOX = {"backoff_initial_seconds": 0.02, "backoff_max_seconds": 0.05, "poll_seconds": 0.05}
+FAST_SENDING = {
+    "backoff_initial_seconds": 0.02,
+    "backoff_max_seconds": 0.05,
+    "poll_seconds": 0.05,
+    "halt_probe_seconds": 0.3,
+}
+
+
 @pytest.fixture
 def make_client(aiohttp_client: Any, tmp_path: Path, graph: MetaGraphStandIn) -> MakeClient:
     async def make(**overrides: Any) -> Client:
         meta = meta_config(graph.url, **overrides.pop("meta", {}))
+        overrides["inbox"] = {**FAST_INBOX, **overrides.get("inbox", {})}
+        overrides["conversations"] = {**FAST_SENDING, **overrides.get("conversations", {})}
         settings = make_settings(tmp_path, meta=meta, **overrides)
         client: Client = await aiohttp_client(create_app(settings))
         return client
 
     return make
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = 15.0, what: str = "condition"
+) -> Any:
+    """Wait for `check` to return something truthy (a condition, never a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        found = await check()
+        if found:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} not met in {within} s")
+        await asyncio.sleep(0.02)
+
+
+async def drained(client: Client) -> dict[str, InboxStats]:
+    """The inbox once nothing in it waits to be handled (dead entries may remain)."""
+    seen: dict[str, InboxStats] = {}
+
+    async def idle() -> bool:
+        seen.clear()
+        seen.update(await client.app[STORE].inbox_stats())
+        return not any(s.pending for s in seen.values())
+
+    await eventually(idle, what="inbox drained")
+    return seen
+
+
+def metric(client: Client, name: str, **labels: str) -> float:
+    value: float | None = client.app[METRICS].registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def leads(client: Client) -> list[Lead]:
+    return await all_leads(client.app[STORE])
+
+
+def text_item(
+    mid: str, text: str, sender: str = PSID, *, at_ms: int = 1772445600000
+) -> dict[str, Any]:
+    """A Messenger message item in the shape of Meta's "Text Message" example."""
+    return {
+        "sender": {"id": sender},
+        "recipient": {"id": PAGE_ID},
+        "timestamp": at_ms,
+        "message": {"mid": mid, "text": text},
+    }
+
+
+def text_body(mid: str, text: str, sender: str = PSID, *, at_ms: int = 1772445600000) -> bytes:
+    return as_meta_sends(envelope("page", PAGE_ID, text_item(mid, text, sender, at_ms=at_ms)))
+
+
+def sample_lead(standin: MetaGraphStandIn, lead_id: str, **answers: str) -> None:
+    """Meta's sample lead under `lead_id`, its answers changed or added as given (each
+    lead its own email: the same address twice is one person, one lead)."""
+    lead = fixture("lead_retrieve_response.meta-docs.json")
+    lead["ad_id"], lead["form_id"] = "12312312312", "12312312312"
+    answers.setdefault("email", f"joe.{lead_id}@example.com")
+    fields = {f["name"]: f["values"] for f in lead["field_data"]}
+    fields.update({k: [v] for k, v in answers.items()})
+    lead["field_data"] = [{"name": k, "values": v} for k, v in fields.items()]
+    standin.add_lead(LEAD_PAGE_ID, lead, lead_id=lead_id)

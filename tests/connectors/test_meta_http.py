@@ -1,10 +1,14 @@
 """/v1/meta over HTTP against the Graph API stand-in: the subscription check, signatures on
-raw bytes, batches, Lead Ads fetched with retries, names, refused tokens."""
+raw bytes, the body kept in the inbox before the 200 and handled after, batches, what each
+item becomes, names, unreadable input. (Lead Ads: test_meta_leadads.py; answers:
+test_meta_replies.py.)"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from conftest import ADMIN_AUTH
 from meta_standin import MetaGraphStandIn
 from meta_support import (
     APP_SECRET,
@@ -14,52 +18,26 @@ from meta_support import (
     PAGE_ID,
     PSID,
     VERIFY_TOKEN,
-    Client,
     MakeClient,
     as_meta_sends,
+    drained,
     envelope,
     fixture,
     fixture_bytes,
     graph,  # noqa: F401  (a fixture)
+    leads,
     make_client,  # noqa: F401  (a fixture)
+    metric,
     post,
+    sample_lead,
     sign,
+    text_body,
 )
-from store_view import all_events, all_leads, all_quarantine
+from store_view import all_events, all_quarantine
 
-from gateway.keys import METRICS, STORE
-from gateway.models import Channel, Lead
-
-
-def metric(client: Client, name: str, **labels: str) -> float:
-    return client.app[METRICS].registry.get_sample_value(name, labels) or 0.0
-
-
-async def leads(client: Client) -> list[Lead]:
-    return await all_leads(client.app[STORE])
-
-
-def text_body(mid: str, text: str, sender: str = PSID) -> bytes:
-    item = {
-        "sender": {"id": sender},
-        "recipient": {"id": PAGE_ID},
-        "timestamp": 1772445600000,
-        "message": {"mid": mid, "text": text},
-    }
-    return as_meta_sends(envelope("page", PAGE_ID, item))
-
-
-def sample_lead(standin: MetaGraphStandIn, lead_id: str, **answers: str) -> None:
-    """Meta's sample lead under `lead_id`, its answers changed or added as given (each
-    lead its own email: the same address twice is one person, one lead)."""
-    lead = fixture("lead_retrieve_response.meta-docs.json")
-    lead["ad_id"], lead["form_id"] = "12312312312", "12312312312"
-    answers.setdefault("email", f"joe.{lead_id}@example.com")
-    fields = {f["name"]: f["values"] for f in lead["field_data"]}
-    fields.update({k: [v] for k, v in answers.items()})
-    lead["field_data"] = [{"name": k, "values": v} for k, v in fields.items()]
-    standin.add_lead(LEAD_PAGE_ID, lead, lead_id=lead_id)
-
+from gateway.inbox import InboxState
+from gateway.keys import STORE
+from gateway.models import Channel
 
 # --- the subscription check ---------------------------------------------------------------
 
@@ -97,7 +75,7 @@ async def test_no_meta_section_no_route(aiohttp_client: Any, tmp_path: Any) -> N
     assert (await client.post("/v1/meta", data=b"{}")).status == 404
 
 
-# --- signatures -----------------------------------------------------------------------------
+# --- signatures and the inbox ----------------------------------------------------------
 
 
 async def test_a_missing_or_wrong_signature_is_403_and_nothing_is_kept(
@@ -113,11 +91,12 @@ async def test_a_missing_or_wrong_signature_is_403_and_nothing_is_kept(
     resp = await post(client, raw, sign(raw.decode("unicode_escape").encode()))
     assert resp.status == 403
     store = client.app[STORE]
+    assert await store.list_inbox(None, 10) == []
     assert await all_events(store) == [] and await all_quarantine(store) == []
     assert metric(client, "leadgate_meta_webhooks_total", object="unknown", result="unauthorized")
 
 
-async def test_cyrillic_as_meta_sends_it_becomes_a_lead(
+async def test_cyrillic_as_meta_sends_it_becomes_a_chat_lead(
     make_client: MakeClient,  # noqa: F811
     graph: MetaGraphStandIn,  # noqa: F811
 ) -> None:
@@ -128,17 +107,42 @@ async def test_cyrillic_as_meta_sends_it_becomes_a_lead(
     raw = fixture_bytes(vector["body_file"])
     resp = await post(client, raw, vector["x_hub_signature_256"])
     assert resp.status == 200, await resp.text()
+    # The 200 came after the body was stored: it is in the inbox, byte for byte.
+    (kept,) = await client.app[STORE].list_inbox(None, 10)
+    assert (kept.channel, kept.account, kept.body) == ("meta", PAGE_ID, raw)
+    await drained(client)
     (lead,) = await leads(client)
     assert lead.channel is Channel.FACEBOOK
     assert lead.source_id == "UC_FACEBOOK"
     assert lead.contact.name == "Иван Петров"
     assert lead.contact.phones == ("+79161234567",)
     assert lead.contact.handles == (f"fb:{PSID}",)
-    full = await client.app[STORE].get_lead(lead.id)
-    assert full is not None and full.events[0].text == vector["text"]
-    # Meta delivers it again: the same message, no second event.
+    shown = await (await client.get(f"/v1/leads/{lead.id}", headers=ADMIN_AUTH)).json()
+    (conversation,) = shown["conversations"]
+    assert (conversation["account"], conversation["chat"]) == (PAGE_ID, PSID)
+    (line,) = shown["messages"]
+    assert (line["direction"], line["text"]) == ("in", vector["text"])
+    assert line["external_id"] == "mid.1457764197618:41d102a3e1ae206a38"
+    # Meta delivers it again: a duplicate in the inbox, no second event.
     assert (await post(client, raw, vector["x_hub_signature_256"])).status == 200
+    assert metric(client, "leadgate_meta_webhooks_total", object="page", result="duplicate") == 1
+    await drained(client)
     assert len(await all_events(client.app[STORE])) == 1
+
+
+async def test_the_same_message_in_another_batch_is_one_message(
+    make_client: MakeClient,  # noqa: F811
+) -> None:
+    client = await make_client(meta={"pages": [{"id": PAGE_ID, "token": "t-1234567890"}]})
+    first = text_body("mid.same", "Нужен станок")
+    item = fixture("messenger_text.botman-test.json")["entry"][0]
+    both = json.loads(first)
+    both["entry"].append(item)  # another body: other bytes, the same mid inside
+    assert (await post(client, first)).status == 200
+    assert (await post(client, as_meta_sends(both))).status == 200
+    await drained(client)
+    ids = sorted(e.record.external_id for e in await all_events(client.app[STORE]))
+    assert ids == ["mid.1480279487147:4388d3b344", "mid.same"]
 
 
 async def test_the_published_vector_of_another_meta_product_is_ignored(
@@ -149,6 +153,7 @@ async def test_the_published_vector_of_another_meta_product_is_ignored(
     raw = fixture_bytes(vector["body_file"])
     resp = await post(client, raw, vector["x_hub_signature_256"])
     assert resp.status == 200  # authentic; a WhatsApp subscription is not ours to read
+    assert not (await drained(client)).get("meta")
     assert await all_events(client.app[STORE]) == []
     assert metric(
         client,
@@ -170,12 +175,31 @@ async def test_echoes_and_receipts_are_not_customers(
         "messenger_delivery.botman-test.json",
         "messenger_read.botman-test.json",
     ):
-        raw = fixture_bytes(name)
-        assert (await post(client, raw)).status == 200
+        assert (await post(client, fixture_bytes(name))).status == 200
+    await drained(client)
     assert await all_events(client.app[STORE]) == []
     assert metric(
         client, "leadgate_meta_items_total", channel="facebook", account=PAGE_ID, kind="echo"
     )
+
+
+async def test_an_edit_rewrites_the_line(
+    make_client: MakeClient,  # noqa: F811
+) -> None:
+    client = await make_client()
+    assert (await post(client, text_body("m_1", "Нужен подъёмник на 3 тонны"))).status == 200
+    edit = {
+        "sender": {"id": PSID},
+        "recipient": {"id": PAGE_ID},
+        "timestamp": 1772445660000,
+        "message_edit": {"mid": "m_1", "text": "Нужен подъёмник на 4 тонны", "num_edit": 1},
+    }
+    assert (await post(client, as_meta_sends(envelope("page", PAGE_ID, edit)))).status == 200
+    await drained(client)
+    (lead,) = await leads(client)
+    shown = await (await client.get(f"/v1/leads/{lead.id}", headers=ADMIN_AUTH)).json()
+    (line,) = shown["messages"]
+    assert line["text"] == "Нужен подъёмник на 4 тонны" and line["edited_at"]
 
 
 async def test_names_are_asked_once_and_a_refusal_stops_nothing(
@@ -188,6 +212,7 @@ async def test_names_are_asked_once_and_a_refusal_stops_nothing(
     client = await make_client()
     for n in range(3):
         assert (await post(client, text_body(f"m.{n}", "Здравствуйте"))).status == 200
+    await drained(client)
     assert graph.count("GET", PSID) == 1
     assert graph.calls[0].params == {"fields": "first_name,last_name"}
     # The second person's profile is refused: the page is not asked again for a while,
@@ -195,6 +220,7 @@ async def test_names_are_asked_once_and_a_refusal_stops_nothing(
     for n in range(2):
         body = text_body(f"m.x{n}", "Нужен станок", sender="2000000000000002")
         assert (await post(client, body)).status == 200
+    await drained(client)
     assert graph.count("GET", "2000000000000002") == 1
     found = {lead.contact.handles[0]: lead.contact.name for lead in await leads(client)}
     assert found == {f"fb:{PSID}": "Иван Петров", "fb:2000000000000002": None}
@@ -215,9 +241,11 @@ async def test_instagram_direct_with_instagram_login(
         "message": {"mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQx", "text": "Привет"},
     }
     assert (await post(client, as_meta_sends(envelope("instagram", IG_ID, item)))).status == 200
+    await drained(client)
     (lead,) = await leads(client)
     assert lead.channel is Channel.INSTAGRAM and lead.source_id == "UC_INSTAGRAM"
     assert lead.contact.name == "@ivan.petrov"
+    assert lead.contact.handles == (f"ig:{igsid}",)
     (call,) = graph.calls
     assert call.account == IG_ID and call.params == {"fields": "name,username"}
     assert IG_TOKEN not in str(graph.calls)
@@ -247,94 +275,16 @@ async def test_a_batch_of_many_entries_is_taken_whole(
     raw = as_meta_sends({"object": "page", "entry": entries})
     resp = await post(client, raw)
     assert resp.status == 200, await resp.text()
+    (kept,) = await client.app[STORE].list_inbox(None, 10)
+    assert kept.account == "batch"  # entries of two pages
+    await drained(client)
     found = await leads(client)
     assert len(found) == 302
     assert {lead.channel for lead in found} == {Channel.FACEBOOK}
     assert graph.count("GET") == 2  # names off for that page: only the two leads were read
 
 
-# --- Lead Ads -------------------------------------------------------------------------------
-
-
-async def test_leadgen_answers_are_fetched_and_mapped(
-    make_client: MakeClient,  # noqa: F811
-    graph: MetaGraphStandIn,  # noqa: F811
-) -> None:
-    sample_lead(graph, "123123123123", phone_number="+7 (916) 111-22-33")
-    sample_lead(graph, "123123123124", company_name="ООО Ромашка")
-    client = await make_client()
-    raw = fixture_bytes("leadgen_webhook_two_changes.meta-docs.json")
-    resp = await post(client, raw)
-    assert resp.status == 200, await resp.text()
-    found = sorted(await leads(client), key=lambda lead: lead.contact.company or "")
-    assert [lead.contact.company for lead in found] == [None, "ООО Ромашка"]
-    assert found[0].contact.phones == ("+79161112233",)
-    assert all(lead.contact.name == "Joe Example" for lead in found)
-    events = await all_events(client.app[STORE])
-    assert sorted(e.record.external_id for e in events) == [
-        "leadgen:123123123123",
-        "leadgen:123123123124",
-    ]
-    assert {e.record.source_detail for e in events} == {"form 12312312312, ad 12312312312"}
-    text = events[0].record.text or ""
-    assert "Car make: Honda" in text and "Selected dealer: 99213450" in text
-    # Meta's retry of the same body: replays, no new leads.
-    assert (await post(client, raw)).status == 200
-    assert len(await leads(client)) == 2
-    page = LEAD_PAGE_ID
-    assert metric(client, "leadgate_meta_leadgen_total", page=page, result="accepted") == 2
-    assert metric(client, "leadgate_meta_leadgen_total", page=page, result="replayed") == 2
-
-
-async def test_a_lead_not_readable_yet_is_not_lost(
-    make_client: MakeClient,  # noqa: F811
-    graph: MetaGraphStandIn,  # noqa: F811
-) -> None:
-    sample_lead(graph, "123123123123")
-    sample_lead(graph, "123123123124")
-    graph.lead_appears_after("123123123124", reads=1)
-    graph.fail("page_rate", path="^123123123123$")
-    client = await make_client()
-    raw = fixture_bytes("leadgen_webhook_two_changes.meta-docs.json")
-    resp = await post(client, raw)
-    assert resp.status == 503  # Meta delivers the body again
-    assert (await resp.json())["error"] == "graph_unavailable"
-    assert await leads(client) == []
-    assert metric(
-        client, "leadgate_meta_graph_errors_total", account=LEAD_PAGE_ID, call="lead", code="32"
-    )
-    assert metric(
-        client,
-        "leadgate_meta_graph_errors_total",
-        account=LEAD_PAGE_ID,
-        call="lead",
-        code="100/33",
-    )
-    assert (await post(client, raw)).status == 200
-    assert len(await leads(client)) == 2
-
-
-async def test_a_refused_token_shows_on_readyz_until_it_works_again(
-    make_client: MakeClient,  # noqa: F811
-    graph: MetaGraphStandIn,  # noqa: F811
-) -> None:
-    sample_lead(graph, "123123123123")
-    sample_lead(graph, "123123123124")
-    graph.revoke("EAALeadPageTokenForTests02")
-    client = await make_client()
-    raw = fixture_bytes("leadgen_webhook_two_changes.meta-docs.json")
-    assert (await post(client, raw)).status == 503
-    ready = await (await client.get("/readyz")).json()
-    assert ready["status"] == "degraded"
-    (problem,) = [p for p in ready["problems"] if p.startswith("meta:")]
-    assert LEAD_PAGE_ID in problem and "Graph API 190" in problem and "renew" in problem
-    assert "EAALeadPageTokenForTests02" not in str(ready)
-    assert metric(client, "leadgate_meta_token_refused", account=LEAD_PAGE_ID) == 1
-    graph.revoked.clear()  # the operator put in a new token (here: the old one works again)
-    assert (await post(client, raw)).status == 200
-    ready = await (await client.get("/readyz")).json()
-    assert not [p for p in ready["problems"] if p.startswith("meta:")]
-    assert metric(client, "leadgate_meta_token_refused", account=LEAD_PAGE_ID) == 0
+# --- unreadable input -----------------------------------------------------------------------
 
 
 async def test_authentic_but_unreadable_input_is_kept_for_a_person(
@@ -344,12 +294,18 @@ async def test_authentic_but_unreadable_input_is_kept_for_a_person(
     store = client.app[STORE]
     raw = b'{"object": "page", "entry": "not a list"}'
     assert (await post(client, raw)).status == 200  # kept; a retry would not read better
-    (kept,) = await all_quarantine(store, "meta")
-    assert kept.body == raw and "entry" in kept.reason
-    assert kept.headers["X-Hub-Signature-256"] == sign(raw)
+    stats = await drained(client)
+    assert stats["meta"].dead == 1
+    (dead,) = await store.list_inbox(InboxState.DEAD, 10)
+    assert dead.body == raw and "entry" in (dead.last_error or "")
+    assert dead.headers["X-Hub-Signature-256"] == sign(raw)
+    ready = await (await client.get("/readyz")).json()
+    assert any("could not be handled" in p for p in ready["problems"])
     good = fixture("messenger_text.botman-test.json")["entry"][0]
     mixed = as_meta_sends({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [7]}, good]})
     assert (await post(client, mixed)).status == 200
-    assert len(await all_quarantine(store, "meta")) == 2
+    await drained(client)
+    (kept,) = await all_quarantine(store, "meta")
+    assert kept.body == mixed and "messaging[0]" in kept.reason
     (lead,) = await leads(client)  # the readable rest was taken
     assert lead.contact.handles == (f"fb:{PSID}",)

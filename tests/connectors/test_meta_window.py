@@ -22,13 +22,16 @@ RULES = WindowRules()
         (timedelta(hours=24, seconds=1), False, False, None),  # the gateway's own answer
         (timedelta(days=3), True, False, ("RESPONSE", None)),  # after an ad click
         (timedelta(days=7), False, True, ("MESSAGE_TAG", "HUMAN_AGENT")),
+        (timedelta(days=6, hours=23, minutes=59), True, False, ("RESPONSE", None)),
         (timedelta(days=7, seconds=1), True, True, None),
     ],
 )
 def test_the_window(
     age: timedelta, via_ad: bool, by_person: bool, expected: tuple[str, str | None] | None
 ) -> None:
-    found = window(NOW, NOW - age, rules=RULES, via_ad=via_ad, by_person=by_person)
+    # The ad click came just before the message (a Click-to-Messenger ad's prefilled text).
+    clicked = NOW - age - timedelta(seconds=5) if via_ad else None
+    found = window(NOW, NOW - age, rules=RULES, ad_click_at=clicked, by_person=by_person)
     if expected is None:
         assert not found.open
         with pytest.raises(ValueError):
