@@ -1,5 +1,4 @@
-"""Channels of the LeadEvent contract that have no connector yet: chat, VK, Facebook,
-Instagram, Telegram.
+"""Channels of the LeadEvent contract that have no connector yet: chat, VK, Telegram.
 
 Their CRM defaults exist already (a lead of such a channel may be created through the API or
 a form, and ops may set its SOURCE_ID), so this spec holds them until each channel's own
@@ -24,12 +23,6 @@ SPEC = ChannelSpec(
         ),
         Channel.VK: ChannelDefaults(
             source_id="UC_VK", title="Сообщение ВКонтакте: {who}", label="ВКонтакте"
-        ),
-        Channel.FACEBOOK: ChannelDefaults(
-            source_id="UC_FACEBOOK", title="Сообщение Facebook: {who}", label="Facebook"
-        ),
-        Channel.INSTAGRAM: ChannelDefaults(
-            source_id="UC_INSTAGRAM", title="Сообщение Instagram: {who}", label="Instagram"
         ),
         Channel.TELEGRAM: ChannelDefaults(
             source_id="UC_TELEGRAM", title="Сообщение Telegram: {who}", label="Telegram"

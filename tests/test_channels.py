@@ -115,7 +115,8 @@ def test_specs_come_from_the_installed_entry_point() -> None:
     loaded = channels.specs()
     assert list(loaded) == registry.SPECS
     assert channels.specs() is loaded  # cached: loaded once per process
-    assert [s.name for s in loaded] == ["webform", "orders", "telephony", "email", "planned"]
+    names = [s.name for s in loaded]
+    assert names == ["webform", "orders", "telephony", "email", "meta", "planned"]
 
 
 def test_no_registry_is_a_clear_error() -> None:

@@ -252,6 +252,9 @@ def test_openapi_paths_match_the_core_routes(spec: dict[str, Any], tmp_path: Pat
         for path, ops in spec["paths"].items()
         for method in ops
         if method in ("get", "post", "put", "patch", "delete")
+        # Channel webhooks exist only when their channel is configured: their own tests
+        # hold them to the document (e.g. tests/connectors/test_meta_docs.py).
+        and (path in CORE_ROUTES or path.startswith(CORE_ROUTE_PREFIXES))
     }
     assert registered - documented == set(), "routes missing from docs/openapi.yaml"
     assert documented - registered == set(), "docs/openapi.yaml documents routes that do not exist"

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # LEADGATE_FUZZ_EXAMPLES=20000 LEADGATE_FUZZ_RANDOM=1 pytest tests/test_fuzz_openapi.py
 EXAMPLES = int(os.environ.get("LEADGATE_FUZZ_EXAMPLES", "700"))
 RANDOM = os.environ.get("LEADGATE_FUZZ_RANDOM") == "1"
-SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
+# Channel webhooks (tag "channels") are signed by their vendor, which no schema can state:
+# every generated request would be a 403. Their own tests cover them.
+SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml").exclude(tag="channels")
 SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 # Fields whose validity is not a matter of shape: a 422 for them alone is agreement.

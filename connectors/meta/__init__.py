@@ -1,0 +1,1 @@
+"""Facebook and Instagram through one Meta app: Messenger, Instagram Direct and Lead Ads."""
