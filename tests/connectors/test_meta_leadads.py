@@ -123,7 +123,9 @@ async def test_a_lead_that_never_comes_is_dead_with_its_id_and_can_be_retried(
     ready = await (await client.get("/readyz")).json()
     assert ready["status"] == "degraded"
     (refused,) = [p for p in ready["problems"] if p.startswith("meta:")]
-    assert LEAD_PAGE_ID in refused and "renew" in refused
+    # /readyz is open and masked like a log: a page id is as long as a phone, so the page
+    # is named by its last digits there (metrics carry it whole, as a label).
+    assert LEAD_PAGE_ID[-4:] in refused and "renew" in refused
     assert any("could not be handled" in p for p in ready["problems"])
     assert LEAD_PAGE_TOKEN not in json.dumps(ready)
     assert metric(client, "leadgate_meta_token_refused", account=LEAD_PAGE_ID) == 1
