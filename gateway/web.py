@@ -19,6 +19,7 @@ from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
+from gateway.delivery.openlines import service as openlines
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
 from gateway.keys import (
@@ -222,6 +223,7 @@ def create_app(
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
+    openlines.setup(app)  # Bitrix24 Open Lines, when [openlines] is configured
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)

@@ -1,4 +1,4 @@
-"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox."""
+"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox, openlines."""
 
 from __future__ import annotations
 
@@ -113,8 +113,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return outbox.run(args, _load(args))
 
 
+def cmd_openlines(args: argparse.Namespace) -> int:
+    from gateway.cli import openlines
+
+    return openlines.run(args, _load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, leads, outbox
+    from gateway.cli import calendar, leads, openlines, outbox
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["leads"].set_defaults(func=cmd_leads)
     outbox.add_parser(sub)
     sub.choices["outbox"].set_defaults(func=cmd_outbox)
+    openlines.add_parser(sub)
+    sub.choices["openlines"].set_defaults(func=cmd_openlines)
     return parser
 
 
