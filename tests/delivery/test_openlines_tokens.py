@@ -213,3 +213,36 @@ async def test_tokens_never_show_in_errors_or_logs(
     text = str(caught.value) + caplog.text + str(await (await gateway.get("/readyz")).json())
     for secret in (tokens.access_token, tokens.refresh_token, portal.client_secret):
         assert secret not in text
+
+
+async def test_a_portal_that_moved_is_a_halt_and_is_not_followed(
+    aiohttp_server: Any,
+) -> None:
+    from aiohttp import web
+
+    followed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("https://elsewhere.example/rest/app.info.json")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.json_response({"result": True})
+
+    app = web.Application()
+    app.router.add_post("/rest/{method}", moved)
+    app.router.add_post("/elsewhere", elsewhere)
+    server = await aiohttp_server(app)
+    webhook = B24Client(
+        str(server.make_url("/rest/")),
+        bucket=LeakyBucket(InProcessCoordination(), "portal", 50, 2.0),
+    )
+    try:
+        with pytest.raises(B24Error) as caught:
+            await webhook.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    finally:
+        await webhook.close()
+    assert caught.value.kind == "halt"
+    assert caught.value.code == "PORTAL_MOVED"
+    assert "elsewhere.example" in str(caught.value)
+    assert followed == []
