@@ -52,6 +52,7 @@ APP_METHODS = frozenset(
         "imconnector.status",
         "imconnector.send.messages",
         "imconnector.send.status.delivery",
+        "imopenlines.config.get",
     }
 )
 KNOWN_EVENTS = frozenset(
@@ -137,6 +138,14 @@ class Bitrix24AppStandIn(Bitrix24StandIn):
         self.sent: list[Sent] = []
         self.delivered: list[dict[str, Any]] = []  # send.status.delivery MESSAGES items
         self.app_calls: list[str] = []  # app methods as called, in order
+        # The line's CRM settings as imopenlines.config.get shows them (docs' example).
+        self.line_crm: dict[str, str] = {
+            "CRM": "Y",
+            "CRM_CREATE": "lead",
+            "CRM_CREATE_SECOND": "0",
+            "CRM_CHAT_TRACKER": "Y",
+            "CRM_SOURCE": "create",
+        }
         self._next_im = 90_000
         self._chats: dict[str, int] = {}
 
@@ -358,6 +367,11 @@ class Bitrix24AppStandIn(Bitrix24StandIn):
             }
         if method == "imconnector.register":
             return self._register(params)
+        if method == "imopenlines.config.get":
+            line = int(str(params.get("CONFIG_ID") or 0))
+            if line not in self.lines:
+                raise MethodError(400, "CONFIG_NOT_FOUND", "Config not found")
+            return {"ID": str(line), "ACTIVE": "Y", "LINE_NAME": "Продажи", **self.line_crm}
         if method == "event.bind":
             return self._bind(params)
         if method == "event.get":
@@ -496,6 +510,57 @@ class Bitrix24AppStandIn(Bitrix24StandIn):
     def next_im_message(self) -> int:
         self._next_im += 1
         return self._next_im
+
+    def answer_form(
+        self,
+        chat: str,
+        text: str,
+        *,
+        im_message_id: int | None = None,
+        user_id: int = 27,
+        connector: str = "leadgate",
+        line: int = 1,
+        **auth: Any,
+    ) -> bytes:
+        """A seller's answer in the line's chat for our chat `chat`, as
+        OnImConnectorMessageAdd carries it (docs: on-im-connector-message-add)."""
+        data = {
+            "CONNECTOR": connector,
+            "LINE": line,
+            "MESSAGES": [
+                {
+                    "im": {
+                        "chat_id": self._chats.get(chat, 1999),
+                        "message_id": im_message_id or self.next_im_message(),
+                    },
+                    "message": {"user_id": user_id, "text": text},
+                    "chat": {"id": chat},
+                }
+            ],
+        }
+        return self.event_form("ONIMCONNECTORMESSAGEADD", data, user_id=user_id, **auth)
+
+    def finish_form(self, chat: str, *, connector: str = "leadgate", line: int = 1) -> bytes:
+        """The line closed the dialog (docs: on-im-connector-dialog-finish)."""
+        im_chat = self._chats.get(chat, 1999)
+        data = {
+            "CONNECTOR": connector,
+            "LINE": str(line),
+            "DATA": [
+                {
+                    "connector": {
+                        "connector_id": connector,
+                        "line_id": line,
+                        "chat_id": chat,
+                        "user_id": 0,
+                    },
+                    "session": {"id": 300 + im_chat, "closed": "Y", "parent_id": 0},
+                    "chat": {"id": im_chat},
+                    "user": {"id": 0},
+                }
+            ],
+        }
+        return self.event_form("ONIMCONNECTORDIALOGFINISH", data)
 
     def chat_of(self, external_chat: str) -> int:
         """The Open Lines chat id that a mirrored conversation got."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from b24_openlines_standin import Bitrix24AppStandIn
@@ -15,12 +17,14 @@ from openlines_helpers import (
     app_client_of,
     gateway,
     install,
+    ol_settings,
     openlines_section,
     portal,
 )
 
 from gateway.delivery.openlines.steps import EVENTS, StepStatus, run_setup
 from gateway.keys import SETTINGS
+from gateway.web import create_app
 
 __all__ = ["gateway", "portal"]
 
@@ -38,6 +42,7 @@ async def test_setup_does_every_step_and_reports_it(
         "imconnector.connector.data.set",
         *[f"event.bind {e}" for e in EVENTS],
         "imconnector.status",
+        "imopenlines.config.get",
     ]
     assert all(s.status in (StepStatus.DONE, StepStatus.ALREADY) for s in steps), steps
     registered = portal.connectors["leadgate"]
@@ -48,8 +53,25 @@ async def test_setup_does_every_step_and_reports_it(
     assert portal.connector_data[("leadgate", 1)]["URL"] == PUBLIC_URL
     for event in EVENTS:
         assert portal.handlers(event) == [f"{PUBLIC_URL}/v1/openlines/events"]
-    assert steps[-1].name == "imconnector.status"
-    assert "active=True, configured=True" in steps[-1].detail
+    assert steps[-2].name == "imconnector.status"
+    assert "active=True, configured=True" in steps[-2].detail
+    assert "disable_crm=Y" in steps[-1].detail  # the tracker is kept out by default
+
+
+async def test_setup_warns_when_the_tracker_could_make_a_second_lead(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, portal: Bitrix24AppStandIn
+) -> None:
+    client: Client = await aiohttp_client(
+        create_app(ol_settings(tmp_path, portal, crm_tracker=True))
+    )
+    assert (await install(portal, client))[0] == 200
+    settings = client.app[SETTINGS].openlines
+    steps = await run_setup(app_client_of(client), settings)
+    assert steps[-1].status is StepStatus.WARNING
+    assert "a second one" in steps[-1].detail
+    portal.line_crm["CRM_CREATE"] = "none"  # the line creates nothing by itself
+    steps = await run_setup(app_client_of(client), settings)
+    assert steps[-1].status is StepStatus.ALREADY
 
 
 async def test_setup_twice_binds_nothing_twice(gateway: Client, portal: Bitrix24AppStandIn) -> None:
@@ -60,7 +82,7 @@ async def test_setup_twice_binds_nothing_twice(gateway: Client, portal: Bitrix24
     binds = [s for s in again if s.name.startswith("event.bind")]
     assert binds and all(s.status is StepStatus.ALREADY for s in binds)
     assert len(portal.bindings) == len(EVENTS)
-    assert again[-1].status is StepStatus.ALREADY
+    assert again[-2].status is StepStatus.ALREADY
 
 
 async def test_setup_names_an_old_handler_address(

@@ -60,6 +60,12 @@ class OpenLinesSettings(BaseModel):
     # The OAuth server. It depends on the portal's region (oauth.bitrix.info,
     # oauth.bitrix24.tech); the token answers name it, and those two are followed.
     oauth_url: str = "https://oauth.bitrix.info"
+    # Open Lines' own CRM tracker for leadgate's chats. Off (the default): every mirrored
+    # message carries disable_crm=Y, so Open Lines never makes a lead of its own; the chat
+    # is linked to leadgate's CRM lead instead (docs/delivery/open-lines.md). On: the
+    # tracker runs, finds the lead by the phone/email sent, and creates one when the
+    # line's settings say so.
+    crm_tracker: bool = False
     # The REST base instead of https://<portal>/rest/ (a proxy, or a test stand-in).
     api_base: str | None = None
     # An access token is renewed when used this close to its expiry (never on a timer:

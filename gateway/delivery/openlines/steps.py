@@ -10,7 +10,10 @@ Each step says what it did; running it again changes nothing that is already rig
 4. imconnector.connector.data.set  what the line shows about the channel;
 5. event.get + event.bind  the events leadgate handles, to its event URL (only those not
                        bound yet: binding one twice is an error, "Handler already binded");
-6. imconnector.status  what the line says now.
+6. imconnector.status  what the line says now;
+7. imopenlines.config.get  the line's CRM settings, read (never changed) and judged:
+                       whether Open Lines' tracker could make a second lead for a customer
+                       leadgate already made one for.
 imconnector.register reports its refusals inside a 200 answer (result.result = false):
 that is read as a failure, not as success.
 """
@@ -88,7 +91,7 @@ def register_params(settings: OpenLinesSettings) -> dict[str, Any]:
 async def run_setup(client: AppClient, settings: OpenLinesSettings) -> list[Step]:
     """Every step in order; stops at the first failure (later ones build on it)."""
     steps: list[Step] = []
-    for step in (_app_info, _register, _activate, _data_set, _bind_events, _status):
+    for step in (_app_info, _register, _activate, _data_set, _bind_events, _status, _line_crm):
         done = await step(client, settings)
         steps.extend(done)
         if any(s.status is StepStatus.FAILED for s in done):
@@ -219,3 +222,40 @@ async def _status(client: AppClient, settings: OpenLinesSettings) -> Sequence[St
     detail = f"line {settings.line}: active={active}, configured={configured}, error={error}"
     ok = active and configured and not error
     return [Step(name, StepStatus.ALREADY if ok else StepStatus.FAILED, detail)]
+
+
+async def _line_crm(client: AppClient, settings: OpenLinesSettings) -> Sequence[Step]:
+    name = "imopenlines.config.get"
+    try:
+        config = await client.call(name, {"CONFIG_ID": settings.line})
+    except B24Error as exc:
+        # Reading the line's settings needs the right to manage lines; the connector
+        # works without it, so this is a warning, not a failure.
+        return [Step(name, StepStatus.WARNING, f"could not read the line's settings: {exc}")]
+    if not isinstance(config, dict):
+        return [Step(name, StepStatus.WARNING, f"unexpected answer {config!r}")]
+    crm = str(config.get("CRM", ""))
+    create = str(config.get("CRM_CREATE", ""))
+    tracker = str(config.get("CRM_CHAT_TRACKER", ""))
+    seen = f"CRM={crm}, CRM_CREATE={create}, CRM_CHAT_TRACKER={tracker}"
+    if not settings.crm_tracker:
+        return [
+            Step(
+                name,
+                StepStatus.ALREADY,
+                f"line {settings.line}: {seen}; leadgate sends disable_crm=Y with every "
+                "message, so Open Lines makes no lead of its own",
+            )
+        ]
+    if crm == "Y" and create in ("lead", "deal"):
+        return [
+            Step(
+                name,
+                StepStatus.WARNING,
+                f"line {settings.line}: {seen}: with crm_tracker on, Open Lines creates a "
+                f"{create} for a customer it does not find by phone or email — a second one "
+                "beside leadgate's. Set the line to create them manually, or turn "
+                "crm_tracker off",
+            )
+        ]
+    return [Step(name, StepStatus.ALREADY, f"line {settings.line}: {seen}")]
