@@ -79,6 +79,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         dedup_window=timedelta(days=settings.dedup.window_days),
         metrics=metrics,
         chats=Chats(settings.conversations, settings.calendar.timezone),
+        mirror_chats=settings.openlines.configured,
     )
 
 
