@@ -104,8 +104,13 @@ class Pipeline:
         recorded = await self.store.record(event, keys, since, planner, checkpoint)
         receipt = recorded.receipt
         self.metrics.event(channel, receipt.outcome)  # a StrEnum: its value, without .value
-        if recorded.messages:
-            self.chats.queued()
+        mirrored = (
+            self.mirror_chats
+            and event.thread is not None
+            and receipt.outcome is not Outcome.REPLAYED
+        )
+        if recorded.messages or mirrored:
+            self.chats.queued()  # the workers look now, not at their next poll
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)

@@ -26,6 +26,35 @@ class OpenLinesMetrics:
             ["outcome"],
             registry=r,
         )
+        self._mirrored = Counter(
+            "leadgate_openlines_mirrored",
+            "Customers' messages copied into the line, by result (delivered, retry, "
+            "throttled, halted, dead)",
+            ["result"],
+            registry=r,
+        )
+        self._reported = Counter(
+            "leadgate_openlines_delivery_reports",
+            "Sellers' answers reported back to the line, by result (delivered, undelivered)",
+            ["result"],
+            registry=r,
+        )
+        self._answers = Counter(
+            "leadgate_openlines_answers",
+            "Sellers' answers from the line, by outcome (queued, empty, unknown_chat)",
+            ["outcome"],
+            registry=r,
+        )
+        self.dialogs_finished = Counter(
+            "leadgate_openlines_dialogs_finished",
+            "Dialogs the line closed",
+            registry=r,
+        )
+        self.pending = Gauge(
+            "leadgate_openlines_pending",
+            "Outbox rows for Open Lines waiting (messages to copy, reports to send)",
+            registry=r,
+        )
         self.halted = Gauge(
             "leadgate_openlines_halted",
             "1 while the application is not installed or Bitrix24 refuses it",
@@ -40,3 +69,12 @@ class OpenLinesMetrics:
 
     def request(self, outcome: str) -> None:
         self._requests.labels(outcome).inc()
+
+    def mirrored(self, result: str) -> None:
+        self._mirrored.labels(result).inc()
+
+    def reported(self, result: str) -> None:
+        self._reported.labels(result).inc()
+
+    def answer(self, outcome: str) -> None:
+        self._answers.labels(outcome).inc()

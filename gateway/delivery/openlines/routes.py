@@ -66,6 +66,7 @@ class OpenLinesRoutes:
         metrics: OpenLinesMetrics,
         *,
         on_event: EventHandler,
+        on_install: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -73,6 +74,7 @@ class OpenLinesRoutes:
         self.client = client
         self.metrics = metrics
         self.on_event = on_event
+        self.on_install = on_install
         self._now = now
 
     def routes(self) -> list[web.RouteDef]:
@@ -142,6 +144,7 @@ class OpenLinesRoutes:
             installed_at=now,
         )
         await self.keeper.install(tokens)
+        self.on_install()
         self.metrics.event(event, "accepted")
         return _json({"status": "installed"})
 

@@ -1,27 +1,30 @@
-"""Wiring: the tokens, the client, the routes, readiness and the watcher, when configured."""
+"""Wiring: the tokens, the client, the routes, the inbox handler, the worker, readiness."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
 from gateway.channels import TaskSpec
 from gateway.config import Settings
 from gateway.coordination import Coordination
+from gateway.delivery.openlines.answers import INBOX, AnswerHandler
 from gateway.delivery.openlines.client import AppClient
+from gateway.delivery.openlines.intake import EventIntake
+from gateway.delivery.openlines.links import CRM_SINK, CrmLinks
 from gateway.delivery.openlines.metrics import OpenLinesMetrics
+from gateway.delivery.openlines.mirror import MirrorWorker
 from gateway.delivery.openlines.oauth import OAuthClient
 from gateway.delivery.openlines.routes import OpenLinesRoutes
 from gateway.delivery.openlines.tokens import AppState, Checkpoints, TokenKeeper
-from gateway.keys import COORDINATION, METRICS, SETTINGS, STORE, SUPERVISOR
+from gateway.keys import COORDINATION, METRICS, PIPELINE, SETTINGS, STORE, SUPERVISOR
 from gateway.ops import add_readiness_check
 from gateway.redact import register
-from gateway.store.base import Quarantined, Store
 
 KEEPER = web.AppKey("openlines_keeper", TokenKeeper)
 CLIENT = web.AppKey("openlines_client", AppClient)
+MIRROR_WORKER = web.AppKey("openlines_worker", MirrorWorker)
 
 
 def build(
@@ -64,28 +67,36 @@ def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     if not settings.openlines.configured:
         return
-    store = app[STORE]
+    store, pipeline = app[STORE], app[PIPELINE]
+    coordination = app[COORDINATION]
     metrics = OpenLinesMetrics(app[METRICS].registry)
-    keeper, client = build(settings, store, app[COORDINATION], metrics)
-    app[KEEPER] = keeper
-    app[CLIENT] = client
+    keeper, client = build(settings, store, coordination, metrics)
+    links = CrmLinks(store, client, settings.openlines, enabled=settings.delivery.sink == CRM_SINK)
+    worker = MirrorWorker(
+        store,
+        client,
+        keeper,
+        links,
+        settings.openlines,
+        settings.delivery,
+        metrics,
+        owner=coordination.owner,
+    )
+    app[KEEPER], app[CLIENT], app[MIRROR_WORKER] = keeper, client, worker
     metrics.halted.set_function(lambda: 0.0 if keeper.state is AppState.READY else 1.0)
-
-    async def keep_event(name: str, fields: dict[str, Any], raw: bytes) -> str:
-        return await _quarantine(store, name, raw)
-
-    routes = OpenLinesRoutes(settings.openlines, keeper, client, metrics, on_event=keep_event)
+    pipeline.inbox.register(INBOX, AnswerHandler(store, pipeline.chats, settings.sellers, metrics))
+    # A seller's answer queued, or a customer's message kept to copy, wakes the worker.
+    pipeline.chats.on_queue(worker.wake)
+    intake = EventIntake(pipeline.inbox, store, keeper, settings.openlines.line)
+    routes = OpenLinesRoutes(
+        settings.openlines, keeper, client, metrics, on_event=intake, on_install=worker.wake
+    )
     app.router.add_routes(routes.routes())
-    add_readiness_check(app, "openlines", keeper.problem)
-    app[SUPERVISOR].add(TaskSpec("openlines-tokens", keeper.watch, singleton=False))
+    add_readiness_check(app, "openlines", lambda: keeper.problem() or worker.problem())
+    supervisor = app[SUPERVISOR]
+    supervisor.add(TaskSpec("openlines-tokens", keeper.watch, singleton=False))
+    supervisor.add(TaskSpec("openlines", worker.run, singleton=False))
     app.cleanup_ctx.append(_close_ctx)
-
-
-async def _quarantine(store: Store, name: str, raw: bytes) -> str:
-    # Until conversations exist there is nowhere to put a seller's answer: it is kept,
-    # authentic and whole, where a person can see it (`leadgate` quarantine), not dropped.
-    await store.quarantine(Quarantined("openlines", f"{name}: no conversation to answer on", raw))
-    return "kept"
 
 
 async def _close_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -71,6 +71,8 @@ class OpenLinesSettings(BaseModel):
     # An access token is renewed when used this close to its expiry (never on a timer:
     # Bitrix24 may block applications that renew on a schedule), and on expired_token.
     refresh_margin_seconds: float = Field(60.0, ge=0, le=1800)
+    # Messages per imconnector.send.messages request (at most one per conversation).
+    batch_size: int = Field(10, ge=1, le=50)
     timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     @property

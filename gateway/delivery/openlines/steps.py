@@ -150,6 +150,7 @@ async def _activate(client: AppClient, settings: OpenLinesSettings) -> Sequence[
         return [_failed(name, exc)]
     if result is not True:
         return [Step(name, StepStatus.FAILED, f"unexpected answer {result!r}")]
+    await client.keeper.set_line(True, settings.line)
     return [Step(name, StepStatus.DONE, f"active on line {settings.line}")]
 
 

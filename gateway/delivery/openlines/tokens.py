@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TOKENS = "openlines:oauth"
 REVOKED = "openlines:revoked"
+# The connector's state on the line, when Bitrix24 said it was switched off.
+LINE = "openlines:line"
 LEASE = "openlines:refresh"
 # How long a replica waits for another one's renewal before it gives up (and retries later).
 WAIT_FOR_PEER = 45.0
@@ -164,6 +166,7 @@ class TokenKeeper:
         self._record = record or (lambda outcome: None)
         self.state = AppState.NOT_INSTALLED
         self.revocation: Revocation | None = None
+        self.line_off: str | None = None  # why the connector is off on the line, if it is
         self._tokens: AppTokens | None = None
         # A renewed pair the store did not take (it was down): the old refresh token is
         # spent, so this one is kept and saved again before anything else is read.
@@ -184,6 +187,8 @@ class TokenKeeper:
         tokens = AppTokens.loads(raw) if raw else None
         revoked_raw = await self.checkpoints.get_checkpoint(REVOKED)
         revocation = _revocation(revoked_raw) if revoked_raw else None
+        line_raw = await self.checkpoints.get_checkpoint(LINE)
+        self.line_off = _line_off(line_raw) if line_raw else None
         self._tokens = tokens
         if tokens is None:
             self.state, self.revocation = AppState.NOT_INSTALLED, None
@@ -202,6 +207,8 @@ class TokenKeeper:
 
     def problem(self) -> str | None:
         """For /readyz: why nothing can be mirrored, or None."""
+        if self.state is AppState.READY and self.line_off is not None:
+            return self.line_off
         if self.state is AppState.NOT_INSTALLED:
             return (
                 "the local application is not installed in Bitrix24 yet; install it "
@@ -331,6 +338,15 @@ class TokenKeeper:
         log.error("Open Lines STOPPED: %s", redact(reason))
         await self.load()
 
+    async def set_line(self, active: bool, line: int | None) -> None:
+        """Record whether the connector is on the line (setup switched it on; Bitrix24's
+        OnImConnectorStatusDelete said someone switched it off), for every replica."""
+        record: dict[str, Any] = {"active": active, "line": line, "at": _iso(self._now())}
+        await self.checkpoints.save_checkpoint(LINE, orjson.dumps(record).decode())
+        if not active:
+            log.error("Open Lines: the connector was switched off on line %s", line)
+        await self.load()
+
     def _not_ready(self) -> B24Error:
         code = "NOT_INSTALLED" if self.state is AppState.NOT_INSTALLED else "APP_REVOKED"
         return B24Error("halt", code, self.problem() or code)
@@ -346,6 +362,22 @@ class TokenKeeper:
             except Exception:
                 log.exception("Open Lines: reading the tokens failed")
             await self._sleep(every)
+
+
+def _line_off(text: str) -> str | None:
+    try:
+        data = orjson.loads(text)
+        if data.get("active", True):
+            return None
+        at = datetime.fromisoformat(data["at"])
+        line = data.get("line")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return (
+        f"the connector was switched off on line {line} in Contact Center since "
+        f"{at:%Y-%m-%d %H:%M} UTC; chats wait in the outbox: switch it on again with "
+        "`leadgate openlines setup`"
+    )
 
 
 def _revocation(text: str) -> Revocation | None:
