@@ -208,7 +208,11 @@ class OpenLinesRoutes:
             await self.keeper.revoke("the application was removed from the portal")
             self.metrics.event(label, "accepted")
             return _json({"status": "ok"})
-        outcome = await self.on_event(name, fields, raw)
+        try:
+            outcome = await self.on_event(name, fields, raw)
+        except ApiError:
+            self.metrics.event(label, "invalid")
+            raise
         self.metrics.event(label, outcome)
         return _json({"status": "ok"})
 
