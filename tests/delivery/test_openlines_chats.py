@@ -26,8 +26,8 @@ from gateway.delivery.openlines.answers import dialog_checkpoint
 from gateway.delivery.openlines.service import CLIENT
 from gateway.delivery.openlines.steps import StepStatus, run_setup
 from gateway.hours import DAYS
-from gateway.inbox import InboxState
-from gateway.keys import SETTINGS, STORE
+from gateway.inbox import InboxItem, InboxState
+from gateway.keys import PIPELINE, SETTINGS, STORE
 from gateway.store.base import OutboxKind, OutboxState
 from gateway.web import create_app
 
@@ -335,3 +335,40 @@ async def test_events_with_answers_lacking_their_ids_are_quarantined(
     assert answer["error"] == "invalid_event"
     (kept,) = await line.store.list_quarantine("openlines")
     assert b"%D0%B1%D0%B5%D0%B7" in kept.body  # «без» as it came
+
+
+async def test_an_answer_handled_again_after_a_crash_is_queued_once(
+    line_factory: Callable[..., Awaitable[Line]], portal: Bitrix24AppStandIn
+) -> None:
+    """The inbox hands an entry over again when its handler died before marking it done:
+    the same answer must not reach the customer twice."""
+    line = await line_factory()
+    await line.customer("Здравствуйте")
+    await line.mirrored(1)
+    conversation_id = await line.conversation_id()
+    body = portal.answer_form(conversation_id, "Добрый день", im_message_id=555)
+    handler = line.client.app[PIPELINE].inbox.handlers["openlines"]
+    item = InboxItem(
+        id=1,
+        channel="openlines",
+        account=portal.member_id,
+        key=f"{portal.chat_of(conversation_id)}:555",
+        body=body,
+        headers={},
+        state=InboxState.PENDING,
+        attempts=0,
+        received_at=datetime.now(MOSCOW),
+        next_attempt_at=datetime.now(MOSCOW),
+    )
+    await handler(item)
+    await handler(item)  # again, as after a crash between handling and done
+
+    async def report() -> list[dict[str, Any]] | None:
+        return portal.delivered or None
+
+    await eventually(report)
+    await asyncio.sleep(0.2)
+    assert [m.text for m in line.sender.sent] == ["Добрый день"]
+    assert len(portal.delivered) == 1
+    lead = await line.lead()
+    assert len([m for m in lead["messages"] if m["direction"] == "out"]) == 1
