@@ -21,9 +21,15 @@ the Bitrix24 REST docs (shapes in fixtures/openlines, sources in its SOURCES.md)
   imconnector.send.messages and imconnector.send.status.delivery (message ids must be an
   array), each refused with 403 WRONG_AUTH_TYPE when called through the inbound webhook
   ("Application context required");
-- events to the application: `post_event()` sends what Bitrix24 sends, form-encoded with
-  PHP brackets and auth[application_token]; `install()` plays the install callback
-  (ONAPPINSTALL with fresh tokens).
+- events to the application, form-encoded with PHP brackets and auth[application_token]
+  as Bitrix24 sends them (`post()` of: `install_form()`, the install callback ONAPPINSTALL
+  with fresh tokens; `answer_form()`, a seller's answer, OnImConnectorMessageAdd, with
+  the line's chat id for our chat; `finish_form()`, OnImConnectorDialogFinish — its
+  connector[chat_id] is our chat id and chat[id] the line's, an assumption: the docs'
+  example shows one value in both; `event_form()`, anything else).
+send.messages does not deduplicate by message.id (nothing documents that it does), and
+takes user.name/last_name only as Bitrix24's rule allows (letters, spaces, hyphens,
+apostrophes; 25).
 """
 
 from __future__ import annotations
