@@ -38,6 +38,7 @@ from gateway import channels, envvars
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
 from gateway.chat_settings import ConversationSettings, InboxSettings
+from gateway.delivery.openlines.settings import OpenLinesSettings
 from gateway.delivery.settings import DeliverySettings
 from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
@@ -214,6 +215,8 @@ class Settings(BaseSettings):
     inbox: InboxSettings = InboxSettings()
     conversations: ConversationSettings = ConversationSettings()
     sources: dict[Channel, str] = Field(default_factory=channels.default_sources)
+    # Bitrix24 Open Lines: chats mirrored into a line, sellers' answers taken back.
+    openlines: OpenLinesSettings = OpenLinesSettings()
 
     @field_validator("phone_region")
     @classmethod

@@ -61,6 +61,7 @@ class Pipeline:
         dedup_window: timedelta,
         metrics: Metrics,
         chats: Chats | None = None,
+        mirror_chats: bool = False,
     ) -> None:
         self.store = store
         self.calendar = calendar
@@ -72,6 +73,8 @@ class Pipeline:
         # Chat channels: their senders and after-hours policy; the inbox of push input.
         self.chats = chats or Chats(ConversationSettings(), calendar.settings.timezone)
         self.inbox = Inbox(store)
+        # A customer's chat messages are also copied to the CRM's chat (Open Lines).
+        self.mirror_chats = mirror_chats
 
     async def accept(self, event: LeadEvent, checkpoint: tuple[str, str] | None = None) -> Receipt:
         return (await self.accept_detailed(event, checkpoint)).receipt
@@ -101,8 +104,13 @@ class Pipeline:
         recorded = await self.store.record(event, keys, since, planner, checkpoint)
         receipt = recorded.receipt
         self.metrics.event(channel, receipt.outcome)  # a StrEnum: its value, without .value
-        if recorded.messages:
-            self.chats.queued()
+        mirrored = (
+            self.mirror_chats
+            and event.thread is not None
+            and receipt.outcome is not Outcome.REPLAYED
+        )
+        if recorded.messages or mirrored:
+            self.chats.queued()  # the workers look now, not at their next poll
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)
@@ -133,6 +141,15 @@ class Pipeline:
         sticky = self.roster.sticky
         greeting, after_hours = self._answers(event, cls, junk)
         period = cls.next_open_at
+        # What a seller should see in the CRM's chat: the customer's own messages, not our
+        # echoes or a bot's, not spam, and an edit only as the line it makes when its
+        # original was never seen.
+        mirror = (
+            self.mirror_chats
+            and event.thread is not None
+            and event.creates_lead
+            and junk is None
+        )
 
         def plan(match: PersonMatch) -> Plan:
             answers: tuple[Answer, ...] = () if greeting is None else (greeting,)
@@ -155,15 +172,19 @@ class Pipeline:
                     sla_due_at=sla_due_at,
                     answers=answers,
                     answered_for=answered_for,
+                    mirror=mirror,
                 )
             if lead is None:
-                return Plan(PlanAction.KEEP, answers=answers, answered_for=answered_for)
+                return Plan(
+                    PlanAction.KEEP, answers=answers, answered_for=answered_for, mirror=mirror
+                )
             return Plan(
                 PlanAction.CREATE,
                 lead=lead,
                 assignment=None if request is None else sticky(request, match.previous_owner),
                 answers=answers,
                 answered_for=answered_for,
+                mirror=mirror,
             )
 
         return plan

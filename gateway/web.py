@@ -20,6 +20,7 @@ from gateway.chats import Chats
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
+from gateway.delivery.openlines import service as openlines
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
 from gateway.keys import (
@@ -80,6 +81,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         dedup_window=timedelta(days=settings.dedup.window_days),
         metrics=metrics,
         chats=Chats(settings.conversations, settings.calendar.timezone),
+        mirror_chats=settings.openlines.configured,
     )
 
 
@@ -218,7 +220,7 @@ def create_app(
     off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
     app[_STARTUP_LINES] = lines = [
         f"channels on: {', '.join(sorted(serving)) or 'none'}; "
-        f"off (not configured or not built yet): {', '.join(off) or 'none'}",
+        f"off (not configured or not built yet): {', '.join(sorted(off)) or 'none'}",
         _describe_core(settings),
     ]
     for connector in built:
@@ -239,6 +241,7 @@ def create_app(
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
     supervisor.add(Releaser(store, serving).task())  # quarantine entries people released
     chat_service.setup(app)  # the inbox and message workers, likewise
+    openlines.setup(app)  # Bitrix24 Open Lines, when [openlines] is configured
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)

@@ -65,9 +65,10 @@ CORE_SETTINGS = (
     "delivery",
     "inbox",
     "conversations",
+    "openlines",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
-CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads")
+CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads", "/v1/openlines/")
 CORE_ROUTES = (
     "/healthz",
     "/readyz",
@@ -233,7 +234,17 @@ def test_openapi_is_valid(spec: dict[str, Any]) -> None:
 
 
 def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
-    app = create_app(settings_model()(store={"path": str(tmp_path / "routes.db")}))
+    # Open Lines (a core part) mounts its routes only when configured.
+    openlines = {
+        "portal": "portal.example.bitrix24.ru",
+        "client_id": "local.6a1f9c2e3b4d50.73419826",
+        "client_secret": "routes-test-secret",
+        "public_url": "https://leads.example.ru",
+        "line": 1,
+    }
+    app = create_app(
+        settings_model()(store={"path": str(tmp_path / "routes.db")}, openlines=openlines)
+    )
     routes = set()
     for route in app.router.routes():
         resource = route.resource

@@ -56,6 +56,14 @@ exempt = ["127.0.0.1"]
 [[sellers]]
 id = "anna"
 name = "Анна"
+[openlines]
+portal = "portal.example.bitrix24.ru"
+client_id = "local.6a1f9c2e3b4d50.73419826"
+client_secret = "fuzz-client-secret-0001"
+public_url = "https://leads.example.ru"
+line = 1
+api_base = "http://127.0.0.1:9/rest"
+oauth_url = "http://127.0.0.1:9"
 """
     with Served(workdir, config) as app:
         yield app

@@ -1,4 +1,5 @@
-"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox, quarantine."""
+"""`leadgate` command line: serve, init, check-config, calendar, leads, outbox, inbox,
+quarantine, openlines, and the channels' own commands."""
 
 from __future__ import annotations
 
@@ -143,8 +144,14 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return inbox.run(args, _load(args))
 
 
+def cmd_openlines(args: argparse.Namespace) -> int:
+    from gateway.cli import openlines
+
+    return openlines.run(args, _load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, inbox, leads, outbox, quarantine
+    from gateway.cli import calendar, inbox, leads, openlines, outbox, quarantine
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -176,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["quarantine"].set_defaults(func=cmd_quarantine)
     inbox.add_parser(sub)
     sub.choices["inbox"].set_defaults(func=cmd_inbox)
+    openlines.add_parser(sub)
+    sub.choices["openlines"].set_defaults(func=cmd_openlines)
     add_channel_commands(sub)
     return parser
 

@@ -85,6 +85,14 @@ sink = "local"
 # equipment_field = "UF_CRM_1700000001"         # «Вероятное оборудование к покупке и его цена»
 # find_duplicates = true                         # join people already in the CRM
 
+# Bitrix24 Open Lines: chats into a line, sellers answer there (docs/delivery/open-lines.md).
+# [openlines]
+# portal = "your-portal.bitrix24.ru"
+# client_id = "local.xxxxxxxxxxxxxx.xxxxxxxx"   # the local application's
+# client_secret = "..."                         # a secret: LEADGATE_OPENLINES__CLIENT_SECRET
+# public_url = "https://leads.example.ru"       # where Bitrix24 reaches this gateway
+# line = 1                                      # the Open Line the chats go to
+
 # The website form; add more [forms.NAME] tables for other forms.
 [forms.site]
 title = "Заявка с сайта"

@@ -224,7 +224,7 @@ class B24Client:
         if not isinstance(results, dict) or not isinstance(errors_raw, dict):
             raise B24Error("retry", "BAD_ANSWER", "batch result is not keyed by command")
         errors: dict[str, B24Error] = {}
-        reset = _reset_wait(body.get("time"))
+        reset = reset_wait(body.get("time"))
         for key, err in errors_raw.items():
             # A method's own error may come with an empty code and only a description.
             code = str((err.get("error") if isinstance(err, dict) else err) or "ERROR")
@@ -238,46 +238,86 @@ class B24Client:
         return dict(results), errors
 
     async def _post(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
-        session = await self._http.get()
-        await self.bucket.acquire()
-        try:
-            async with session.post(
-                f"{self._base}{method}.json",
-                data=orjson.dumps(payload),
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._record("network")
-            detail = self.mask(f"{type(exc).__name__}: {exc}")
-            raise B24Error("retry", "NETWORK", detail) from None
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        if status == 200 and "error" not in body:
-            self._record("ok")
-            return body
-        code = self.mask(str(body.get("error") or f"HTTP_{status}"))[:100]
-        description = self.mask(str(body.get("error_description") or ""))
-        kind = classify(status, code)
-        if code == "QUERY_LIMIT_EXCEEDED" or (kind == "throttle" and status == 503):
-            await self.bucket.fill()
-            self._record("query_limit")
-            retry_after = retry_after or 1.0 / self.bucket.rate
-        elif kind == "throttle":
-            self._record("operation_limit")
-            retry_after = retry_after or _reset_wait(body.get("time")) or self._operation_wait
-        else:
-            self._record({"halt": "auth", "retry": "server_error"}.get(kind, "error"))
-        raise B24Error(kind, code, description, status=status, retry_after=retry_after)
+        return await post_method(
+            await self._http.get(),
+            f"{self._base}{method}.json",
+            payload,
+            bucket=self.bucket,
+            mask=self.mask,
+            record=self._record,
+            operation_wait=self._operation_wait,
+        )
 
 
-def _reset_wait(time_block: Any) -> float | None:
+async def post_method(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    bucket: LeakyBucket,
+    mask: Callable[[str], str],
+    record: Callable[[str], None],
+    operation_wait: float,
+    kind_of: Callable[[int | None, str], str] = classify,
+) -> dict[str, Any]:
+    """One REST request with a JSON body, within the portal's bucket: the answer's body, or
+    B24Error. Shared by the webhook client and the application's (OAuth) client, whose
+    `kind_of` may read some codes differently (an expired token is renewed, not a halt)."""
+    await bucket.acquire()
+    try:
+        async with session.post(
+            url,
+            data=orjson.dumps(payload),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            # A portal that moved answers 302: following it would replay the request
+            # (and its credentials) to wherever it points.
+            allow_redirects=False,
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            moved_to = resp.headers.get("Location", "") if 300 <= status < 400 else None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        record("network")
+        detail = mask(f"{type(exc).__name__}: {exc}")
+        raise B24Error("retry", "NETWORK", detail) from None
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if status == 200 and "error" not in body:
+        record("ok")
+        return body
+    if moved_to is not None:
+        # Bitrix24 answers 302 when the portal's address changed: only a person can say
+        # whether the new one is ours.
+        record("auth")
+        host = urlsplit(moved_to).hostname or "elsewhere"
+        raise B24Error(
+            "halt",
+            "PORTAL_MOVED",
+            mask(f"the portal now answers at {host}: update its address in the config"),
+            status=status,
+        )
+    code = mask(str(body.get("error") or f"HTTP_{status}"))[:100]
+    description = mask(str(body.get("error_description") or ""))
+    kind = kind_of(status, code)
+    if code == "QUERY_LIMIT_EXCEEDED" or (kind == "throttle" and status == 503):
+        await bucket.fill()
+        record("query_limit")
+        retry_after = retry_after or 1.0 / bucket.rate
+    elif kind == "throttle":
+        record("operation_limit")
+        retry_after = retry_after or reset_wait(body.get("time")) or operation_wait
+    else:
+        outcomes = {"halt": "auth", "renew": "expired_token", "retry": "server_error"}
+        record(outcomes.get(kind, "error"))
+    raise B24Error(kind, code, description, status=status, retry_after=retry_after)
+
+
+def reset_wait(time_block: Any) -> float | None:
     """Seconds until the portal lifts an operating-time block, by the portal's own clock:
     time.operating_reset_at (unix time) minus time.finish of the same answer."""
     if not isinstance(time_block, dict):

@@ -80,6 +80,9 @@ class Plan(NamedTuple):
     # Set when `answers` hold the after-hours answer: the closed period (its next_open_at)
     # it answers, stored as the conversation's auto_answered_for.
     answered_for: datetime | None = None
+    # Chat messages: the new inbound line is also copied to the CRM's chat (Bitrix24 Open
+    # Lines): a `message.mirror` outbox row for it, in the same transaction.
+    mirror: bool = False
 
 
 # Pure: the same match gives an equal plan. A store may call it more than once for one event
@@ -112,10 +115,16 @@ class OutboxKind(StrEnum):
     CREATED = "lead.created"
     MERGED = "lead.merged"
     MESSAGE_OUT = "message.out"  # a message to a customer, for its channel's sender
+    # Bitrix24 Open Lines (gateway.delivery.openlines): a customer's message to copy into
+    # the line, and the delivery of a seller's answer from the line to report back.
+    MESSAGE_MIRROR = "message.mirror"
+    MESSAGE_STATUS = "message.status"
 
 
 # What the CRM sink works on; the message worker takes MESSAGE_OUT.
 CRM_KINDS = (OutboxKind.CREATED, OutboxKind.MERGED)
+# What the Open Lines worker takes.
+MIRROR_KINDS = (OutboxKind.MESSAGE_MIRROR, OutboxKind.MESSAGE_STATUS)
 
 
 class OutboxState(StrEnum):
@@ -431,9 +440,11 @@ class Store(Protocol):
         these kinds (None: any), so the CRM worker and the message worker never take each
         other's items.
 
-        message.out items go in order per conversation: one is claimable only while no
-        older message.out item of its conversation is pending (waiting, retrying or held),
-        so a conversation's message N+1 never overtakes message N.
+        Items of a conversation (message.out, message.mirror, message.status) go in order
+        per conversation and kind: one is claimable only while no older item of the same
+        kind and conversation is pending (waiting, retrying or held), so a conversation's
+        message N+1 never overtakes message N — and a kind that waits (the CRM's chat is
+        down) never holds up another (the replies to the customer).
 
         Only items nobody holds are taken: unclaimed ones and those whose claim ran out
         (taken over: their holder is presumed gone). An item held by anyone, this owner
@@ -457,7 +468,8 @@ class Store(Protocol):
 
     async def retry_outbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         """Make dead (or waiting) items due now with fresh attempts; None = all dead ones.
-        Returns how many were changed. A claim on a waiting item stays (it is in flight)."""
+        Returns how many were changed. A claim on a waiting item stays (it is in flight).
+        A retried message.out puts its transcript line back to queued."""
 
     async def outbox_stats(self, kinds: Collection[OutboxKind] | None = None) -> OutboxStats:
         """Pending and dead items (of these kinds; None: all)."""
@@ -484,12 +496,23 @@ class Store(Protocol):
         now: datetime,
         conversation_id: str | None = None,
         ask_phone: bool = False,
+        message_id: str | None = None,
+        report: bool = False,
     ) -> ChatMessage:
         """Queue a message to the customer of `lead_id`, durably, and return its line
         (status queued, at `now`): the line and its `message.out` outbox row in one
         transaction. It goes to `conversation_id` — which must have lines on this lead —
         or else to the lead's conversation the customer wrote in last. Raises NoSuchLead,
-        or NoConversation when the lead has none (or not the one named)."""
+        or NoConversation when the lead has none (or not the one named).
+
+        `message_id`: the line's id, chosen by a caller that may call again after a crash;
+        when a line with that id exists, it is returned as stored and nothing is queued.
+        `report`: the message came from the CRM's chat (Open Lines), which wants to hear
+        when it was delivered: a `message.status` outbox row for it, in the same
+        transaction."""
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """One conversation by its id (the CRM's chat names it when a seller answers)."""
 
     # --- inbox (push input stored before it is answered, handled after) -------------------
 

@@ -58,6 +58,17 @@ INSERT_MESSAGE_OUTBOX = (
     "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
     " message_id, conversation_id) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)"
 )
+# The same, each only while no line with the id given last exists (queue_message with a
+# caller's message_id: rows first, then the line).
+INSERT_MESSAGE_OUTBOX_ONCE = (
+    "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
+    " message_id, conversation_id) SELECT ?, ?, ?, ?, ?, 'pending', ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = ?)"
+)
+INSERT_MESSAGE_ONCE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?"
+    " WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = ?)"
+)
 
 
 def _epoch(dt: datetime | None) -> float | None:
@@ -138,6 +149,12 @@ def _message(r: Sequence[Any]) -> ChatMessage:
         edited_at=_moment(r[11]),
         ask_phone=bool(r[12]),
     )
+
+
+def _line(db: sqlite3.Connection, message_id: str) -> ChatMessage | None:
+    row = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+    found = row.fetchone()
+    return _message(found) if found else None
 
 
 def read_conversation(db: sqlite3.Connection, conversation_id: str) -> Conversation | None:
@@ -292,6 +309,22 @@ class ChatMethods:
             item.messages.append(message_row(line))
             self._pending_lines.add((conversation.id, external_id))
             item.lines.append((conversation.id, external_id))
+            if decision.mirror:
+                received = to_epoch(event.received_at)
+                item.statements.append(
+                    (
+                        INSERT_MESSAGE_OUTBOX,
+                        (
+                            lead_id or "",
+                            event.id,
+                            OutboxKind.MESSAGE_MIRROR.value,
+                            received,
+                            received,
+                            line.id,
+                            conversation.id,
+                        ),
+                    )
+                )
         now = to_epoch(event.received_at)
         for answer in decision.answers:
             reply = ChatMessage(
@@ -378,8 +411,14 @@ class ChatMethods:
         now: datetime,
         conversation_id: str | None = None,
         ask_phone: bool = False,
+        message_id: str | None = None,
+        report: bool = False,
     ) -> ChatMessage:
-        def build(db: sqlite3.Connection, lead_exists: bool) -> ChatMessage:
+        def build(db: sqlite3.Connection, lead_exists: bool) -> tuple[ChatMessage, bool]:
+            """The line to queue and True, or the line queued before under `message_id`
+            (a caller repeating itself after a crash) and False."""
+            if message_id is not None and (had := _line(db, message_id)) is not None:
+                return had, False
             if not lead_exists:
                 raise NoSuchLead(lead_id)
             if conversation_id is not None:
@@ -392,8 +431,8 @@ class ChatMethods:
                 found = _latest_conversation(db, lead_id)
             if found is None:
                 raise NoConversation(lead_id)
-            return ChatMessage(
-                id=new_id(),
+            line = ChatMessage(
+                id=message_id or new_id(),
                 conversation_id=found.id,
                 lead_id=lead_id,
                 direction=Direction.OUT,
@@ -403,36 +442,47 @@ class ChatMethods:
                 status=MessageStatus.QUEUED,
                 ask_phone=ask_phone,
             )
+            return line, True
 
         def statements(message: ChatMessage) -> list[tuple[str, tuple[Any, ...]]]:
             at = to_epoch(now)
-            return [
-                (INSERT_MESSAGE, message_row(message)),
+            kinds = [OutboxKind.MESSAGE_OUT] + ([OutboxKind.MESSAGE_STATUS] if report else [])
+            rows: list[tuple[str, tuple[Any, ...]]] = [
                 (
-                    INSERT_MESSAGE_OUTBOX,
+                    # Its rows first, each only while the line is not there yet: two calls
+                    # with one message_id in one batch queue it once.
+                    INSERT_MESSAGE_OUTBOX_ONCE,
                     (
                         lead_id,
                         "",
-                        OutboxKind.MESSAGE_OUT.value,
+                        kind.value,
                         at,
                         at,
                         message.id,
                         message.conversation_id,
+                        message.id,
                     ),
-                ),
+                )
+                for kind in kinds
             ]
+            return [*rows, (INSERT_MESSAGE_ONCE, (*message_row(message), message.id))]
 
         if self._is_client:
 
             def queue(db: sqlite3.Connection) -> ChatMessage:
                 exists = db.execute("SELECT 1 FROM leads WHERE id = ?", (lead_id,)).fetchone()
-                message = build(db, exists is not None)
-                for sql, params in statements(message):
-                    db.execute(sql, params)
+                message, new = build(db, exists is not None)
+                if new:
+                    for sql, params in statements(message):
+                        db.execute(sql, params)
                 return message
 
             return await self._transact(queue)
-        message = build(self._db(), self._load_lead(lead_id) is not None)
-        await self.write(statements(message))
+        message, new = build(self._db(), self._load_lead(lead_id) is not None)
+        if new:
+            await self.write(statements(message))
         return message
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return read_conversation(self._db(), conversation_id)
 

@@ -262,14 +262,15 @@ def claimable(
 ) -> list[OutboxItem]:
     """Due pending items nobody holds (unclaimed, or the claim ran out), oldest first;
     `skip`: items with a claim or an outcome not yet committed. A message waits while an
-    older message of its conversation is pending (held or not, due or not): in order."""
+    older item of its kind and conversation is pending (held or not, due or not): in
+    order, and one kind waiting (the CRM's chat down) never holds up another."""
     at = to_epoch(now)
     where = (
         " WHERE state = 'pending' AND next_attempt_at <= ?"
         " AND (claimed_by IS NULL OR claimed_until <= ?)"
         " AND (conversation_id IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o"
-        " WHERE o.conversation_id = outbox.conversation_id AND o.state = 'pending'"
-        " AND o.id < outbox.id))"
+        " WHERE o.conversation_id = outbox.conversation_id AND o.kind = outbox.kind"
+        " AND o.state = 'pending' AND o.id < outbox.id))"
     )
     params: list[Any] = [at, at]
     if kinds is not None:
@@ -402,10 +403,12 @@ def outbox_retry_statements(
 ) -> list[tuple[str, tuple[Any, ...]]]:
     where, params = outbox_retry_filter(ids)
     return [
-        # A message retried is queued again in its transcript (before its row changes).
+        # A message retried is queued again in its transcript (before its row changes);
+        # the Open Lines rows of a line (a copy, a delivery report) leave the line alone.
         (
             "UPDATE messages SET status = 'queued', status_reason = NULL WHERE id IN"
-            f" (SELECT message_id FROM outbox{where} AND message_id IS NOT NULL)",
+            f" (SELECT message_id FROM outbox{where} AND message_id IS NOT NULL"
+            " AND kind = 'message.out')",
             params,
         ),
         # Fresh attempts; `attempted` stays: the sink may hold a trace of the earlier tries.
