@@ -1,4 +1,4 @@
-"""Channels of the LeadEvent contract that have no connector yet: chat, VK, Facebook,
+"""Channels of the LeadEvent contract that have no connector yet: chat, Facebook,
 Instagram, Telegram.
 
 Their CRM defaults exist already (a lead of such a channel may be created through the API or
@@ -21,9 +21,6 @@ SPEC = ChannelSpec(
     channels={
         Channel.CHAT: ChannelDefaults(
             source_id="WEB", title="Чат на сайте: {who}", label="Чат на сайте"
-        ),
-        Channel.VK: ChannelDefaults(
-            source_id="UC_VK", title="Сообщение ВКонтакте: {who}", label="ВКонтакте"
         ),
         Channel.FACEBOOK: ChannelDefaults(
             source_id="UC_FACEBOOK", title="Сообщение Facebook: {who}", label="Facebook"

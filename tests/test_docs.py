@@ -236,7 +236,10 @@ def test_openapi_paths_match_the_core_routes(spec: dict[str, Any], tmp_path: Pat
         (path, method)
         for path, ops in spec["paths"].items()
         for method in ops
+        # Channel webhooks documented there (/v1/vk) exist only when their channel is
+        # configured; each channel's tests check its own (tests/connectors/test_vk_docs.py).
         if method in ("get", "post", "put", "patch", "delete")
+        and (path in CORE_ROUTES or path.startswith(CORE_ROUTE_PREFIXES))
     }
     assert registered - documented == set(), "routes missing from docs/openapi.yaml"
     assert documented - registered == set(), "docs/openapi.yaml documents routes that do not exist"

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # LEADGATE_FUZZ_EXAMPLES=20000 LEADGATE_FUZZ_RANDOM=1 pytest tests/test_fuzz_openapi.py
 EXAMPLES = int(os.environ.get("LEADGATE_FUZZ_EXAMPLES", "700"))
 RANDOM = os.environ.get("LEADGATE_FUZZ_RANDOM") == "1"
-SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
+# Channel webhooks are documented there too (/v1/vk), but their sender proves itself with
+# a secret the schema cannot carry; the channel's own tests fuzz them (test_vk_fuzz.py).
+SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml").exclude(path="/v1/vk")
 SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 # Fields whose validity is not a matter of shape: a 422 for them alone is agreement.
