@@ -18,7 +18,8 @@ answers it: HTTP 200 with {"response": ...} or {"error": {"error_code", "error_m
 - leadForms.list / get / getLeads (limit 1..1000, opaque next_page_token), for the
   administrators of the group only (else 15);
 - `fail(method, code)` makes the next call(s) of a method fail with any VK error (9, 29,
-  10, 950, ...) before doing anything; `delay` holds a method's answers.
+  10, 950, ...) before doing anything; `lose_answers(method)` does the work and then
+  drops the connection (the caller cannot know it was done); `delay` holds answers.
 
 `deliver()` plays VK's Callback API: it posts an event and, unless the answer is 200 with
 the body `ok`, posts the same event again with `X-Retry-Counter: n`.
@@ -84,6 +85,7 @@ class VkStandIn:
         self.sent: list[Sent] = []
         self.by_random_id: dict[tuple[int, int], int] = {}
         self.faults: deque[tuple[str, int, str]] = deque()
+        self.lost: dict[str, int] = {}  # method -> answers to lose after doing the work
         self.delay: dict[str, float] = {}
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.rps = {"group": 20, "user": 3}
@@ -105,6 +107,11 @@ class VkStandIn:
     def fail(self, method: str, code: int, *, times: int = 1, detail: str = "") -> None:
         for _ in range(times):
             self.faults.append((method, code, detail))
+
+    def lose_answers(self, method: str, times: int = 1) -> None:
+        """The next call(s) of `method` do their work, then the answer is lost: the
+        connection is closed before a byte of it is sent (a timeout, a proxy dying)."""
+        self.lost[method] = self.lost.get(method, 0) + times
 
     def called(self, method: str) -> list[dict[str, str]]:
         return [params for name, params in self.calls if name == method]
@@ -139,9 +146,14 @@ class VkStandIn:
         if name in self.delay:
             await asyncio.sleep(self.delay[name])
         try:
-            return self._json({"response": self._serve(name, params)})
+            answer = self._json({"response": self._serve(name, params)})
         except MethodError as exc:
             return self._error(exc, name, params)
+        if self.lost.get(name):
+            self.lost[name] -= 1
+            assert request.transport is not None
+            request.transport.close()  # the work is done; the caller never hears of it
+        return answer
 
     def _json(self, body: Any) -> web.Response:
         return web.Response(body=orjson.dumps(body), content_type="application/json")

@@ -176,7 +176,7 @@ class LeadFormCatchUp:
             event = parse.parse_lead_form(lead, **common)
             if event.contact.name is None:
                 user = event.meta.get("vk_user_id")
-                name = await self.handler.name_of(self.community, user, None)
+                name = await self.handler.name_of(self.community, user)
                 if name is not None:
                     event = parse.parse_lead_form(lead, name=name, **common)
         except parse.ObjectInvalid as exc:

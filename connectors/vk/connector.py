@@ -1,17 +1,19 @@
-"""The VK connector: the Callback API route for every configured community, the lead-form
-catch-up tasks, readiness.
+"""The VK connector: the Callback API route for every configured community, the inbox
+handler, the message sender, the lead-form catch-up tasks, readiness.
 
     POST /v1/vk      every community's Callback API server points here
 
 The body's `secret` is compared (constant time, against every community) before anything
 else is looked at: a wrong or missing one is 403 and nothing is stored. Then the
 community is the one whose secret matched *and* whose group_id the body names; a
-confirmation is answered with that community's string; every other event with `ok`.
+confirmation is answered with that community's string. An event this community takes is
+kept in the inbox (key: VK's event_id, so VK's repeats are one entry) and answered `ok`;
+it is handled after the answer (connectors.vk.handler). Other events are answered `ok`
+and not stored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -21,16 +23,20 @@ import orjson
 from aiohttp import web
 from pydantic import SecretStr
 
-from connectors.vk.api import VkApi, VkError
+from connectors.vk.api import ErrorKind, VkApi, VkError
 from connectors.vk.catchup import LeadFormCatchUp
-from connectors.vk.envelope import EnvelopeInvalid, find_community, read_envelope
-from connectors.vk.handler import Community, EventHandler
+from connectors.vk.envelope import KNOWN_TYPES, EnvelopeInvalid, find_community, read_envelope
+from connectors.vk.handler import CHANNEL, Community, EventHandler, taken
 from connectors.vk.metrics import VkMetrics
 from connectors.vk.names import NameCache
+from connectors.vk.sender import VkSender
 from connectors.vk.settings import CommunitySettings, VkSettings
 from gateway.channels import Connector, ConnectorContext, TaskSpec
+from gateway.chats import ChatAccount
 from gateway.errors import ApiError
 from gateway.http import parse_json_object
+from gateway.inbox import InboxEntry
+from gateway.models import Channel
 from gateway.redact import register as register_secret
 
 log = logging.getLogger(__name__)
@@ -38,77 +44,10 @@ log = logging.getLogger(__name__)
 # A Callback API event is a few KiB (a message is at most 9000 characters, attachments are
 # descriptions, not files): anything this large is not from VK.
 MAX_BODY = 256 * 1024
-# How long the answer to VK may wait for a customer's name (users.get) before the event is
-# stored without it. VK repeats an event that is not answered within a few seconds.
-NAME_WAIT_SECONDS = 2.0
 # A user token may make 3 calls a second; we keep below it.
 USER_RPS = 2.5
-# Event types of the Callback API (vk-api-schema callback_type): metric labels are these
-# or "other", so a sender cannot grow the label set.
-KNOWN_TYPES = frozenset(
-    {
-        "audio_new",
-        "board_post_new",
-        "board_post_edit",
-        "board_post_restore",
-        "board_post_delete",
-        "confirmation",
-        "group_leave",
-        "group_join",
-        "group_change_photo",
-        "group_change_settings",
-        "group_officers_edit",
-        "lead_forms_new",
-        "market_comment_new",
-        "market_comment_delete",
-        "market_comment_edit",
-        "market_comment_restore",
-        "market_order_new",
-        "market_order_edit",
-        "message_new",
-        "message_reply",
-        "message_edit",
-        "message_allow",
-        "message_deny",
-        "message_read",
-        "message_typing_state",
-        "messages_edit",
-        "message_reaction_event",
-        "message_event",
-        "photo_new",
-        "photo_comment_new",
-        "photo_comment_delete",
-        "photo_comment_edit",
-        "photo_comment_restore",
-        "poll_vote_new",
-        "user_block",
-        "user_unblock",
-        "video_new",
-        "video_comment_new",
-        "video_comment_delete",
-        "video_comment_edit",
-        "video_comment_restore",
-        "wall_post_new",
-        "wall_reply_new",
-        "wall_reply_edit",
-        "wall_reply_delete",
-        "wall_reply_restore",
-        "wall_repost",
-        "wall_schedule_post_new",
-        "wall_schedule_post_delete",
-        "donut_subscription_create",
-        "donut_subscription_prolonged",
-        "donut_subscription_expired",
-        "donut_subscription_cancelled",
-        "donut_subscription_price_changed",
-        "donut_money_withdraw",
-        "donut_money_withdraw_error",
-        "vkpay_transaction",
-        "app_payload",
-        "like_add",
-        "like_remove",
-    }
-)
+# Request headers kept with an inbox entry (what a person looking at it may want).
+_KEPT_HEADERS = ("X-Retry-Counter", "User-Agent", "X-Forwarded-For")
 
 
 def _plain(text: str) -> web.Response:
@@ -124,23 +63,39 @@ class VkConnector:
 
     def __init__(self, ctx: ConnectorContext, settings: VkSettings) -> None:
         self.settings = settings
-        self.pipeline = ctx.pipeline
+        self.ctx = ctx
         self.metrics = VkMetrics(ctx.metrics.registry)
         self.clock: Callable[[], datetime] = _utc_now
+        self.communities: dict[int, Community] = {}
+        self.apis: list[VkApi] = []
+        senders: dict[str, VkApi] = {}
+        # The community token VK refused last (error 5/27/28), by community: /readyz.
+        self.refused: dict[str, str] = {}
         self.handler = EventHandler(
             pipeline=ctx.pipeline,
             metrics=self.metrics,
             region=ctx.settings.phone_region,
+            communities=self.communities,
             clock=lambda: self.clock(),
         )
-        self.communities: dict[int, Community] = {}
-        self.apis: list[VkApi] = []
         self.catch_ups: list[LeadFormCatchUp] = []
         for s in settings.communities:
             register_secret(s.secret.get_secret_value())
-            api = self._api(ctx, s, s.token, bucket=str(s.group_id)) if s.token else None
+            api = None
+            if s.token is not None:
+                api = self._api(ctx, s, s.token, bucket=str(s.group_id), watch=True)
+                senders[str(s.group_id)] = api
             community = Community(settings=s, names=NameCache(api))
             self.communities[s.group_id] = community
+            if s.after_hours_answer is not None or s.after_hours_text:
+                ctx.chats.register_account(
+                    Channel.VK,
+                    str(s.group_id),
+                    ChatAccount(
+                        after_hours_answer=s.after_hours_answer,
+                        after_hours_text=s.after_hours_text or None,
+                    ),
+                )
             if s.catch_up_token is not None and s.lead_forms:
                 # A user token: its own, smaller budget (user tokens get 3 calls a second).
                 user_api = self._api(
@@ -156,6 +111,9 @@ class VkConnector:
                         clock=lambda: self.clock(),
                     )
                 )
+        self.sender = VkSender(senders)
+        ctx.inbox.register(CHANNEL, self.handler.handle_item)
+        ctx.chats.register_sender(Channel.VK, self.sender)
 
     def _api(
         self,
@@ -165,11 +123,18 @@ class VkConnector:
         *,
         bucket: str,
         rps: float | None = None,
+        watch: bool = False,
     ) -> VkApi:
         key = str(s.group_id)
 
         def observe(method: str, error: VkError | None) -> None:
             self.metrics.call(key, method, error)
+            if not watch:
+                return
+            if error is None:
+                self.refused.pop(key, None)
+            elif error.kind is ErrorKind.AUTH:
+                self.refused[key] = str(error)
 
         api = VkApi(
             base=s.api_base,
@@ -193,7 +158,11 @@ class VkConnector:
         return [TaskSpec(c.name, c.run, singleton=True) for c in self.catch_ups]
 
     def readiness(self) -> str | None:
-        problems = [c.problem for c in self.catch_ups if c.problem is not None]
+        problems = [
+            f"community {group}: the community token is refused ({why})"
+            for group, why in sorted(self.refused.items())
+        ]
+        problems += [c.problem for c in self.catch_ups if c.problem is not None]
         return "; ".join(problems) or None
 
     async def shutdown(self) -> None:
@@ -226,21 +195,26 @@ class VkConnector:
                 "no configured community has this group_id with this secret",
             )
         community = self.communities[found.group_id]
+        headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
         try:
             envelope = read_envelope(data)
         except EnvelopeInvalid as exc:
             # Authentic (the secret matched) but not an event: kept, and answered ok so
             # that VK does not pause the server over it.
-            await self.pipeline.quarantine("vk", f"envelope: {exc}", raw_without_secret(data))
+            body = raw_without_secret(data)
+            await self.ctx.pipeline.quarantine(CHANNEL, f"envelope: {exc}", body, headers)
             self.metrics.event(community.key, "other", "invalid")
             return _plain("ok")
         kind = envelope.type if envelope.type in KNOWN_TYPES else "other"
         if envelope.type == "confirmation":
             self.metrics.event(community.key, kind, "confirmation")
             return _plain(found.confirmation)
-        if envelope.type not in KNOWN_TYPES:
-            envelope = dataclasses.replace(envelope, type="other")
-        await self.handler.handle(community, envelope, name_wait=NAME_WAIT_SECONDS)
+        if not taken(found, envelope.type):
+            self.metrics.event(community.key, kind, "ignored")
+            return _plain("ok")
+        entry = InboxEntry(CHANNEL, community.key, envelope.key, raw_without_secret(data), headers)
+        (kept,) = await self.ctx.inbox.put([entry])
+        self.metrics.event(community.key, kind, "stored" if kept else "duplicate")
         return _plain("ok")
 
 

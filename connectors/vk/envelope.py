@@ -10,6 +10,73 @@ from typing import Any
 
 from connectors.vk.settings import CommunitySettings
 
+# Event types of the Callback API (vk-api-schema callback_type): metric labels are these
+# or "other", so a sender cannot grow the label set.
+KNOWN_TYPES = frozenset(
+    {
+        "audio_new",
+        "board_post_new",
+        "board_post_edit",
+        "board_post_restore",
+        "board_post_delete",
+        "confirmation",
+        "group_leave",
+        "group_join",
+        "group_change_photo",
+        "group_change_settings",
+        "group_officers_edit",
+        "lead_forms_new",
+        "market_comment_new",
+        "market_comment_delete",
+        "market_comment_edit",
+        "market_comment_restore",
+        "market_order_new",
+        "market_order_edit",
+        "message_new",
+        "message_reply",
+        "message_edit",
+        "message_allow",
+        "message_deny",
+        "message_read",
+        "message_typing_state",
+        "messages_edit",
+        "message_reaction_event",
+        "message_event",
+        "photo_new",
+        "photo_comment_new",
+        "photo_comment_delete",
+        "photo_comment_edit",
+        "photo_comment_restore",
+        "poll_vote_new",
+        "user_block",
+        "user_unblock",
+        "video_new",
+        "video_comment_new",
+        "video_comment_delete",
+        "video_comment_edit",
+        "video_comment_restore",
+        "wall_post_new",
+        "wall_reply_new",
+        "wall_reply_edit",
+        "wall_reply_delete",
+        "wall_reply_restore",
+        "wall_repost",
+        "wall_schedule_post_new",
+        "wall_schedule_post_delete",
+        "donut_subscription_create",
+        "donut_subscription_prolonged",
+        "donut_subscription_expired",
+        "donut_subscription_cancelled",
+        "donut_subscription_price_changed",
+        "donut_money_withdraw",
+        "donut_money_withdraw_error",
+        "vkpay_transaction",
+        "app_payload",
+        "like_add",
+        "like_remove",
+    }
+)
+
 
 class EnvelopeInvalid(ValueError):
     """The body is not a Callback API event at all (before the secret could be read)."""

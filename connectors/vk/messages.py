@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from connectors.vk.parse import MAX_TEXT_PHONES, attachments_of, vk_handle, vk_time
+from gateway.identity import find_phones
+from gateway.models import Channel, Contact, LeadEvent, ThreadRef
+
 CHAT_PEER_START = 2_000_000_000
+KIND_MESSAGE = "message"
+KIND_MESSAGE_EDIT = "message_edit"
 MAX_FORWARDED = 5
 
 # client_info.lang_id (VK's language ids) -> the customer's language, where we have one.
@@ -104,4 +111,48 @@ def read_message(obj: Mapping[str, Any]) -> Message | None:
         locale=locale,
         update_time=_int(msg.get("update_time")),
         raw=dict(msg),
+    )
+
+
+def message_event(
+    msg: Message,
+    *,
+    group_id: int,
+    community: str,
+    received_at: datetime,
+    region: str = "RU",
+    name: str | None = None,
+    edit_key: str | None = None,
+) -> LeadEvent:
+    """A customer's message (or, with `edit_key`, their edit of it) -> a conversation
+    message: thread (community, peer_id), external id `<group>:msg:<peer>:<cmid>`."""
+    original = f"{group_id}:msg:{msg.peer_id}:{msg.cmid}"
+    text = msg.text
+    if msg.forwarded:
+        text = "\n".join([text, *(f"> {line}" for line in msg.forwarded)]).strip()
+    phones = find_phones(text, region)[:MAX_TEXT_PHONES] if text else ()
+    meta: dict[str, Any] = {
+        "kind": KIND_MESSAGE_EDIT if edit_key else KIND_MESSAGE,
+        "group_id": group_id,
+        "vk_user_id": msg.from_id,
+        "message_id": msg.message_id or None,
+        "conversation_message_id": msg.cmid,
+    }
+    if msg.ref:
+        meta["ref"] = msg.ref  # the link or ad the customer came from (vk.me/...?ref=)
+    if msg.ref_source:
+        meta["ref_source"] = msg.ref_source
+    return LeadEvent(
+        channel=Channel.VK,
+        external_id=f"{original}:edit:{edit_key}"[:512] if edit_key else original,
+        occurred_at=vk_time(msg.update_time if edit_key else msg.date, received_at),
+        received_at=received_at,
+        contact=Contact(name=name, phones=phones, handles=(vk_handle(msg.from_id),)),
+        text=text or None,
+        attachments=attachments_of(msg.attachments),
+        source_detail=f"{community}, сообщения"[:200],
+        thread=ThreadRef(account=str(group_id), chat=str(msg.peer_id), locale=msg.locale),
+        edits=original if edit_key else None,
+        meta=meta,
+        raw=msg.raw,
     )

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.chat_settings import check_answer_texts
+
 DEFAULT_API_BASE = "https://api.vk.ru"
 # The version every call is made with and the Callback API server should be set to: from
 # 5.103 on, message_new carries {message, client_info}; the parser reads the older bare
@@ -50,7 +52,7 @@ class CommunitySettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     # Our budget of API calls a second for this token (VK allows a community token 20).
     requests_per_second: float = Field(15.0, gt=0, le=20)
-    # What becomes what. message_new: a conversation message (needs the conversations core).
+    # What becomes what. message_new / message_edit: a conversation message.
     messages: bool = True
     lead_forms: bool = True
     # wall_reply_new: "lead" (a lead, or an activity on the person's open lead),
@@ -66,6 +68,16 @@ class CommunitySettings(_Section):
     lead_form_ids: list[int] = []
     # The very first catch-up takes leads of the last N days (later ones: all new leads).
     first_sync_days: int = Field(3, ge=0, le=365)
+    # The after-hours answer in this community's conversations: None keeps
+    # [conversations] after_hours_answer; texts by locale with {when}, empty: that
+    # section's text (or the built-in one).
+    after_hours_answer: bool | None = None
+    after_hours_text: dict[str, str] = {}
+
+    @field_validator("after_hours_text")
+    @classmethod
+    def _texts(cls, texts: dict[str, str]) -> dict[str, str]:
+        return check_answer_texts(texts)
 
     @field_validator("secret")
     @classmethod

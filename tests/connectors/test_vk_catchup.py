@@ -19,17 +19,18 @@ from vk_support import (
     community,
     connector,
     event,
+    eventually,
     lead,
     load,
     make_client,
     metric,
-    post,
+    send,
     standin,
     vk_events,
 )
 
 from connectors.vk.catchup import LeadFormCatchUp, checkpoint_key
-from gateway.keys import STORE, SUPERVISOR
+from gateway.keys import STORE
 
 __all__ = ["make_client", "standin"]
 
@@ -44,15 +45,22 @@ def seed(vk: VkStandIn) -> list[dict[str, Any]]:
 
 
 async def catch_up_client(
-    make_client: MakeClient, **overrides: Any
-) -> tuple[Client, LeadFormCatchUp]:
+    make_client: MakeClient, standin: VkStandIn, **overrides: Any
+) -> tuple[Client, LeadFormCatchUp, list[dict[str, Any]]]:
+    """An app whose own first catch-up run (at start, with no forms in VK yet) is over;
+    then VK gets its forms and leads, and the test runs the catch-up itself (the next
+    supervised run is catch_up_minutes away)."""
     client = await make_client(community(catch_up_token=USER_TOKEN, **overrides))
-    # The test runs the catch-up itself: the app's own supervised run must not race it.
-    await client.app[SUPERVISOR].stop()
+    labels = {"community": str(GROUP)}
+
+    async def first_run_over() -> bool:
+        return metric(client, "leadgate_vk_last_catch_up_timestamp_seconds", **labels) > 0
+
+    await eventually(first_run_over)
     vk = connector(client)
     vk.clock = lambda: AT
     (task,) = vk.catch_ups
-    return client, task
+    return client, task, seed(standin)
 
 
 async def checkpoint(client: Client, form_id: int = 1) -> str | None:
@@ -63,10 +71,9 @@ async def checkpoint(client: Client, form_id: int = 1) -> str | None:
 async def test_catch_up_takes_what_no_event_brought_and_nothing_twice(
     make_client: MakeClient, standin: VkStandIn
 ) -> None:
-    seed(standin)
-    client, task = await catch_up_client(make_client)
+    client, task, _ = await catch_up_client(make_client, standin)
     # Lead 39842910 came as an event; 39842912 and 39842913 did not.
-    assert await post(client, event("lead_forms_new.comfort-test.json")) == (200, "ok")
+    assert await send(client, event("lead_forms_new.comfort-test.json")) == (200, "ok")
     assert await task.run_once() == 2
     events = await vk_events(client)
     assert [e.record.external_id for e in events] == [
@@ -106,12 +113,11 @@ async def test_catch_up_takes_what_no_event_brought_and_nothing_twice(
 async def test_catch_up_does_not_depend_on_the_page_order(
     make_client: MakeClient, standin: VkStandIn, order: str
 ) -> None:
-    leads = seed(standin)
+    client, task, leads = await catch_up_client(make_client, standin)
     standin.lead_order = order
     base = leads[1]
     for n in range(7):
         leads.append(dict(base, lead_id=39842930 + n, answers=base["answers"]))
-    client, task = await catch_up_client(make_client)
     task.page_size = 2
     await client.app[STORE].save_checkpoint(checkpoint_key(GROUP, 1), "39842912")
     assert await task.run_once() == 1 + 7  # 39842913 and the seven new ones
@@ -127,10 +133,9 @@ async def test_catch_up_does_not_depend_on_the_page_order(
 async def test_the_first_run_takes_recent_leads_only(
     make_client: MakeClient, standin: VkStandIn
 ) -> None:
-    leads = seed(standin)
+    client, task, leads = await catch_up_client(make_client, standin, first_sync_days=3)
     old = int((AT - timedelta(days=30)).timestamp())
     leads.append(dict(leads[1], lead_id=39842999, date=old))
-    client, task = await catch_up_client(make_client, first_sync_days=3)
     assert await task.run_once() == 3
     ids = {e.record.external_id for e in await vk_events(client)}
     assert "11111111:lead:39842999" not in ids
@@ -140,8 +145,7 @@ async def test_the_first_run_takes_recent_leads_only(
 async def test_only_the_named_forms_are_caught_up(
     make_client: MakeClient, standin: VkStandIn
 ) -> None:
-    seed(standin)
-    _client, task = await catch_up_client(make_client, lead_form_ids=[7])
+    _client, task, _ = await catch_up_client(make_client, standin, lead_form_ids=[7])
     assert await task.run_once() == 0
     assert standin.called("leadForms.getLeads") == []
 

@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from connectors.vk import parse
+from connectors.vk.api import THROTTLE_WAIT, VkError, error_kind
 from connectors.vk.envelope import EnvelopeInvalid, read_envelope
+from connectors.vk.messages import message_event, read_message
+from connectors.vk.sender import outcome, random_id
+from gateway.conversations import SendStatus
 from gateway.models import Channel
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vk"
@@ -220,3 +224,80 @@ def test_envelope_without_event_id_gets_a_stable_key() -> None:
 def test_envelope_needs_type_and_group(data: dict[str, Any]) -> None:
     with pytest.raises(EnvelopeInvalid):
         read_envelope(data)
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "peer", "author", "cmid", "customer", "locale"),
+    [
+        ("message_new_v5.103plus.vkbottle-test.json", 1, 1, 1234, True, "ru"),
+        ("message_new_v5.131_client_info.pastebin.json", 2000000066, 612444319, 2169, False, "ru"),
+        ("message_new_pre5103_bare.issue40.json", 463526827, 463526827, 38, True, None),
+        ("message_new_pre5103_bare_chat.issue40.json", 2000000001, 463526827, 69, False, None),
+        ("message_reply_pre5103_bare.issue40.json", 463526827, -168230748, 39, False, None),
+    ],
+)
+def test_both_message_shapes_are_read(
+    name: str, peer: int, author: int, cmid: int, customer: bool, locale: str | None
+) -> None:
+    msg = read_message(load(name)["object"])
+    assert msg is not None
+    assert (msg.peer_id, msg.from_id, msg.cmid) == (peer, author, cmid)
+    assert msg.from_customer is customer and msg.locale == locale
+
+
+def test_a_message_event_is_a_thread_line() -> None:
+    obj = load("message_new_pre5103_bare.issue40.json")["object"]
+    msg = read_message(
+        dict(obj, text="Мой телефон 8 916 123-45-67", fwd_messages=[{"text": "цена?"}])
+    )
+    assert msg is not None
+    event = message_event(msg, **COMMON, name="Иван Петров")
+    assert event.external_id == "11111111:msg:463526827:38"
+    assert event.thread is not None
+    assert (event.thread.account, event.thread.chat) == ("11111111", "463526827")
+    assert event.contact.phones == ("+79161234567",)
+    assert event.text == "Мой телефон 8 916 123-45-67\n> цена?"
+    assert event.edits is None and event.creates_lead
+    edit = message_event(msg, **COMMON, edit_key="1531466700")
+    assert edit.edits == event.external_id
+    assert edit.external_id == "11111111:msg:463526827:38:edit:1531466700"
+
+
+def test_an_object_without_a_message_is_not_read() -> None:
+    assert read_message({"client_info": {}}) is None
+    assert read_message({"message": {"peer_id": 1, "from_id": 1}}) is None
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+def test_random_id_is_ours_stable_and_in_range() -> None:
+    ids = {random_id(f"01JD{n:022d}") for n in range(2000)}
+    assert len(ids) == 2000
+    assert all(0 < r < 2**63 for r in ids)
+    assert random_id("01JDXYZ") == random_id("01JDXYZ")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "words"),
+    [
+        (901, SendStatus.UNDELIVERABLE, "VK 901"),
+        (900, SendStatus.UNDELIVERABLE, "VK 900"),
+        (950, SendStatus.UNDELIVERABLE, "окно ответа закрыто"),
+        (914, SendStatus.UNDELIVERABLE, "VK 914"),
+        (6, SendStatus.RETRY, "VK 6"),
+        (9, SendStatus.RETRY, "VK 9"),
+        (29, SendStatus.RETRY, "VK 29"),
+        (5, SendStatus.HALT, "VK 5"),
+        (27, SendStatus.HALT, "VK 27"),
+        (10, SendStatus.RETRY, "error 10"),
+    ],
+)
+def test_vk_errors_become_send_outcomes(code: int, status: SendStatus, words: str) -> None:
+    result = outcome(VkError(error_kind(code), code, "VK's words", method="messages.send"))
+    assert result.status is status and result.reason is not None and words in result.reason
+    if code in (6, 9, 29):
+        assert result.retry_after == THROTTLE_WAIT[code]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -38,6 +39,7 @@ PEOPLE = {
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
+T = TypeVar("T")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -103,6 +105,35 @@ def connector(client: Client) -> VkConnector:
 async def post(client: Client, body: dict[str, Any], **headers: str) -> tuple[int, str]:
     resp = await client.post("/v1/vk", json=body, headers=headers)
     return resp.status, await resp.text()
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 15.0) -> T:
+    """What `check` returns once it is truthy; AssertionError after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        found = await check()
+        if found:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def settle(client: Client) -> None:
+    """Return once the inbox worker has handled every VK entry kept so far."""
+
+    async def calm() -> bool:
+        stats = await client.app[STORE].inbox_stats()
+        return "vk" not in stats or stats["vk"].pending == 0
+
+    await eventually(calm)
+
+
+async def send(client: Client, body: dict[str, Any], **headers: str) -> tuple[int, str]:
+    """Post an event as VK does and wait until it is handled."""
+    answer = await post(client, body, **headers)
+    await settle(client)
+    return answer
 
 
 async def vk_events(client: Client) -> list[StoredEvent]:
