@@ -19,7 +19,8 @@ answers it: HTTP 200 with {"response": ...} or {"error": {"error_code", "error_m
   administrators of the group only (else 15);
 - `fail(method, code)` makes the next call(s) of a method fail with any VK error (9, 29,
   10, 950, ...) before doing anything; `lose_answers(method)` does the work and then
-  drops the connection (the caller cannot know it was done); `delay` holds answers.
+  drops the connection (the caller cannot know it was done); `delay` holds a call before
+  its work, `hold_after` after it (a caller killed then never hears of the work).
 
 `deliver()` plays VK's Callback API: it posts an event and, unless the answer is 200 with
 the body `ok`, posts the same event again with `X-Retry-Counter: n`.
@@ -86,7 +87,8 @@ class VkStandIn:
         self.by_random_id: dict[tuple[int, int], int] = {}
         self.faults: deque[tuple[str, int, str]] = deque()
         self.lost: dict[str, int] = {}  # method -> answers to lose after doing the work
-        self.delay: dict[str, float] = {}
+        self.delay: dict[str, float] = {}  # method -> seconds before doing the work
+        self.hold_after: dict[str, float] = {}  # method -> seconds after it, before answering
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.rps = {"group": 20, "user": 3}
         self._message_ids = itertools.count(1001)
@@ -119,7 +121,8 @@ class VkStandIn:
     async def start(self, host: str = "127.0.0.1") -> str:
         app = web.Application()
         app.router.add_route("*", "/method/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Calls held by `delay` / `hold_after` are cut off at stop, not waited for.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, 0)
         await site.start()
@@ -149,6 +152,8 @@ class VkStandIn:
             answer = self._json({"response": self._serve(name, params)})
         except MethodError as exc:
             return self._error(exc, name, params)
+        if name in self.hold_after:
+            await asyncio.sleep(self.hold_after[name])
         if self.lost.get(name):
             self.lost[name] -= 1
             assert request.transport is not None
