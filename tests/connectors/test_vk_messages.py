@@ -332,4 +332,13 @@ async def test_a_community_without_token_still_takes_messages(
     assert await send(client, bare()) == (200, "ok")
     lead = await only_lead(client)
     assert lead["contact"]["name"] is None and lead["contact"]["handles"] == [f"vk:{USER}"]
+    # A reply cannot go out: sending halts for this community, /readyz says why.
+    await reply(client, lead["id"], "Здравствуйте!")
+
+    async def halted() -> dict[str, Any] | None:
+        body: dict[str, Any] = await (await client.get("/readyz")).json()
+        return body if body["problems"] else None
+
+    body = await degraded_or_fail(halted)
+    assert f"no token configured for VK community {GROUP}" in " ".join(body["problems"])
     assert standin.calls == []
