@@ -12,6 +12,7 @@ from connectors import orders, planned, webform
 from connectors.email import spec as email
 from connectors.meta import spec as meta
 from connectors.telephony import spec as telephony
+from connectors.vk import spec as vk
 from gateway.channels import ChannelSpec
 
 SPECS: list[ChannelSpec] = [
@@ -20,5 +21,6 @@ SPECS: list[ChannelSpec] = [
     telephony.SPEC,
     email.SPEC,
     meta.SPEC,
+    vk.SPEC,
     planned.SPEC,  # channels whose packages are still to come
 ]

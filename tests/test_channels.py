@@ -115,8 +115,15 @@ def test_specs_come_from_the_installed_entry_point() -> None:
     loaded = channels.specs()
     assert list(loaded) == registry.SPECS
     assert channels.specs() is loaded  # cached: loaded once per process
-    names = [s.name for s in loaded]
-    assert names == ["webform", "orders", "telephony", "email", "meta", "planned"]
+    assert [s.name for s in loaded] == [
+        "webform",
+        "orders",
+        "telephony",
+        "email",
+        "meta",
+        "vk",
+        "planned",
+    ]
 
 
 def test_no_registry_is_a_clear_error() -> None:
@@ -248,14 +255,14 @@ def test_crm_tables_come_from_the_specs() -> None:
 
 
 def test_a_new_channel_gets_its_defaults_from_its_spec_alone() -> None:
-    specs = [s for s in registry.SPECS if s.name != "planned"]
+    specs = [s for s in registry.SPECS if s.name != "vk"]
     mine = ChannelSpec(
-        name="vk",
+        name="vk-plugin",
         channels={Channel.VK: ChannelDefaults(source_id="UC_VK2", title="ВК: {who}", label="ВК")},
         build=_build_nothing,
     )
-    channels._check([*specs, mine])  # no clash: the planned spec no longer holds vk
-    with pytest.raises(RegistryError, match="'vk' is declared by both 'planned' and 'vk'"):
+    channels._check([*specs, mine])  # no clash: no other spec (not planned) holds vk
+    with pytest.raises(RegistryError, match="'vk' is declared by both 'vk' and 'vk-plugin'"):
         channels._check([*registry.SPECS, mine])
 
 

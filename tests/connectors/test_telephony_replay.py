@@ -145,9 +145,7 @@ async def test_mango_and_cti_allow_lists(aiohttp_client: Any, tmp_path: Path) ->
     telephony = telephony_config(max_age_hours=0)
     telephony["mango"]["allowed_networks"] = ["198.51.100.0/24"]
     telephony["cti"]["allowed_networks"] = ["10.20.0.0/16"]
-    client: Client = await aiohttp_client(
-        create_app(make_settings(tmp_path, telephony=telephony))
-    )
+    client: Client = await aiohttp_client(create_app(make_settings(tmp_path, telephony=telephony)))
     mango = load("mango_answered")["requests"][0]
     assert (await send(client, "mango", mango))[0] == 403
     cti = load("cti_answered")["requests"][0]

@@ -1,0 +1,1 @@
+"""VK communities: Callback API events become leads and conversation messages."""
