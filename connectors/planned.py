@@ -1,5 +1,5 @@
 """Channels of the LeadEvent contract that have no connector yet: chat, VK, Facebook,
-Instagram, Telegram.
+Instagram.
 
 Their CRM defaults exist already (a lead of such a channel may be created through the API or
 a form, and ops may set its SOURCE_ID), so this spec holds them until each channel's own
@@ -30,9 +30,6 @@ SPEC = ChannelSpec(
         ),
         Channel.INSTAGRAM: ChannelDefaults(
             source_id="UC_INSTAGRAM", title="Сообщение Instagram: {who}", label="Instagram"
-        ),
-        Channel.TELEGRAM: ChannelDefaults(
-            source_id="UC_TELEGRAM", title="Сообщение Telegram: {who}", label="Telegram"
         ),
     },
     build=build,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from connectors import orders, planned, webform
 from connectors.email import spec as email
+from connectors.telegram import spec as telegram
 from connectors.telephony import spec as telephony
 from gateway.channels import ChannelSpec
 
@@ -18,5 +19,6 @@ SPECS: list[ChannelSpec] = [
     orders.SPEC,
     telephony.SPEC,
     email.SPEC,
+    telegram.SPEC,
     planned.SPEC,  # channels whose packages are still to come
 ]

@@ -65,7 +65,7 @@ CORE_SETTINGS = (
     "conversations",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
-CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads")
+CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads", "/v1/telegram/")
 CORE_ROUTES = ("/healthz", "/readyz", "/metrics", "/ops")
 CORE_METRICS = (
     "leadgate_events_total",
@@ -220,7 +220,13 @@ def test_openapi_is_valid(spec: dict[str, Any]) -> None:
 
 
 def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
-    app = create_app(settings_model()(store={"path": str(tmp_path / "routes.db")}))
+    # With a Telegram bot in webhook mode, so its route is mounted and checked too.
+    bot = {"token": "123456789:AAExampleExampleExampleExampleExamp", "secret_token": "s"}
+    app = create_app(
+        settings_model()(
+            store={"path": str(tmp_path / "routes.db")}, telegram={"bots": {"shop": bot}}
+        )
+    )
     routes = set()
     for route in app.router.routes():
         resource = route.resource
