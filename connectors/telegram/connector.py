@@ -29,6 +29,7 @@ from connectors.telegram.updates import parse_update
 from gateway.channels import ConnectorContext, TaskSpec
 from gateway.chats import ChatAccount, pick_locale
 from gateway.errors import ApiError
+from gateway.http import too_deep
 from gateway.i18n import N_, chat_locale, gettext_for
 from gateway.inbox import InboxEntry, InboxItem, Unprocessable
 from gateway.models import AutoAnswer, Channel
@@ -135,7 +136,9 @@ class TelegramConnector:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
-        value = data.get("update_id") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or too_deep(data):
+            return None  # nested past anything Telegram sends: kept, never parsed further
+        value = data.get("update_id")
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return None
         return value

@@ -199,8 +199,12 @@ async def test_authentic_input_that_is_no_update_is_kept_not_dropped(
     gw = await gateway_factory()
     resp = await gw.client.post("/v1/telegram/shop", data=b"{not json", headers={HEADER: SECRET})
     assert resp.status == 200  # Telegram would repeat it for a day: nothing to gain
-    (kept,) = await gw.store.list_quarantine("telegram")
+    deep = b'{"update_id": 9, "message": ' + b'{"a": ' * 40 + b"1" + b"}" * 41
+    resp = await gw.client.post("/v1/telegram/shop", data=deep, headers={HEADER: SECRET})
+    assert resp.status == 200
+    kept, nested = await gw.store.list_quarantine("telegram")
     assert kept.body == b"{not json" and "not a Telegram update" in kept.reason
+    assert nested.body == deep
     # An update_id with a body aiogram cannot read: stored, then dead with the reason.
     resp = await gw.post({"update_id": 5, "message": {"text": "no chat, no date"}})
     assert resp.status == 200
