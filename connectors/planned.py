@@ -1,4 +1,4 @@
-"""Channels of the LeadEvent contract that have no connector yet: chat, Telegram.
+"""Channels of the LeadEvent contract that have no connector yet: chat.
 
 Their CRM defaults exist already (a lead of such a channel may be created through the API or
 a form, and ops may set its SOURCE_ID), so this spec holds them until each channel's own
@@ -20,9 +20,6 @@ SPEC = ChannelSpec(
     channels={
         Channel.CHAT: ChannelDefaults(
             source_id="WEB", title="Чат на сайте: {who}", label="Чат на сайте"
-        ),
-        Channel.TELEGRAM: ChannelDefaults(
-            source_id="UC_TELEGRAM", title="Сообщение Telegram: {who}", label="Telegram"
         ),
     },
     build=build,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from connectors import orders, planned, webform
 from connectors.email import spec as email
 from connectors.meta import spec as meta
+from connectors.telegram import spec as telegram
 from connectors.telephony import spec as telephony
 from connectors.vk import spec as vk
 from gateway.channels import ChannelSpec
@@ -22,5 +23,6 @@ SPECS: list[ChannelSpec] = [
     email.SPEC,
     meta.SPEC,
     vk.SPEC,
+    telegram.SPEC,
     planned.SPEC,  # channels whose packages are still to come
 ]

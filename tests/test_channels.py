@@ -122,6 +122,7 @@ def test_specs_come_from_the_installed_entry_point() -> None:
         "email",
         "meta",
         "vk",
+        "telegram",
         "planned",
     ]
 
@@ -323,7 +324,11 @@ def test_env_sets_spec_sections_and_names_unknown_ones(
     monkeypatch.setenv("LEADGATE_TELEGRM__TOKEN", "x")
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    assert info.value.problems == ["environment LEADGATE_TELEGRM__TOKEN: no setting of that name"]
+    # telegram is a spec section now: the typo is named, with the section it looks like.
+    assert info.value.problems == [
+        "environment LEADGATE_TELEGRM__TOKEN: no setting of that name "
+        "(did you mean LEADGATE_TELEGRAM__TOKEN?)"
+    ]
 
 
 # --- leadgate init ------------------------------------------------------------------------

@@ -68,7 +68,7 @@ CORE_SETTINGS = (
     "openlines",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
-CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads", "/v1/openlines/")
+CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads", "/v1/openlines/", "/v1/telegram/")
 CORE_ROUTES = (
     "/healthz",
     "/readyz",
@@ -234,7 +234,8 @@ def test_openapi_is_valid(spec: dict[str, Any]) -> None:
 
 
 def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
-    # Open Lines (a core part) mounts its routes only when configured.
+    # Open Lines (a core part) mounts its routes only when configured; a Telegram bot in
+    # webhook mode, so its route is mounted and checked too.
     openlines = {
         "portal": "portal.example.bitrix24.ru",
         "client_id": "local.6a1f9c2e3b4d50.73419826",
@@ -242,8 +243,13 @@ def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
         "public_url": "https://leads.example.ru",
         "line": 1,
     }
+    bot = {"token": "123456789:AAExampleExampleExampleExampleExamp", "secret_token": "s"}
     app = create_app(
-        settings_model()(store={"path": str(tmp_path / "routes.db")}, openlines=openlines)
+        settings_model()(
+            store={"path": str(tmp_path / "routes.db")},
+            openlines=openlines,
+            telegram={"bots": {"shop": bot}},
+        )
     )
     routes = set()
     for route in app.router.routes():

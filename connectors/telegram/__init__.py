@@ -1,0 +1,1 @@
+"""Telegram: any number of bots by webhook or long polling, on the conversation core."""
