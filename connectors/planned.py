@@ -1,5 +1,5 @@
-"""Channels of the LeadEvent contract that have no connector yet: chat, VK, Facebook,
-Instagram, Telegram.
+"""Channels of the LeadEvent contract that have no connector yet: VK, Facebook, Instagram,
+Telegram.
 
 Their CRM defaults exist already (a lead of such a channel may be created through the API or
 a form, and ops may set its SOURCE_ID), so this spec holds them until each channel's own
@@ -19,9 +19,6 @@ def build(ctx: ConnectorContext) -> Connector | None:
 SPEC = ChannelSpec(
     name="planned",
     channels={
-        Channel.CHAT: ChannelDefaults(
-            source_id="WEB", title="Чат на сайте: {who}", label="Чат на сайте"
-        ),
         Channel.VK: ChannelDefaults(
             source_id="UC_VK", title="Сообщение ВКонтакте: {who}", label="ВКонтакте"
         ),

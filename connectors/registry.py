@@ -11,6 +11,7 @@ from __future__ import annotations
 from connectors import orders, planned, webform
 from connectors.email import spec as email
 from connectors.telephony import spec as telephony
+from connectors.widget import spec as widget
 from gateway.channels import ChannelSpec
 
 SPECS: list[ChannelSpec] = [
@@ -18,5 +19,6 @@ SPECS: list[ChannelSpec] = [
     orders.SPEC,
     telephony.SPEC,
     email.SPEC,
+    widget.SPEC,
     planned.SPEC,  # channels whose packages are still to come
 ]

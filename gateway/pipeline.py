@@ -165,6 +165,11 @@ class Pipeline:
     def classify(self, at: datetime, channel: str | None = None) -> Classification:
         return self.calendar.classify(at, channel)
 
+    def open_until(self, at: datetime, channel: str | None = None) -> datetime | None:
+        """End of the working window `at` falls in, None when closed: when something shown
+        only in working time (the site widget) must switch off."""
+        return self.calendar.open_until(at, channel)
+
     def spam_reason(self, event: LeadEvent) -> str | None:
         return self.screen.reason(event)
 

@@ -115,7 +115,14 @@ def test_specs_come_from_the_installed_entry_point() -> None:
     loaded = channels.specs()
     assert list(loaded) == registry.SPECS
     assert channels.specs() is loaded  # cached: loaded once per process
-    assert [s.name for s in loaded] == ["webform", "orders", "telephony", "email", "planned"]
+    assert [s.name for s in loaded] == [
+        "webform",
+        "orders",
+        "telephony",
+        "email",
+        "widget",
+        "planned",
+    ]
 
 
 def test_no_registry_is_a_clear_error() -> None:
