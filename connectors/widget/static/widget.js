@@ -435,7 +435,6 @@
     let ping = 0;
     let pongDue = 0;
     let unread = 0;
-    let lastId = null;
     let open = false;
     const shownIds = new Set();
     let pending = store.get("pending") || []; // sent, not yet acknowledged: survive a reload
@@ -512,10 +511,17 @@
     }
 
     function show(message) {
-      if (shownIds.has(message.id)) return;
-      shownIds.add(message.id);
-      lastId = message.id;
       const mine = message.client_id && log.querySelector(`[data-client="${CSS.escape(message.client_id)}"]`);
+      if (message.client_id) {
+        // Stored: no longer ours to resend.
+        pending = pending.filter((p) => p.client_id !== message.client_id);
+        store.set("pending", pending);
+      }
+      if (shownIds.has(message.id)) {
+        if (mine) mine.remove();
+        return;
+      }
+      shownIds.add(message.id);
       const el = line(message.author, message.text, message.at, message.id);
       if (mine) mine.replaceWith(el);
       else log.append(el);
@@ -569,7 +575,7 @@
       const socket = new WebSocket(`${api.replace(/^http/, "ws")}/ws?${query}`);
       ws = socket;
       socket.addEventListener("open", () => {
-        socket.send(JSON.stringify({ type: "hello", token, after: lastId }));
+        socket.send(JSON.stringify({ type: "hello", token }));
       });
       socket.addEventListener("message", (event) => {
         let message;
@@ -607,9 +613,7 @@
       } else if (message.type === "pong") {
         pongDue = 0;
       } else if (message.type === "ack") {
-        pending = pending.filter((p) => p.client_id !== message.client_id);
-        store.set("pending", pending);
-        if (message.message) show(message.message);
+        show(message.message);
       } else if (message.type === "message") {
         show(message.message);
       } else if (message.type === "error") {
