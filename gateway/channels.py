@@ -15,6 +15,7 @@ core (settings, pipeline, metrics) for type checking only.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -30,8 +31,10 @@ from gateway.models import Channel
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from gateway.chats import Chats
     from gateway.config import Settings
     from gateway.http import Network
+    from gateway.inbox import Inbox
     from gateway.metrics import Metrics
     from gateway.pipeline import Pipeline
 
@@ -106,6 +109,24 @@ class ConnectorContext:
     # /readyz beside each connector's own readiness().
     readiness: dict[str, Callable[[], str | None]] = field(default_factory=dict)
 
+    @property
+    def inbox(self) -> Inbox:
+        """Push input: `put` it before answering the vendor, `register` the handler that
+        turns it into events (gateway.inbox)."""
+        return self.pipeline.inbox
+
+    @property
+    def chats(self) -> Chats:
+        """Chat channels: `register_sender`, `register_account` (gateway.chats)."""
+        return self.pipeline.chats
+
+
+# A channel's CLI command: parsed arguments and the loaded settings -> exit status.
+ChannelCommand = Callable[[argparse.Namespace, "Settings"], int]
+# Adds a channel's commands to `leadgate`: gets the top-level subparsers, adds its own
+# parser(s), and sets `channel_command` (a ChannelCommand) as each action's default.
+CliHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
@@ -118,6 +139,7 @@ class ChannelSpec:
     section: str | None = None  # its config section, e.g. "telephony"
     settings: type[BaseModel] | None = None  # that section's model (all fields defaulted)
     init_snippet: str = ""  # its commented part of `leadgate init`, starting with a table
+    cli: CliHook | None = None  # its `leadgate <name> ...` commands, if any
 
     def __post_init__(self) -> None:
         if (self.section is None) != (self.settings is None):

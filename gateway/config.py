@@ -37,6 +37,7 @@ from pydantic_settings import (
 from gateway import channels
 from gateway.assign import AssignmentSettings, SellerSettings
 from gateway.calendar import CalendarSettings
+from gateway.chat_settings import ConversationSettings, InboxSettings
 from gateway.delivery.settings import DeliverySettings
 from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
@@ -201,6 +202,8 @@ class Settings(BaseSettings):
     # Factories, not instances: the delivery defaults read the channel specs, which are
     # loaded when settings are first built, not while this module is imported.
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    inbox: InboxSettings = InboxSettings()
+    conversations: ConversationSettings = ConversationSettings()
     sources: dict[Channel, str] = Field(default_factory=channels.default_sources)
 
     @field_validator("phone_region")

@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from babel import Locale
-from babel.dates import format_datetime
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime, format_skeleton, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -80,3 +80,45 @@ def gettext_for(locale: str) -> Callable[[str], str]:
 def format_when(at: datetime, locale: str, tz: str) -> str:
     """A moment as a person reads it in their language: «понедельник, 12 января, 10:00»."""
     return format_datetime(at, "EEEE, d MMMM, HH:mm", tzinfo=ZoneInfo(tz), locale=locale)
+
+
+# «в понедельник», «во вторник»: the preposition changes with the day, so each is a string.
+WEEKDAYS_AT = (
+    N_("в понедельник"),
+    N_("во вторник"),
+    N_("в среду"),
+    N_("в четверг"),
+    N_("в пятницу"),
+    N_("в субботу"),
+    N_("в воскресенье"),
+)
+
+
+def chat_locale(tag: str | None) -> str:
+    """The catalog locale for a language tag a chat vendor gives ("en-US", "uk", None):
+    ours when we have it, else Russian."""
+    return negotiate(tag) if tag else DEFAULT_LOCALE
+
+
+def describe_opening(at: datetime, now: datetime, tz: str, locale: str) -> str:
+    """When we open, as a person says it: «в понедельник, 12 января, после 10:00»,
+    «сегодня после 10:00»; words from the `locale` catalog, the date by babel."""
+    fmt = chat_locale(locale)
+    zone = ZoneInfo(tz)
+    local = at.astimezone(zone)
+    language = locale.replace("-", "_").split("_")[0].lower()
+    if fmt.split("_")[0] != language:
+        # No catalog of ours (an operator's German text): babel's own words, all German.
+        try:
+            return format_datetime(local, "EEEE, d MMMM, HH:mm", locale=language)
+        except (ValueError, UnknownLocaleError):
+            pass  # not a language babel knows either: Russian, as for no locale at all
+    _ = gettext_for(fmt)
+    today = now.astimezone(zone).date()
+    clock = format_time(local, "HH:mm", locale=fmt)
+    if local.date() == today:
+        return _("сегодня после {time}").format(time=clock)
+    skeleton = "MMMMd" if local.year == today.year else "yMMMMd"
+    day = format_skeleton(skeleton, local, locale=fmt)
+    weekday = _(WEEKDAYS_AT[local.weekday()])
+    return _("{weekday}, {date}, после {time}").format(weekday=weekday, date=day, time=clock)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.conversations import Transcript
 from gateway.errors import ApiError
 from gateway.http import require_token
 from gateway.keys import SETTINGS, STORE
@@ -17,8 +18,13 @@ from gateway.store.base import LeadQuery
 MAX_LIMIT = 500
 
 
-def lead_json(lead: Lead) -> dict[str, Any]:
-    return lead.model_dump(mode="json")
+def lead_json(lead: Lead, transcript: Transcript | None = None) -> dict[str, Any]:
+    """A lead as JSON; with a transcript (one lead's view), its conversations and messages."""
+    body = lead.model_dump(mode="json")
+    if transcript is not None:
+        body["conversations"] = [c.model_dump(mode="json") for c in transcript.conversations]
+        body["messages"] = [m.model_dump(mode="json") for m in transcript.messages]
+    return body
 
 
 def parse_query(params: dict[str, str]) -> LeadQuery:
@@ -74,10 +80,12 @@ async def list_leads(request: web.Request) -> web.Response:
 
 async def get_lead(request: web.Request) -> web.Response:
     require_token(request, request.app[SETTINGS].admin.tokens, "admin")
-    lead = await request.app[STORE].get_lead(request.match_info["lead_id"])
+    store = request.app[STORE]
+    lead = await store.get_lead(request.match_info["lead_id"])
     if lead is None:
         raise ApiError(404, "not_found", "no lead with that id")
-    return web.Response(body=orjson.dumps(lead_json(lead)), content_type="application/json")
+    body = lead_json(lead, await store.transcript(lead.id))
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def setup(app: web.Application) -> None:

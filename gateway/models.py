@@ -107,6 +107,31 @@ class Attachment(_Own):
     content_type: str | None = None
     size: int | None = None
     url: str | None = None
+    # The channel's own handle on the file, to fetch it later (a Telegram file_id); the
+    # bytes stay with the vendor until someone asks for them.
+    ref: str | None = None
+    kind: str | None = None  # what the channel calls it: "photo", "document", "voice", ...
+
+
+class ThreadRef(_Own):
+    """Which conversation a chat message belongs to, with its channel: one thread per
+    (channel, account, chat). `account` is ours (a bot's name, a VK community, a page),
+    `chat` the vendor's id of the customer's chat (Telegram chat id, VK peer_id, PSID)."""
+
+    account: str = Field(min_length=1, max_length=200)
+    chat: str = Field(min_length=1, max_length=200)
+    # The customer's language as the vendor tells it ("ru", "en-US"): automatic answers
+    # are written in it when a catalog exists.
+    locale: str | None = Field(None, max_length=35)
+
+
+class AutoAnswer(_Own):
+    """An answer the connector wants sent back in the thread with its event (a /start
+    greeting). It is stored with the event, so it goes out once, replays included."""
+
+    text: str = Field(min_length=1, max_length=4096)
+    # Offer the customer a button to share their phone, where the channel has one.
+    ask_phone: bool = False
 
 
 class LeadEvent(_Own):
@@ -139,6 +164,12 @@ class LeadEvent(_Own):
     # Sender ids of earlier events this one answers (email In-Reply-To/References): a reply
     # joins the lead of the message it answers, whatever the dedup window.
     replies_to: tuple[str, ...] = ()
+    # Chat channels: the conversation this message belongs to (None: not a chat message).
+    thread: ThreadRef | None = None
+    # The sender id (external_id) of the chat message this event edits: the transcript
+    # shows the edited text on that message's line.
+    edits: str | None = None
+    answer: AutoAnswer | None = None
     raw: dict[str, Any] | None = None  # the vendor payload, kept for audit
 
 
@@ -164,6 +195,7 @@ class EventRecord(_Own):
     meta: dict[str, Any] = Field(default_factory=dict)
     attachments: tuple[Attachment, ...] = ()
     utm: dict[str, str] = Field(default_factory=dict)
+    thread: ThreadRef | None = None
 
 
 class Lead(_Own):

@@ -18,12 +18,24 @@ from zoneinfo import ZoneInfo
 
 from gateway.assign import Assignment, Roster, SellerSettings
 from gateway.calendar import BusinessCalendar, Classification
+from gateway.chat_settings import ConversationSettings
+from gateway.chats import Chats
+from gateway.conversations import AUTO
 from gateway.identity import identity_keys
+from gateway.inbox import Inbox
 from gateway.metrics import Metrics
 from gateway.models import Lead, LeadEvent, LeadStatus, Outcome, Receipt, new_id
 from gateway.rawpayload import bound_raw
 from gateway.screen import Screen
-from gateway.store.base import PersonMatch, Plan, PlanAction, Planner, Quarantined, Store
+from gateway.store.base import (
+    Answer,
+    PersonMatch,
+    Plan,
+    PlanAction,
+    Planner,
+    Quarantined,
+    Store,
+)
 from gateway.textsafe import storable
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ class Pipeline:
         sources: dict[str, str],
         dedup_window: timedelta,
         metrics: Metrics,
+        chats: Chats | None = None,
     ) -> None:
         self.store = store
         self.calendar = calendar
@@ -56,6 +69,9 @@ class Pipeline:
         self.sources = sources
         self.dedup_window = dedup_window
         self.metrics = metrics
+        # Chat channels: their senders and after-hours policy; the inbox of push input.
+        self.chats = chats or Chats(ConversationSettings(), calendar.settings.timezone)
+        self.inbox = Inbox(store)
 
     async def accept(self, event: LeadEvent, checkpoint: tuple[str, str] | None = None) -> Receipt:
         return (await self.accept_detailed(event, checkpoint)).receipt
@@ -85,6 +101,8 @@ class Pipeline:
         recorded = await self.store.record(event, keys, since, planner, checkpoint)
         receipt = recorded.receipt
         self.metrics.event(channel, receipt.outcome)  # a StrEnum: its value, without .value
+        if recorded.messages:
+            self.chats.queued()
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)
@@ -113,8 +131,20 @@ class Pipeline:
             else None
         )
         sticky = self.roster.sticky
+        greeting, after_hours = self._answers(event, cls, junk)
+        period = cls.next_open_at
 
         def plan(match: PersonMatch) -> Plan:
+            answers: tuple[Answer, ...] = () if greeting is None else (greeting,)
+            answered_for = None
+            conversation = match.conversation
+            # One after-hours answer per conversation per closed period: a customer who
+            # writes five times on Saturday night hears it once, and again next weekend.
+            if after_hours is not None and (
+                conversation is None or conversation.auto_answered_for != period
+            ):
+                answers += (after_hours,)
+                answered_for = period
             # Spam never joins a real lead: a bot typing a customer's phone must not
             # bury the customer's own request under junk.
             if match.lead_id is not None and junk is None:
@@ -123,16 +153,48 @@ class Pipeline:
                     lead_id=match.lead_id,
                     matched_on=match.matched_on,
                     sla_due_at=sla_due_at,
+                    answers=answers,
+                    answered_for=answered_for,
                 )
             if lead is None:
-                return Plan(PlanAction.KEEP)
+                return Plan(PlanAction.KEEP, answers=answers, answered_for=answered_for)
             return Plan(
                 PlanAction.CREATE,
                 lead=lead,
                 assignment=None if request is None else sticky(request, match.previous_owner),
+                answers=answers,
+                answered_for=answered_for,
             )
 
         return plan
+
+    def _answers(
+        self, event: LeadEvent, cls: Classification, junk: str | None
+    ) -> tuple[Answer | None, Answer | None]:
+        """The connector's automatic answer (a greeting) and the after-hours answer this
+        chat message may get, made once (their ids too) before the store decides."""
+        thread = event.thread
+        if thread is None:
+            return None, None
+        greeting = None
+        if event.answer is not None and junk is None:
+            greeting = Answer(new_id(), event.answer.text, AUTO, event.answer.ask_phone)
+        # Only a customer's own new message is answered: not an edit, not our echo or a
+        # bot's (connectors mark those creates_lead=False), not spam, and not one read
+        # so late (a backlog after an outage) that we are open again by now.
+        if (
+            not cls.after_hours
+            or cls.next_open_at is None
+            or cls.next_open_at <= event.received_at
+            or not event.creates_lead
+            or event.edits is not None
+            or junk is not None
+        ):
+            return greeting, None
+        text = self.chats.after_hours_text(
+            event.channel, thread.account, thread.locale, cls.next_open_at, event.received_at
+        )
+        return greeting, None if text is None else Answer(new_id(), text, AUTO)
 
     def _new_lead(self, event: LeadEvent, cls: Classification, junk: str | None) -> Lead:
         """The lead this event would create, without its seller (the store sets it)."""

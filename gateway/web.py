@@ -12,11 +12,12 @@ from datetime import timedelta
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from gateway import channels, leads_api, ops
+from gateway import channels, chat_service, leads_api, messages_api, ops
 from gateway.assign import Roster
 from gateway.broadcast import Broadcast, InProcessBroadcast
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
+from gateway.chats import Chats
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
 from gateway.delivery import service as delivery
@@ -84,6 +85,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         sources={ch.value: src for ch, src in settings.sources.items()},
         dedup_window=timedelta(days=settings.dedup.window_days),
         metrics=metrics,
+        chats=Chats(settings.conversations, settings.calendar.timezone),
     )
 
 
@@ -217,6 +219,7 @@ def create_app(
     built = [c for spec in specs if (c := spec.build(ctx)) is not None]
     app[CONNECTORS] = built
     leads_api.setup(app)
+    messages_api.setup(app)
     ops.setup(app)
     app[_STARTUP_LINES] = lines = []
     for connector in built:
@@ -235,6 +238,7 @@ def create_app(
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
+    chat_service.setup(app)  # the inbox and message workers, likewise
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)

@@ -31,7 +31,7 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
 from connectors import orders
-from gateway import models
+from gateway import conversations, models
 from gateway.channels import specs
 from gateway.cli import build_parser
 from gateway.config import Settings, settings_model
@@ -61,6 +61,8 @@ CORE_SETTINGS = (
     "screen",
     "sources",
     "delivery",
+    "inbox",
+    "conversations",
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
 CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads")
@@ -81,7 +83,7 @@ CORE_METRICS = (
     "leadgate_task_restarts_total",
     "leadgate_websockets_open",
 )
-CORE_COMMANDS = ("serve", "init", "check-config", "calendar", "leads")
+CORE_COMMANDS = ("serve", "init", "check-config", "calendar", "leads", "inbox")
 # Nested tables whose keys are documented as a whole elsewhere (weekly hours: calendar.md).
 OPAQUE_MODELS = ("WeeklyHours",)
 
@@ -289,6 +291,9 @@ def test_openapi_paths_match_the_documented_channel_routes(
         ("EventRecord", models.EventRecord),
         ("Attachment", models.Attachment),
         ("Receipt", models.Receipt),
+        ("ThreadRef", models.ThreadRef),
+        ("Conversation", conversations.Conversation),
+        ("ChatMessage", conversations.ChatMessage),
         ("Order", orders.Order),
         ("Customer", orders.Customer),
         ("OrderItem", orders.Item),
@@ -308,6 +313,8 @@ def test_openapi_enums_match_the_code(spec: dict[str, Any]) -> None:
         ("LeadStatus", models.LeadStatus),
         ("Outcome", models.Outcome),
         ("EquipmentCategory", models.EquipmentCategory),
+        ("Direction", conversations.Direction),
+        ("MessageStatus", conversations.MessageStatus),
     ]:
         assert schemas[name]["enum"] == [e.value for e in enum], name
 
@@ -361,7 +368,8 @@ async def test_real_responses_match_the_schemas(spec: dict[str, Any], client: Cl
 
     resp = await client.get(f"/v1/leads/{receipt['lead_id']}", headers=ADMIN_AUTH)
     lead = await resp.json()
-    _check(spec, "Lead", lead)
+    _check(spec, "LeadDetail", lead)
+    assert lead["conversations"] == lead["messages"] == []  # no chat: an empty transcript
     assert [e["outcome"] for e in lead["events"]] == ["created", "merged"]
 
     resp = await client.post("/v1/forms/site", json={"phone": "123"})

@@ -72,3 +72,28 @@ async def test_form_errors_follow_accept_language(client: Any) -> None:
     en_body = await en.json()
     assert en_body["fields"]["name"] == "Please fill in “Имя”"
     assert en_body["detail"] == "Please check the form fields"
+
+
+def test_when_we_open_reads_naturally_in_each_language() -> None:
+    from gateway.i18n import describe_opening
+
+    monday = datetime(2026, 1, 12, 7, 0, tzinfo=UTC)  # 10:00 in Moscow
+    saturday = datetime(2026, 1, 10, 18, 0, tzinfo=UTC)
+    tz = "Europe/Moscow"
+    assert describe_opening(monday, saturday, tz, "ru") == "в понедельник, 12 января, после 10:00"
+    assert describe_opening(monday, saturday, tz, "en-US") == "on Monday, January 12, after 10:00"
+    tuesday = datetime(2026, 1, 13, 7, 0, tzinfo=UTC)
+    assert describe_opening(tuesday, saturday, tz, "ru").startswith("во вторник, 13 января")
+    # Opening later today, and next year.
+    early = datetime(2026, 1, 12, 4, 0, tzinfo=UTC)
+    assert describe_opening(monday, early, tz, "ru") == "сегодня после 10:00"
+    new_year = datetime(2027, 1, 11, 7, 0, tzinfo=UTC)
+    december = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)
+    assert describe_opening(new_year, december, tz, "ru") == (
+        "в понедельник, 11 января 2027\u202fг., после 10:00"
+    )
+    # A language we have no catalog for: babel's own words, not a mix; unknown: Russian.
+    assert describe_opening(monday, saturday, tz, "de") == "Montag, 12 Januar, 10:00"
+    assert describe_opening(monday, saturday, tz, "xx") == (
+        "в понедельник, 12 января, после 10:00"
+    )

@@ -48,13 +48,12 @@ from connectors.widget.texts import (
     MSG_TOO_MANY,
     Gettext,
     closed_note,
-    describe_opening,
     interface,
 )
 from gateway.channels import Connector, ConnectorContext, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import client_ip, idempotency_key
-from gateway.i18n import gettext_for
+from gateway.i18n import describe_opening, gettext_for
 from gateway.models import LeadEvent, Outcome
 
 log = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ class WidgetConnector:
                 continue
             note = None
             if not tab.open and tab.opens_at is not None:
-                when = describe_opening(tab.opens_at, now, zone, locale, _)
+                when = describe_opening(tab.opens_at, now, zone.key, locale)
                 note = closed_note(widget, locale, when, _)
             tabs.append({"id": tab.tab.value, "open": tab.open, "note": note})
         return {
@@ -258,7 +257,7 @@ class WidgetConnector:
             data.get("tz") if isinstance(data.get("tz"), str) else None, self.ctx.pipeline.tz
         )
         if verdict.after_hours and verdict.next_open_at is not None:
-            when = describe_opening(verdict.next_open_at, now, zone, locale, _)
+            when = describe_opening(verdict.next_open_at, now, zone.key, locale)
             text = _(MSG_CALLBACK_LATER if tab is Tab.CALLBACK else MSG_FORM_LATER).format(
                 when=when
             )

@@ -10,30 +10,11 @@ win over the catalog's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
-from babel.dates import format_date, format_time
 
 from connectors.widget.settings import WidgetSettings, WidgetTexts
 from gateway.i18n import N_
 
 Gettext = Callable[[str], str]
-
-# "when we open", as a person says it; the weekday with its preposition is one msgid each,
-# because both change with the day in Russian («в понедельник», «во вторник», «в среду»).
-WEEKDAY_AT = (
-    N_("в понедельник"),
-    N_("во вторник"),
-    N_("в среду"),
-    N_("в четверг"),
-    N_("в пятницу"),
-    N_("в субботу"),
-    N_("в воскресенье"),
-)
-WHEN_TODAY = N_("сегодня после {time}")
-WHEN_TOMORROW = N_("завтра после {time}")
-WHEN_DAY = N_("{weekday}, {date}, после {time}")
 
 # Seller-facing (the lead's text in the CRM): Russian, not translated.
 CALLBACK_TEXT = "Просит перезвонить (виджет на сайте)"
@@ -101,25 +82,6 @@ N_("Тип оборудования")
 N_("Комментарий")
 N_("Крупное")
 N_("Мелкое")
-
-
-def describe_opening(at: datetime, now: datetime, tz: ZoneInfo, locale: str, _: Gettext) -> str:
-    """«в понедельник, 12 января, после 10:00» / "on Monday, 12 January, after 10:00", in
-    the visitor's time zone."""
-    local = at.astimezone(tz)
-    today = now.astimezone(tz).date()
-    clock = format_time(local, "HH:mm", locale=locale)
-    days = (local.date() - today).days
-    if days == 0:
-        return _(WHEN_TODAY).format(time=clock)
-    if days == 1:
-        return _(WHEN_TOMORROW).format(time=clock)
-    pattern = "d MMMM" if local.year == today.year else "d MMMM y"
-    return _(WHEN_DAY).format(
-        weekday=_(WEEKDAY_AT[local.weekday()]),
-        date=format_date(local, pattern, locale=locale),
-        time=clock,
-    )
 
 
 def own_texts(widget: WidgetSettings, locale: str) -> WidgetTexts:

@@ -113,8 +113,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return outbox.run(args, _load(args))
 
 
+def cmd_inbox(args: argparse.Namespace) -> int:
+    from gateway.cli import inbox
+
+    return inbox.run(args, _load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, leads, outbox
+    from gateway.cli import calendar, inbox, leads, outbox
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -141,7 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["leads"].set_defaults(func=cmd_leads)
     outbox.add_parser(sub)
     sub.choices["outbox"].set_defaults(func=cmd_outbox)
+    inbox.add_parser(sub)
+    sub.choices["inbox"].set_defaults(func=cmd_inbox)
+    add_channel_commands(sub)
     return parser
+
+
+def add_channel_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands the channel specs contribute (`leadgate telegram set-webhook ...`): each
+    spec's `cli` hook adds its parsers and sets `channel_command` on them (gateway.channels
+    ChannelCommand); the settings are loaded here, like for the core's commands."""
+    from gateway.channels import specs
+
+    for spec in specs():
+        if spec.cli is None:
+            continue
+        before = set(sub.choices)
+        spec.cli(sub)
+        for name in set(sub.choices) - before:
+            sub.choices[name].set_defaults(func=cmd_channel)
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    command = getattr(args, "channel_command", None)
+    if command is None:  # a channel's command group given without its action
+        print("leadgate: say which action (see --help)", file=sys.stderr)
+        return 2
+    code: int = command(args, _load(args))
+    return code
 
 
 def hoist_config(argv: Sequence[str]) -> list[str]:

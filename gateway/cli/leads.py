@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 
 from gateway.cli.store import with_store
 from gateway.config import Settings
+from gateway.conversations import CUSTOMER, Direction, Transcript
 from gateway.identity import mask_email, mask_phone, mask_text
 from gateway.leads_api import lead_json
 from gateway.models import Channel, Lead, LeadStatus
-from gateway.store.base import LeadQuery
+from gateway.store.base import LeadQuery, Store
 from gateway.textsafe import json_text, printable
 
 
@@ -64,13 +65,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if not leads:
                 print("(no leads)")
         return 0
-    found = with_store(settings, lambda store: store.get_lead(args.lead_id))
+    async def show(store: Store) -> tuple[Lead | None, Transcript]:
+        return await store.get_lead(args.lead_id), await store.transcript(args.lead_id)
+
+    found, transcript = with_store(settings, show)
     if found is None:
         print(f"leadgate: no lead {args.lead_id}", file=sys.stderr)
         return 1
     lead = found
     if args.json:
-        print(json_text(lead_json(lead)))
+        print(json_text(lead_json(lead, transcript)))
         return 0
     print(_line(lead, tz))
     print(
@@ -85,4 +89,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             # What customers write carries phones and addresses: masked like any log.
             f"{ev.outcome.value}{matched}: {printable(mask_text(first_line))}"
         )
+    _print_transcript(transcript, tz)
     return 0
+
+
+def _print_transcript(transcript: Transcript, tz: ZoneInfo) -> None:
+    """The chat, in order: who wrote, what (masked like any log), and how a reply fared."""
+    if not transcript.messages:
+        return
+    threads = {c.id: c for c in transcript.conversations}
+    print("  переписка:")
+    for m in transcript.messages:
+        thread = threads.get(m.conversation_id)
+        where = f"{thread.channel.value}/{thread.account}" if thread else "?"
+        arrow = "←" if m.direction is Direction.IN else "→"
+        who = "клиент" if m.author == CUSTOMER else m.author
+        text = printable(mask_text(" ".join((m.text or "").split())))[:200]
+        files = f" [+{len(m.attachments)} влож.]" if m.attachments else ""
+        edited = " (изменено)" if m.edited_at else ""
+        state = ""
+        if m.direction is Direction.OUT:
+            reason = f": {printable(m.status_reason)}" if m.status_reason else ""
+            state = f"  [{m.status.value}{reason}]"
+        print(
+            f"  {arrow} {m.at.astimezone(tz):%Y-%m-%d %H:%M} {where} {who}: "
+            f"{text}{files}{edited}{state}"
+        )

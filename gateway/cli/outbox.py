@@ -53,6 +53,8 @@ def item_json(item: OutboxItem) -> dict[str, Any]:
         "last_error": item.last_error,
         "claimed_by": item.claimed_by,
         "claimed_until": iso(item.claimed_until),
+        "message_id": item.message_id,
+        "conversation_id": item.conversation_id,
     }
 
 

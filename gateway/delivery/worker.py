@@ -28,7 +28,14 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.settings import DeliverySettings
 from gateway.delivery.sink import Delivery, Result, Sink, Status
 from gateway.redact import redact
-from gateway.store.base import LeadLink, OutboxItem, OutboxState, OutboxUpdate, Store
+from gateway.store.base import (
+    CRM_KINDS,
+    LeadLink,
+    OutboxItem,
+    OutboxState,
+    OutboxUpdate,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +149,7 @@ class OutboxWorker:
             owner=self.owner,
             lease_seconds=self.settings.claim_lease_seconds,
             mark=self.sink.marks_attempts,
+            kinds=CRM_KINDS,  # messages to customers are the message worker's
         )
         if not items:
             await self._purge(now)
@@ -311,7 +319,7 @@ class OutboxWorker:
         self.metrics.failing.set(1)
 
     async def _refresh(self, now: datetime) -> None:
-        stats = await self.store.outbox_stats()
+        stats = await self.store.outbox_stats(CRM_KINDS)
         self.metrics.depth.set(stats.pending)
         self.metrics.dead.set(stats.dead)
         oldest = stats.oldest_pending_at

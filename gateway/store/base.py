@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from gateway.assign import Assignment, AssignmentRequest
+from gateway.conversations import (
+    ChatMessage,
+    Conversation,
+    MessageStatus,
+    MessageView,
+    Transcript,
+)
+from gateway.inbox import InboxEntry, InboxItem, InboxState, InboxStats, InboxUpdate
 from gateway.models import Channel, EventRecord, Lead, LeadEvent, LeadStatus, Receipt
 
 
@@ -26,8 +34,21 @@ class PersonMatch(NamedTuple):
     """What the store knows of the person behind an event, found by identity keys."""
 
     lead_id: str | None = None  # the lead this event joins: an open one in the window, or a reply's
-    matched_on: str | None = None  # "phone", "email", "vk", "reply", ...
+    matched_on: str | None = None  # "phone", "email", "vk", "reply", "conversation", ...
     previous_owner: str | None = None  # seller of the person's most recent real lead, any age
+    # A chat message's conversation as stored before this event (None: a new thread, or
+    # not a chat message): the planner reads whether it had its after-hours answer.
+    conversation: Conversation | None = None
+
+
+class Answer(NamedTuple):
+    """An automatic message the plan sends back in the event's conversation. Its id is
+    made once, outside the planner, so a store deciding twice queues the same message."""
+
+    message_id: str
+    text: str
+    author: str
+    ask_phone: bool = False
 
 
 class PlanAction(StrEnum):
@@ -53,6 +74,12 @@ class Plan(NamedTuple):
     # needs a callback again); an earlier deadline still running stays.
     sla_due_at: datetime | None = None
     assignment: AssignmentRequest | None = None
+    # Chat messages: what is sent back in the event's conversation with it (a greeting,
+    # the after-hours answer), queued in the same transaction as the event.
+    answers: tuple[Answer, ...] = ()
+    # Set when `answers` hold the after-hours answer: the closed period (its next_open_at)
+    # it answers, stored as the conversation's auto_answered_for.
+    answered_for: datetime | None = None
 
 
 # Pure: the same match gives an equal plan. A store may call it more than once for one event
@@ -66,6 +93,7 @@ class Recorded(NamedTuple):
 
     receipt: Receipt
     assignment: Assignment | None = None
+    messages: tuple[str, ...] = ()  # ids of the outbound messages the plan queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +111,20 @@ class OutboxKind(StrEnum):
 
     CREATED = "lead.created"
     MERGED = "lead.merged"
+    MESSAGE_OUT = "message.out"  # a message to a customer, for its channel's sender
+
+
+# What the CRM sink works on; the message worker takes MESSAGE_OUT.
+CRM_KINDS = (OutboxKind.CREATED, OutboxKind.MERGED)
 
 
 class OutboxState(StrEnum):
     PENDING = "pending"  # waiting for its next attempt (or being attempted, when claimed)
     DELIVERED = "delivered"  # the sink took it
     DEAD = "dead"  # in the dead-letter queue, until a person retries it
+    # Ended without delivery on purpose: the destination refused it for good (a customer
+    # who blocked the bot). Final, not the dead-letter queue: there is nothing to retry.
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +145,9 @@ class OutboxItem:
     # claim runs nobody else takes it; once it ran out, another worker may.
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    # message.out: the transcript line to send, and its conversation (for the order).
+    message_id: str | None = None
+    conversation_id: str | None = None
 
 
 # --- outbox (delivery) ----------------------------------------------------------------------
@@ -119,10 +158,14 @@ class OutboxUpdate:
     """What became of one claimed item; the worker writes a batch of these in one go.
 
     DELIVERED: done (`remote_id` kept; for lead.created also as the lead's link).
-    PENDING: try again at `next_attempt_at`. DEAD: to the dead-letter queue.
-    `count_attempt` adds one to attempts; `attempted` (when not None) resets the flag that
-    says an attempt may have reached the sink (False when the sink certainly saw nothing).
-    Every outcome ends the claim.
+    PENDING: try again at `next_attempt_at`. DEAD: to the dead-letter queue. CLOSED: ended
+    for good without delivery. `count_attempt` adds one to attempts; `attempted` (when not
+    None) resets the flag that says an attempt may have reached the sink (False when the
+    sink certainly saw nothing). Every outcome ends the claim.
+
+    message.out rows: `message_status` (when not None) becomes the transcript line's
+    status, in the same transaction, with `error` as its status_reason and `remote_id` as
+    its external_id; a line that is sent also moves its conversation's last_outbound_at.
     """
 
     id: int
@@ -132,6 +175,7 @@ class OutboxUpdate:
     next_attempt_at: datetime | None = None
     count_attempt: bool = True
     attempted: bool | None = None
+    message_status: MessageStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +273,20 @@ class Store(Protocol):
         returning. Only the committed attempt moves the counts: a failed write leaves them as
         they were. A `checkpoint` (name, value) — a poller's position — is saved in that same
         transaction, so a crash can neither skip the event nor take it twice.
+
+        A chat message (`event.thread` set) also, in that same transaction: finds or opens
+        its conversation (channel, thread.account, thread.chat) and hands it to `plan` as
+        `PersonMatch.conversation`; matches the conversation's lead first when that lead is
+        open (status NEW, last event at or after `since`) with matched_on "conversation",
+        then identity keys as above; keeps the message as an inbound transcript line (its
+        id is the event's id, its external_id the event's) — or, for an edit
+        (`event.edits`), rewrites the text, attachments and edited_at of the line whose
+        external_id it names in that conversation (a new line when there is none); moves
+        the conversation's lead_id (when the event joined or made a lead),
+        last_inbound_at and locale (when given). The plan's `answers` become outbound lines
+        (status queued, on the event's lead) each with a `message.out` outbox row, and its
+        `answered_for` the conversation's auto_answered_for; their ids are in
+        `Recorded.messages`. A replayed event does none of this again.
         """
 
     async def get_lead(self, lead_id: str) -> Lead | None: ...
@@ -288,9 +346,16 @@ class Store(Protocol):
         owner: str,
         lease_seconds: float,
         mark: bool = True,
+        kinds: Collection[OutboxKind] | None = None,
     ) -> list[OutboxItem]:
         """Claim pending items due at `now`, oldest first, for `owner` until `now` plus
-        `lease_seconds`, and return them (showing the new claim).
+        `lease_seconds`, and return them (showing the new claim). `kinds`: only items of
+        these kinds (None: any), so the CRM worker and the message worker never take each
+        other's items.
+
+        message.out items go in order per conversation: one is claimable only while no
+        older message.out item of its conversation is pending (waiting, retrying or held),
+        so a conversation's message N+1 never overtakes message N.
 
         Only items nobody holds are taken: unclaimed ones and those whose claim ran out
         (taken over: their holder is presumed gone). An item held by anyone, this owner
@@ -316,7 +381,79 @@ class Store(Protocol):
         """Make dead (or waiting) items due now with fresh attempts; None = all dead ones.
         Returns how many were changed. A claim on a waiting item stays (it is in flight)."""
 
-    async def outbox_stats(self) -> OutboxStats: ...
+    async def outbox_stats(self, kinds: Collection[OutboxKind] | None = None) -> OutboxStats:
+        """Pending and dead items (of these kinds; None: all)."""
 
     async def purge_outbox(self, delivered_before: datetime) -> None:
         """Forget delivered items older than a moment (lead links are kept)."""
+
+    # --- conversations (chat channels) ---------------------------------------------------
+
+    async def transcript(self, lead_id: str) -> Transcript:
+        """The conversations that have lines on this lead, and those lines (inbound and
+        outbound, with their status), in the order they were stored; empty for a lead that
+        came by no chat (or no such lead)."""
+
+    async def get_message(self, message_id: str) -> MessageView | None:
+        """One transcript line with its conversation (what a sender needs)."""
+
+    async def queue_message(
+        self,
+        lead_id: str,
+        text: str,
+        *,
+        author: str,
+        now: datetime,
+        conversation_id: str | None = None,
+        ask_phone: bool = False,
+    ) -> ChatMessage:
+        """Queue a message to the customer of `lead_id`, durably, and return its line
+        (status queued, at `now`): the line and its `message.out` outbox row in one
+        transaction. It goes to `conversation_id` — which must have lines on this lead —
+        or else to the lead's conversation the customer wrote in last. Raises NoSuchLead,
+        or NoConversation when the lead has none (or not the one named)."""
+
+    # --- inbox (push input stored before it is answered, handled after) -------------------
+
+    async def inbox_put(
+        self,
+        entries: Sequence[InboxEntry],
+        at: datetime,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> list[bool]:
+        """Keep each entry durably (all in one transaction with `checkpoint`) before
+        returning, as pending and due at `at`; one bool per entry: False for a duplicate
+        of (channel, account, key) already kept (at any state, done included: the key
+        is remembered for good) or earlier in `entries`, which changes nothing."""
+
+    async def inbox_claim(
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        channel: str | None = None,
+    ) -> list[InboxItem]:
+        """Claim pending entries due at `now` (of `channel`; None: any), oldest first, for
+        `owner` until `now` plus `lease_seconds`, as claim_outbox does: never an entry whose
+        claim still runs, never one entry to two claims, durable before it returns."""
+
+    async def update_inbox(
+        self, updates: Sequence[InboxUpdate], at: datetime, *, owner: str
+    ) -> list[int]:
+        """Record what became of entries `owner` claimed, in one transaction, ending the
+        claims; refused (and returned) for entries `owner` no longer holds. DONE also
+        drops the body (the key stays, so a repeat is still a duplicate)."""
+
+    async def list_inbox(
+        self, state: InboxState | None = None, limit: int = 100, *, after_id: int = 0
+    ) -> list[InboxItem]:
+        """Entries oldest first, of one state or all, with their bodies; `after_id` pages on."""
+
+    async def inbox_stats(self) -> dict[str, InboxStats]:
+        """Pending and dead entries per channel (channels with none left out)."""
+
+    async def retry_inbox(self, ids: Sequence[int] | None, now: datetime) -> int:
+        """Make dead entries (these, or all when None) pending and due now with fresh
+        attempts; returns how many changed."""

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_lead ON outbox (lead_id, kind);
+CREATE INDEX IF NOT EXISTS outbox_kind_due ON outbox (kind, state, next_attempt_at);
 
 -- A lead's id in each sink (Bitrix24 lead id, ...): merges are written onto it.
 CREATE TABLE IF NOT EXISTS outbox_links (
@@ -86,4 +87,59 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Chat threads: one customer on one account of one channel.
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    account TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    lead_id TEXT,
+    handle TEXT,
+    locale TEXT,
+    created_at REAL NOT NULL,
+    last_inbound_at REAL,
+    last_outbound_at REAL,
+    auto_answered_for REAL,
+    UNIQUE (channel, account, chat)
+);
+
+-- Transcript lines, in and out; seq is the order they were stored in.
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    lead_id TEXT,
+    direction TEXT NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT,
+    attachments BLOB,
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    external_id TEXT,
+    edited_at REAL,
+    ask_phone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_lead ON messages (lead_id, seq);
+CREATE INDEX IF NOT EXISTS messages_external ON messages (conversation_id, external_id);
+
+-- Pushed input (webhooks) kept before it was answered, handled after.
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    account TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    claimed_by TEXT,
+    claimed_until REAL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (channel, account, key)
+);
+CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);
 """

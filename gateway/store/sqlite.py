@@ -51,7 +51,9 @@ from gateway.store.base import (
 )
 from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
+from gateway.store.sqlite_chat import INSERT_MESSAGE, UPSERT_CONVERSATION, ChatMethods
 from gateway.store.sqlite_client import ClientRole, StoreRole
+from gateway.store.sqlite_inbox import INSERT_INBOX, InboxMethods
 from gateway.store.sqlite_match import MatchMethods
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
@@ -93,6 +95,14 @@ class _Pending:
     )
     quarantine: list[tuple[str, str, float, bytes, bytes]] = field(default_factory=list)
     checkpoints: list[tuple[str, str]] = field(default_factory=list)
+    # Chat messages: conversation rows (upserts), transcript lines, inbox entries.
+    conversations: list[tuple[Any, ...]] = field(default_factory=list)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    inbox: list[tuple[Any, ...]] = field(default_factory=list)
+    # Overlay keys this write holds: conversations, inbound lines, inbox entries.
+    thread_keys: list[tuple[str, str, str]] = field(default_factory=list)
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    inbox_keys: list[tuple[str, str, str]] = field(default_factory=list)
     # Any other write (outbox state changes, ...): run in order after the inserts above.
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     # The uncommitted write this one builds on (a merge into a lead still in the overlay).
@@ -103,7 +113,7 @@ class _Pending:
     counted: tuple[date, str] | None = None  # the round-robin count it moved: taken back on failure
 
 
-class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
+class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods, ChatMethods, InboxMethods):
     def __init__(
         self,
         path: Path | str,
@@ -132,6 +142,10 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
         self._pending_leads: dict[str, tuple[Lead, _Pending]] = {}
         self._pending_identities: dict[str, list[str]] = {}
         self._pending_events: dict[str, str | None] = {}  # replay key -> lead id, for replies
+        self._pending_conversations = {}
+        self._pending_lines = set()
+        self._pending_inbox = {}
+        self._inbox_busy = {}
         self._counts = DayCounts()  # round robin of the day in progress, overlay included
 
     # --- lifecycle -------------------------------------------------------------------
@@ -159,6 +173,9 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
         # This process is the file's one writer, and only the writer delivers: a claim left
         # in the file belongs to a process that is gone. Its items are due again at once.
         self._writer.execute(*release_claims())
+        self._writer.execute(
+            "UPDATE inbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by IS NOT NULL"
+        )
         self._migrate_order_keys(self._writer)
         # From here on the loop must never wait on a lock held by another process (a CLI
         # `outbox retry`): BEGIN fails at once and the commit loop retries asynchronously.
@@ -278,7 +295,8 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
             self._pending_replays[rk] = item
         self._queue.put_nowait(item)
         await asyncio.shield(item.done)
-        return Recorded(item.receipt, item.assignment)
+        queued = tuple(answer.message_id for answer in decision.answers)
+        return Recorded(item.receipt, item.assignment, queued)
 
     def _build(
         self,
@@ -375,6 +393,8 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
             item.outbox.append(
                 (lead.id, event.id, kind, now, now, self._outbox_state, delivered_at)
             )
+        if event.thread is not None:
+            self._add_thread(item, event, decision, lead_id)
         return item
 
     async def _commit_loop(self) -> None:
@@ -460,6 +480,11 @@ class SQLiteStore(ClientRole, MatchMethods, OutboxMethods, ReadMethods):
                 entry = self._pending_leads.get(row[0])
                 if entry is not None and entry[1] is p:
                     del self._pending_leads[row[0]]
+            if p.thread_keys or p.lines:
+                self._forget_thread(p)
+            for inbox_key in p.inbox_keys:
+                if self._pending_inbox.get(inbox_key) is p:
+                    del self._pending_inbox[inbox_key]
             if error is None:
                 p.done.set_result(None)
             else:
@@ -572,6 +597,9 @@ def _apply(db: sqlite3.Connection, batch: Sequence[_Pending]) -> None:
     _many(db, _INSERT_REPLAY, [r for p in batch for r in p.replays])
     _many(db, _INSERT_IDENTITY, [r for p in batch for r in p.identities])
     _many(db, _INSERT_OUTBOX, [r for p in batch for r in p.outbox])
+    _many(db, UPSERT_CONVERSATION, [r for p in batch for r in p.conversations])
+    _many(db, INSERT_MESSAGE, [r for p in batch for r in p.messages])
+    _many(db, INSERT_INBOX, [r for p in batch for r in p.inbox])
     _many(db, _INSERT_QUARANTINE, [r for p in batch for r in p.quarantine])
     _many(db, _UPSERT_CHECKPOINT, [r for p in batch for r in p.checkpoints])
     for p in batch:

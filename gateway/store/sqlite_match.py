@@ -7,11 +7,12 @@ the overlay update that follows it are one atomic step on the event loop.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from gateway.assign import Assignment
+from gateway.conversations import Conversation
 from gateway.models import Lead, LeadEvent, LeadStatus
 from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
 from gateway.store.day_counts import DayCounts
@@ -25,6 +26,8 @@ class MatchMethods:
     _pending_identities: dict[str, list[str]]
     _pending_events: dict[str, str | None]
     _counts: DayCounts
+    # gateway.store.sqlite_chat.ChatMethods provides it.
+    _conversation_of: Callable[[LeadEvent], Conversation | None]
 
     def _db(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -62,6 +65,25 @@ class MatchMethods:
         return counts, earlier
 
     def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
+        if event.thread is None:
+            return self._match_person(event, keys, since)
+        # A chat message: its conversation's lead first, while that lead is open. One
+        # indexed lookup; no identity keys needed for a customer who wrote before.
+        conversation = self._conversation_of(event)
+        if conversation is not None and conversation.lead_id is not None:
+            lead = self._load_lead(conversation.lead_id)
+            if lead is not None and lead.status is LeadStatus.NEW and lead.last_event_at >= since:
+                return PersonMatch(
+                    lead_id=lead.id,
+                    matched_on="conversation",
+                    previous_owner=lead.assigned_to,
+                    conversation=conversation,
+                )
+        return self._match_person(event, keys, since)._replace(conversation=conversation)
+
+    def _match_person(
+        self, event: LeadEvent, keys: Sequence[str], since: datetime
+    ) -> PersonMatch:
         for ext in event.replies_to:
             lead_id = self._lead_of_event(event.channel, ext)
             if lead_id is not None:

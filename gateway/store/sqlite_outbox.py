@@ -9,7 +9,7 @@ claim or update is one transaction that reads and writes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from gateway.store.base import (
     LeadLink,
     OutboxItem,
+    OutboxKind,
     OutboxState,
     OutboxStats,
     OutboxUpdate,
@@ -27,7 +28,7 @@ from gateway.store.sqlite_queries import (
     list_outbox,
     outbox_holders,
     outbox_retry_filter,
-    outbox_retry_statement,
+    outbox_retry_statements,
     outbox_update_statements,
     read_outbox_stats,
     to_epoch,
@@ -69,12 +70,13 @@ class OutboxMethods:
         owner: str,
         lease_seconds: float,
         mark: bool = True,
+        kinds: Collection[OutboxKind] | None = None,
     ) -> list[OutboxItem]:
         until = now + timedelta(seconds=lease_seconds)
         if self._is_client:
 
             def claim(db: sqlite3.Connection) -> list[OutboxItem]:
-                items = claimable(db, now, limit)
+                items = claimable(db, now, limit, (), kinds)
                 if items:
                     db.execute(*claim_statement([i.id for i in items], owner, until, mark))
                 return items
@@ -82,7 +84,7 @@ class OutboxMethods:
             items = await self._transact(claim)
         else:
             # From the read to the overlay nothing awaits: see the module docstring.
-            items = claimable(self._db(), now, limit, self._outbox_busy)
+            items = claimable(self._db(), now, limit, self._outbox_busy, kinds)
             if not items:
                 return []
             ids = [item.id for item in items]
@@ -163,23 +165,25 @@ class OutboxMethods:
 
             def retry(db: sqlite3.Connection) -> int:
                 (count,) = db.execute(count_sql, params).fetchone()
-                db.execute(*outbox_retry_statement(ids, now))
+                for sql, values in outbox_retry_statements(ids, now):
+                    db.execute(sql, values)
                 return int(count)
 
             return await self._transact(retry)
         (count,) = self._db().execute(count_sql, params).fetchone()
         if count:
-            await self.write([outbox_retry_statement(ids, now)])
+            await self.write(outbox_retry_statements(ids, now))
         return int(count)
 
-    async def outbox_stats(self) -> OutboxStats:
-        return read_outbox_stats(self._db())
+    async def outbox_stats(self, kinds: Collection[OutboxKind] | None = None) -> OutboxStats:
+        return read_outbox_stats(self._db(), kinds)
 
     async def purge_outbox(self, delivered_before: datetime) -> None:
         await self.write(
             [
                 (
-                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
+                    "DELETE FROM outbox WHERE state IN ('delivered', 'closed')"
+                    " AND delivered_at < ?",
                     (to_epoch(delivered_before),),
                 )
             ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.conversations import MessageStatus
 from gateway.models import EventRecord, Lead
 from gateway.store.base import (
     DeliveryView,
@@ -223,6 +224,11 @@ def migrate_outbox(db: sqlite3.Connection) -> None:
     for name, decl in _OUTBOX_ADDED:
         if name not in columns:
             db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
+    # After the columns exist (an older file gets them just above).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS outbox_thread ON outbox (conversation_id, state, id)"
+        " WHERE conversation_id IS NOT NULL"
+    )
 
 
 def outbox_needs_migration(db: sqlite3.Connection) -> bool | None:
@@ -237,14 +243,16 @@ _OUTBOX_ADDED = (
     ("attempted", "INTEGER NOT NULL DEFAULT 0"),
     ("claimed_by", "TEXT"),
     ("claimed_until", "REAL"),
+    ("message_id", "TEXT"),
+    ("conversation_id", "TEXT"),
 )
 
 
 def outbox_rows(db: sqlite3.Connection, tail: str, params: tuple[Any, ...]) -> list[OutboxItem]:
     sql = (
         "SELECT id, lead_id, event_id, kind, state, attempts, next_attempt_at, created_at,"
-        " last_error, delivered_at, remote_id, attempted, claimed_by, claimed_until"
-        " FROM outbox" + tail
+        " last_error, delivered_at, remote_id, attempted, claimed_by, claimed_until,"
+        " message_id, conversation_id FROM outbox" + tail
     )
     return [
         OutboxItem(
@@ -262,23 +270,36 @@ def outbox_rows(db: sqlite3.Connection, tail: str, params: tuple[Any, ...]) -> l
             attempted=bool(r[11]),
             claimed_by=r[12],
             claimed_until=from_epoch(r[13]) if r[13] is not None else None,
+            message_id=r[14],
+            conversation_id=r[15],
         )
         for r in db.execute(sql, params)
     ]
 
 
 def claimable(
-    db: sqlite3.Connection, now: datetime, limit: int, skip: Collection[int] = ()
+    db: sqlite3.Connection,
+    now: datetime,
+    limit: int,
+    skip: Collection[int] = (),
+    kinds: Collection[OutboxKind] | None = None,
 ) -> list[OutboxItem]:
     """Due pending items nobody holds (unclaimed, or the claim ran out), oldest first;
-    `skip`: items with a claim or an outcome not yet committed."""
+    `skip`: items with a claim or an outcome not yet committed. A message waits while an
+    older message of its conversation is pending (held or not, due or not): in order."""
     at = to_epoch(now)
-    items = outbox_rows(
-        db,
+    where = (
         " WHERE state = 'pending' AND next_attempt_at <= ?"
-        " AND (claimed_by IS NULL OR claimed_until <= ?) ORDER BY id LIMIT ?",
-        (at, at, limit + len(skip)),
+        " AND (claimed_by IS NULL OR claimed_until <= ?)"
+        " AND (conversation_id IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o"
+        " WHERE o.conversation_id = outbox.conversation_id AND o.state = 'pending'"
+        " AND o.id < outbox.id))"
     )
+    params: list[Any] = [at, at]
+    if kinds is not None:
+        where += f" AND kind IN ({','.join('?' * len(kinds))})"
+        params += [OutboxKind(k).value for k in kinds]
+    items = outbox_rows(db, where + " ORDER BY id LIMIT ?", (*params, limit + len(skip)))
     return [item for item in items if item.id not in skip][:limit]
 
 
@@ -312,6 +333,9 @@ def outbox_update_statements(
     for u in updates:
         step = 1 if u.count_attempt else 0
         flag = None if u.attempted is None else int(u.attempted)
+        if u.message_status is not None:
+            # The transcript line first: the state change below ends the claim it checks.
+            out += _message_outcome(u, at, owner)
         if u.state is OutboxState.DELIVERED:
             if u.remote_id is not None:
                 # Before the state change below ends the claim the guard looks at.
@@ -342,17 +366,42 @@ def outbox_update_statements(
                     (due, u.error, step, flag, u.id, owner),
                 )
             )
-        elif u.state is OutboxState.DEAD:
+        elif u.state in (OutboxState.DEAD, OutboxState.CLOSED):
+            # A closed item is finished: it ages out with the delivered ones.
+            ended = to_epoch(at) if u.state is OutboxState.CLOSED else None
             out.append(
                 (
-                    "UPDATE outbox SET state = 'dead', last_error = ?, attempts = attempts + ?,"
-                    f" attempted = COALESCE(?, attempted), {release}"
+                    "UPDATE outbox SET state = ?, last_error = ?, attempts = attempts + ?,"
+                    f" attempted = COALESCE(?, attempted), delivered_at = ?, {release}"
                     " WHERE id = ? AND claimed_by = ?",
-                    (u.error, step, flag, u.id, owner),
+                    (u.state.value, u.error, step, flag, ended, u.id, owner),
                 )
             )
         else:
             raise ValueError(f"unknown outbox state {u.state!r}")
+    return out
+
+
+def _message_outcome(
+    u: OutboxUpdate, at: datetime, owner: str
+) -> list[tuple[str, tuple[Any, ...]]]:
+    assert u.message_status is not None
+    held = "(SELECT {} FROM outbox WHERE id = ? AND claimed_by = ?)"
+    out: list[tuple[str, tuple[Any, ...]]] = [
+        (
+            "UPDATE messages SET status = ?, status_reason = ?,"
+            " external_id = COALESCE(?, external_id) WHERE id = " + held.format("message_id"),
+            (u.message_status.value, u.error, u.remote_id, u.id, owner),
+        )
+    ]
+    if u.message_status is MessageStatus.SENT:
+        out.append(
+            (
+                "UPDATE conversations SET last_outbound_at = MAX(COALESCE(last_outbound_at, 0), ?)"
+                " WHERE id = " + held.format("conversation_id"),
+                (to_epoch(at), u.id, owner),
+            )
+        )
     return out
 
 
@@ -372,20 +421,38 @@ def outbox_retry_filter(ids: Sequence[int] | None) -> tuple[str, tuple[Any, ...]
     return f" WHERE state IN ('dead', 'pending') AND id IN ({marks})", tuple(ids)
 
 
-def outbox_retry_statement(ids: Sequence[int] | None, now: datetime) -> tuple[str, tuple[Any, ...]]:
+def outbox_retry_statements(
+    ids: Sequence[int] | None, now: datetime
+) -> list[tuple[str, tuple[Any, ...]]]:
     where, params = outbox_retry_filter(ids)
-    # Fresh attempts; `attempted` stays: the sink may hold a trace of the earlier tries.
-    return (
-        f"UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?{where}",
-        (to_epoch(now), *params),
-    )
+    return [
+        # A message retried is queued again in its transcript (before its row changes).
+        (
+            "UPDATE messages SET status = 'queued', status_reason = NULL WHERE id IN"
+            f" (SELECT message_id FROM outbox{where} AND message_id IS NOT NULL)",
+            params,
+        ),
+        # Fresh attempts; `attempted` stays: the sink may hold a trace of the earlier tries.
+        (
+            f"UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?{where}",
+            (to_epoch(now), *params),
+        ),
+    ]
 
 
-def read_outbox_stats(db: sqlite3.Connection) -> OutboxStats:
+def read_outbox_stats(
+    db: sqlite3.Connection, kinds: Collection[OutboxKind] | None = None
+) -> OutboxStats:
+    of_kind, params = "", tuple[str, ...]()
+    if kinds is not None:
+        of_kind = f" AND kind IN ({','.join('?' * len(kinds))})"
+        params = tuple(OutboxKind(k).value for k in kinds)
     pending, oldest = db.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
+        f"SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'{of_kind}", params
     ).fetchone()
-    (dead,) = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
+    (dead,) = db.execute(
+        f"SELECT COUNT(*) FROM outbox WHERE state = 'dead'{of_kind}", params
+    ).fetchone()
     return OutboxStats(
         pending=int(pending),
         dead=int(dead),

@@ -239,7 +239,7 @@ async def test_english_page_reads_english(holiday_with_requests: Stand) -> None:
     await page.locator("button.launcher").click()
     await expect(page.get_by_role("tab", name="Call me back")).to_be_visible()
     await expect(page.locator("#lg-pane-callback .note")).to_have_text(
-        "We are closed now. We will answer on Monday, 12 January, after 10:00."
+        "We are closed now. We will answer on Monday, January 12, after 10:00."
     )
     await assert_clean(page, watched)
 

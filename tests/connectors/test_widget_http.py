@@ -165,7 +165,7 @@ async def test_closed_on_a_holiday_offers_form_and_callback_with_when(
     ]
     english = await _state(client, lang="en-GB,en")
     assert english["tabs"][0]["note"] == (
-        "We are closed now. We will answer on Monday, 12 January, after 10:00."
+        "We are closed now. We will answer on Monday, January 12, after 10:00."
     )
     assert english["texts"]["tab_callback"] == "Call me back"
     # The visitor's own clock: 10:00 in Moscow is 14:00 in Novosibirsk.
@@ -208,7 +208,9 @@ async def test_chat_and_callback_follow_their_own_hours(
     clock.set(msk(2026, 1, 12, 19, 30))
     state = await _state(client)
     assert [(t["id"], t["open"]) for t in state["tabs"]] == [("callback", True), ("form", False)]
-    assert state["tabs"][1]["note"] == "Сейчас мы не на связи. Ответим завтра после 10:00."
+    assert state["tabs"][1]["note"] == (
+        "Сейчас мы не на связи. Ответим во вторник, 13 января, после 10:00."
+    )
     assert state["next_change_at"] == "2026-01-12T20:00:00+03:00"
 
 
@@ -279,7 +281,7 @@ async def test_callback_after_hours_says_when(
     assert await resp.json() == {
         "status": "accepted",
         "message": "Thank you! We are closed now and will call you back "
-        "on Monday, 12 January, after 10:00.",
+        "on Monday, January 12, after 10:00.",
     }
     (lead,) = await _leads(client, "callback")
     assert lead["after_hours"] is True
