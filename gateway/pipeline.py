@@ -20,7 +20,7 @@ from gateway.assign import Assignment, Roster, SellerSettings
 from gateway.calendar import BusinessCalendar, Classification
 from gateway.chat_settings import ConversationSettings
 from gateway.chats import Chats
-from gateway.conversations import AUTO
+from gateway.conversations import AUTO, Transcript
 from gateway.identity import identity_keys
 from gateway.inbox import Inbox
 from gateway.metrics import Metrics
@@ -240,6 +240,10 @@ class Pipeline:
 
     async def lead(self, lead_id: str) -> Lead | None:
         return await self.store.get_lead(lead_id)
+
+    async def transcript(self, lead_id: str) -> Transcript:
+        """A lead's conversations and their lines (a chat page showing its history)."""
+        return await self.store.transcript(lead_id)
 
     def seller(self, seller_id: str) -> SellerSettings | None:
         return self.roster.seller(seller_id)

@@ -6,7 +6,7 @@ Routes (NAME is the `[widget.NAME]` table):
 - GET  /v1/widget/NAME/state     open/closed per tab, the next change, texts and settings
 - POST /v1/widget/NAME/callback  «Перезвоните мне»: a `callback` lead
 - POST /v1/widget/NAME/form      the form tab: a lead through the /v1/forms parser
-The chat's WebSocket lives in connectors.widget.chat.
+- GET  /v1/widget/NAME/ws         the chat's WebSocket (connectors.widget.chat)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from connectors.webform import FormInvalid
 from connectors.widget import assets
+from connectors.widget.chat import WidgetChat, WidgetSender
 from connectors.widget.guard import (
     allowed_origin,
     cors,
@@ -54,7 +55,7 @@ from gateway.channels import Connector, ConnectorContext, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import client_ip, idempotency_key
 from gateway.i18n import describe_opening, gettext_for
-from gateway.models import LeadEvent, Outcome
+from gateway.models import Channel, LeadEvent, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class WidgetConnector:
         self.region = ctx.settings.phone_region
         self.script = assets.script()
         self.stylesheet = assets.stylesheet()
+        self.chat = WidgetChat(ctx, self.widgets, clock)
+        # Replies to widget chats (a seller's, the after-hours answer) go out through it.
+        ctx.chats.register_sender(Channel.CHAT, WidgetSender(ctx, self.widgets, clock))
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [
@@ -94,6 +98,7 @@ class WidgetConnector:
             web.options(f"/v1/widget/{NAME}/callback", self.preflight),
             web.post(f"/v1/widget/{NAME}/form", self.form),
             web.options(f"/v1/widget/{NAME}/form", self.preflight),
+            *self.chat.routes(),
         ]
 
     def tasks(self) -> Sequence[TaskSpec]:
@@ -103,7 +108,7 @@ class WidgetConnector:
         return None
 
     async def shutdown(self) -> None:
-        return None
+        await self.chat.shutdown()
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ the main states compared with references (tests/connectors/widget_screens/)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,3 +256,72 @@ async def test_phones_get_the_whole_screen(working_monday: Stand) -> None:
     await page.get_by_role("button", name="Закрыть").click()
     await expect(page.locator("button.launcher")).to_be_visible()
     await assert_clean(page, watched)
+
+
+async def test_chat_sends_receives_and_resumes_after_reload_and_drop(
+    working_monday: Stand,
+) -> None:
+    stand = working_monday
+    page, watched = await open_page(stand.browser, stand.url)
+    await page.locator("button.launcher").click()
+    chat = page.locator("#lg-pane-chat")
+    # The prechat: a phone asks for consent; then the chat.
+    await chat.get_by_label("Имя").fill("Анна")
+    await chat.get_by_label("Телефон").press_sequentially("9161234567")
+    await chat.get_by_role("button", name="Начать чат").click()
+    await expect(chat.get_by_text("Нужно ваше согласие")).to_be_visible()
+    await chat.locator("input[name=consent]").check()
+    await chat.get_by_role("button", name="Начать чат").click()
+    box = chat.get_by_label("Сообщение")
+    await expect(box).to_be_focused()
+    await box.fill("Здравствуйте! Есть подъёмник на 4 т?")
+    await page.keyboard.press("Enter")
+    mine = chat.locator(".msg.in")
+    await expect(mine).to_have_count(1)
+    await expect(mine.first).not_to_have_class("msg in pending")
+    (lead,) = await _leads(stand.api, "chat")
+    assert lead["contact"]["phones"] == ["+79161234567"]
+
+    # A seller answers through the API: on the page within a second.
+    started = asyncio.get_running_loop().time()
+    resp = await stand.api.post(
+        f"/v1/leads/{lead['id']}/messages",
+        json={"text": "Да, в наличии. Доставка завтра."},
+        headers=ADMIN_AUTH,
+    )
+    assert resp.status == 202
+    reply = chat.locator(".msg:not(.in)").filter(has_text="Да, в наличии")
+    await expect(reply).to_be_visible(timeout=5_000)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert_looks_like(await page.screenshot(), "chat")
+
+    # A reload: the same visitor, the same conversation with its history.
+    await page.reload()
+    await page.locator("button.launcher").click()
+    await expect(chat.locator(".msg.in")).to_have_text(["ВыЗдравствуйте! Есть подъёмник на 4 т?"])
+    await expect(chat.get_by_text("Да, в наличии. Доставка завтра.")).to_be_visible()
+
+    # Another tab of the same browser shows the same chat, and what either tab says.
+    other = await page.context.new_page()
+    await other.goto(stand.url)
+    await other.locator("button.launcher").click()
+    await expect(other.get_by_text("Да, в наличии. Доставка завтра.")).to_be_visible()
+    await chat.get_by_label("Сообщение").fill("А монтаж?")
+    await page.keyboard.press("Enter")
+    await expect(other.get_by_text("А монтаж?")).to_be_visible()
+
+    # The network drops (the gateway closes every socket): the page reconnects by itself,
+    # and a reply sent meanwhile arrives.
+    await _drop_sockets(stand)
+    await stand.api.post(
+        f"/v1/leads/{lead['id']}/messages", json={"text": "Монтаж тоже делаем."}, headers=ADMIN_AUTH
+    )
+    await expect(chat.get_by_text("Монтаж тоже делаем.")).to_be_visible(timeout=15_000)
+    await assert_clean(page, watched)
+
+
+async def _drop_sockets(stand: Stand) -> None:
+    from gateway.keys import CONNECTORS
+
+    (widget,) = [c for c in stand.api.server.app[CONNECTORS] if c.name == "widget"]
+    await widget.chat.shutdown()  # type: ignore[attr-defined]

@@ -457,7 +457,7 @@
       const [before, after] = t("consent").split("{link}");
       const policy = h("p", { class: "policy" }, before,
         h("a", { href: answer.policy_url, target: "_blank", rel: "noopener noreferrer", text: t("consent_link") }), after || "");
-      log.append(line("auto", t("greeting"), null, "greeting"));
+      log.append(line("greeting", t("greeting"), null, null));
       pane.append(log, status, compose, policy);
       if (answer.prechat.length && !started()) buildPrechat(answer);
     }
@@ -502,9 +502,9 @@
     }
 
     function line(author, text, at, id) {
-      const who = author === "customer" ? t("you") : author === "auto" ? t("auto") : t("seller");
+      const who = { customer: t("you"), auto: t("auto"), seller: t("seller") }[author];
       const el = h("div", { class: author === "customer" ? "msg in" : "msg" },
-        h("span", { class: "who", text: who }), h("span", { class: "text", text }));
+        who ? h("span", { class: "who", text: who }) : null, h("span", { class: "text", text }));
       if (id) el.dataset.id = id;
       if (at) el.title = new Date(at).toLocaleString();
       return el;
