@@ -77,7 +77,7 @@ HISTORY = 200  # lines a welcome carries at most
 RESYNC_SECONDS = 60.0
 # A socket sending garbage is closed after this many bad frames.
 MAX_BAD_FRAMES = 5
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+VISITOR_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _EMAIL = re.compile(r"[^\s@<>(),;:\"']+@[^\s@<>(),;:\"']+\.[^\s@<>(),;:\"'.]+")
 
@@ -201,7 +201,7 @@ class WidgetChat:
         if not hello or hello.get("type") != "hello" or not isinstance(token, str):
             await ws.close(code=1008, message=b"hello expected")
             return
-        if not _TOKEN.fullmatch(token):
+        if not VISITOR_TOKEN.fullmatch(token):
             await ws.close(code=1008, message=b"bad token")
             return
         session = Session(ws, name, visitor_id(token), ip, locale)

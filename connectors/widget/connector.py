@@ -21,7 +21,7 @@ from aiohttp import web
 
 from connectors.webform import FormInvalid
 from connectors.widget import assets
-from connectors.widget.chat import WidgetChat, WidgetSender
+from connectors.widget.chat import VISITOR_TOKEN, WidgetChat, WidgetSender, visitor_id
 from connectors.widget.guard import (
     allowed_origin,
     cors,
@@ -218,11 +218,23 @@ class WidgetConnector:
             raise ApiError(404, "tab_not_enabled", f"this widget has no {tab.value} tab")
         ip = ip_bucket(client_ip(request, self.trusted))
         limits = widget.limits
-        wait = await self.ctx.coordination.take(
-            f"widget-submit:{name}:{ip}",
-            capacity=float(limits.submissions_per_ip),
-            rate=limits.submissions_per_ip / limits.submissions_window_seconds,
-        )
+        # Per address, and per visitor (the browser's token) where the page sends it: a
+        # visitor cannot dodge by changing networks, an office behind one NAT is not one
+        # visitor. A bot can leave the token out; the address limit still holds it.
+        clients = [f"widget-submit:{name}:{ip}"]
+        token = request.headers.get("X-Leadgate-Visitor", "")
+        if VISITOR_TOKEN.fullmatch(token):
+            clients.append(f"widget-submit-v:{name}:{visitor_id(token)}")
+        wait = 0.0
+        for bucket in clients:
+            wait = max(
+                wait,
+                await self.ctx.coordination.take(
+                    bucket,
+                    capacity=float(limits.submissions_per_ip),
+                    rate=limits.submissions_per_ip / limits.submissions_window_seconds,
+                ),
+            )
         data = await read_post(request)
         locale = visitor_locale({"lang": str(data.get("lang") or "")}, request)
         _ = gettext_for(locale)

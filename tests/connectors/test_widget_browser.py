@@ -310,6 +310,14 @@ async def test_chat_sends_receives_and_resumes_after_reload_and_drop(
     await page.keyboard.press("Enter")
     await expect(other.get_by_text("А монтаж?")).to_be_visible()
 
+    # What a seller writes is text, never markup.
+    markup = '<img src=x onerror="document.title=1"><b>жирный</b>'
+    await stand.api.post(
+        f"/v1/leads/{lead['id']}/messages", json={"text": markup}, headers=ADMIN_AUTH
+    )
+    await expect(chat.locator(".msg .text").filter(has_text="жирный")).to_have_text(markup)
+    assert await chat.locator(".msg img, .msg b").count() == 0
+
     # The network drops (the gateway closes every socket): the page reconnects by itself,
     # and a reply sent meanwhile arrives.
     await _drop_sockets(stand)

@@ -517,3 +517,26 @@ async def test_answers_match_the_openapi_document(
     check("Error", await resp.json())
     clock.set(msk(2026, 1, 12, 20, 0))
     check("WidgetState", await _state(client))
+
+
+async def test_a_visitor_changing_networks_is_still_one_visitor(
+    aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    client = await _client(
+        aiohttp_client,
+        tmp_path,
+        Clock(msk(2026, 1, 12, 12, 0)),
+        widget_config(limits={"submissions_per_ip": 2}),
+        server={"trusted_proxies": ["127.0.0.1"]},
+    )
+    visitor = {"X-Leadgate-Visitor": "v" * 32}
+    statuses = []
+    for i in range(3):  # a new address each time, the same browser
+        headers = FROM_SITE | visitor | {"X-Forwarded-For": f"203.0.113.{i + 1}"}
+        resp = await client.post("/v1/widget/site/callback", json=CALLBACK, headers=headers)
+        statuses.append(resp.status)
+    assert statuses == [201, 201, 429]
+    # Another browser on those addresses is not held back by this one.
+    headers = FROM_SITE | {"X-Leadgate-Visitor": "w" * 32, "X-Forwarded-For": "203.0.113.9"}
+    resp = await client.post("/v1/widget/site/callback", json=CALLBACK, headers=headers)
+    assert resp.status == 201
