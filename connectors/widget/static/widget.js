@@ -603,6 +603,7 @@
           transmit(item);
         }
         clearInterval(ping);
+        pongDue = 0;
         // A socket a sleeping phone left half-open says nothing: ask, and reconnect
         // when no answer comes.
         ping = setInterval(() => {
