@@ -8,12 +8,13 @@ mounted and shut down in this order.
 
 from __future__ import annotations
 
-from connectors import orders, planned, webform
+from connectors import orders, webform
 from connectors.email import spec as email
 from connectors.meta import spec as meta
 from connectors.telegram import spec as telegram
 from connectors.telephony import spec as telephony
 from connectors.vk import spec as vk
+from connectors.widget import spec as widget
 from gateway.channels import ChannelSpec
 
 SPECS: list[ChannelSpec] = [
@@ -24,5 +25,5 @@ SPECS: list[ChannelSpec] = [
     meta.SPEC,
     vk.SPEC,
     telegram.SPEC,
-    planned.SPEC,  # channels whose packages are still to come
+    widget.SPEC,
 ]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from gateway.broadcast import Broadcast, InProcessBroadcast
 from gateway.coordination import Coordination, InProcessCoordination
 from gateway.models import Channel, Receipt
 
@@ -143,6 +144,9 @@ class ConnectorContext:
     metrics: Metrics
     # What replicas must agree on (leases, shared limits); in-process by default.
     coordination: Coordination = field(default_factory=InProcessCoordination)
+    # "Something new for topic T" to every replica (gateway.broadcast): how a reply sent
+    # by one replica reaches a customer's live connection held by another.
+    broadcast: Broadcast = field(default_factory=InProcessBroadcast)
     trusted_proxies: Sequence[Network] = field(default_factory=list)
     # Extra readiness checks (name -> problem in words, or None); the app adds them to
     # /readyz beside each connector's own readiness().

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.broadcast import Broadcast
 from gateway.channels import Connector
 from gateway.config import Settings
 from gateway.coordination import Coordination
@@ -19,6 +20,8 @@ METRICS = web.AppKey("metrics", Metrics)
 STORE: web.AppKey[Store] = web.AppKey("store")
 # What replicas agree on beside the store (leases, shared limits); see gateway.coordination.
 COORDINATION: web.AppKey[Coordination] = web.AppKey("coordination")
+# Fan-out to every replica's live connections (gateway.broadcast).
+BROADCAST: web.AppKey[Broadcast] = web.AppKey("broadcast")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 CONNECTORS: web.AppKey[list[Connector]] = web.AppKey("connectors")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -20,7 +20,7 @@ from gateway.assign import Assignment, Roster, SellerSettings
 from gateway.calendar import BusinessCalendar, Classification
 from gateway.chat_settings import ConversationSettings
 from gateway.chats import Chats
-from gateway.conversations import AUTO
+from gateway.conversations import AUTO, Transcript
 from gateway.identity import identity_keys
 from gateway.inbox import Inbox
 from gateway.metrics import Metrics
@@ -248,6 +248,11 @@ class Pipeline:
     def classify(self, at: datetime, channel: str | None = None) -> Classification:
         return self.calendar.classify(at, channel)
 
+    def open_until(self, at: datetime, channel: str | None = None) -> datetime | None:
+        """End of the working window `at` falls in, None when closed: when something shown
+        only in working time (the site widget) must switch off."""
+        return self.calendar.open_until(at, channel)
+
     def spam_reason(self, event: LeadEvent) -> str | None:
         return self.screen.reason(event)
 
@@ -256,6 +261,10 @@ class Pipeline:
 
     async def lead(self, lead_id: str) -> Lead | None:
         return await self.store.get_lead(lead_id)
+
+    async def transcript(self, lead_id: str) -> Transcript:
+        """A lead's conversations and their lines (a chat page showing its history)."""
+        return await self.store.transcript(lead_id)
 
     def seller(self, seller_id: str) -> SellerSettings | None:
         return self.roster.seller(seller_id)

@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import channels, chat_service, leads_api, messages_api, ops, ops_page
 from gateway.assign import Roster
+from gateway.broadcast import Broadcast, InProcessBroadcast
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
 from gateway.chats import Chats
@@ -24,6 +25,7 @@ from gateway.delivery.openlines import service as openlines
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
 from gateway.http import networks
 from gateway.keys import (
+    BROADCAST,
     CONNECTORS,
     COORDINATION,
     METRICS,
@@ -61,6 +63,12 @@ def make_coordination(settings: Settings) -> Coordination:
     """What this process agrees on with its peers. Embedded (one process, today's exact
     behaviour) until a shared implementation is configured."""
     return InProcessCoordination()
+
+
+def make_broadcast(settings: Settings) -> Broadcast:
+    """How this process tells its peers "something new for topic T". In-process until a
+    shared implementation (Redis pub/sub, see gateway.broadcast) is configured."""
+    return InProcessBroadcast()
 
 
 def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipeline:
@@ -179,9 +187,11 @@ def create_app(
     *,
     store: Store | None = None,
     coordination: Coordination | None = None,
+    broadcast: Broadcast | None = None,
     specs: Sequence[ChannelSpec] | None = None,
 ) -> web.Application:
-    """The app; `specs` defaults to the registered channel specs (tests pass their own)."""
+    """The app; `specs` defaults to the registered channel specs (tests pass their own).
+    Tests pass one coordination or broadcast to several apps to play replicas."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[gateway_middleware],
@@ -189,6 +199,7 @@ def create_app(
     metrics = Metrics()
     store = store or make_store(settings)
     coordination = coordination or make_coordination(settings)
+    broadcast = broadcast or make_broadcast(settings)
     pipeline = make_pipeline(settings, store, metrics)
     app[SETTINGS] = settings
     app[METRICS] = metrics
@@ -198,12 +209,14 @@ def create_app(
     app[STORE] = store
     app[PIPELINE] = pipeline
     app[COORDINATION] = coordination
+    app[BROADCAST] = broadcast
     supervisor = app[SUPERVISOR] = Supervisor(coordination, metrics)
     ctx = ConnectorContext(
         settings=settings,
         pipeline=pipeline,
         metrics=metrics,
         coordination=coordination,
+        broadcast=broadcast,
         trusted_proxies=networks(settings.server.trusted_proxies),
     )
     specs = channels.specs() if specs is None else specs
@@ -265,7 +278,9 @@ async def _freeze_startup_objects(app: web.Application) -> None:
 
 async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[COORDINATION].open()
+    await app[BROADCAST].open()
     yield
+    await app[BROADCAST].close()
     await app[COORDINATION].close()
 
 

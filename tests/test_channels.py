@@ -123,7 +123,7 @@ def test_specs_come_from_the_installed_entry_point() -> None:
         "meta",
         "vk",
         "telegram",
-        "planned",
+        "widget",
     ]
 
 
@@ -262,7 +262,7 @@ def test_a_new_channel_gets_its_defaults_from_its_spec_alone() -> None:
         channels={Channel.VK: ChannelDefaults(source_id="UC_VK2", title="ВК: {who}", label="ВК")},
         build=_build_nothing,
     )
-    channels._check([*specs, mine])  # no clash: no other spec (not planned) holds vk
+    channels._check([*specs, mine])  # no clash: no other spec holds vk
     with pytest.raises(RegistryError, match="'vk' is declared by both 'vk' and 'vk-plugin'"):
         channels._check([*registry.SPECS, mine])
 

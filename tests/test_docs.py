@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 import yaml
@@ -69,6 +69,10 @@ CORE_SETTINGS = (
 )
 # Routes of the core; channel webhooks (/v1/telephony/*, /v1/widget/*, ...) live elsewhere.
 CORE_ROUTE_PREFIXES = ("/v1/forms/", "/v1/orders", "/v1/leads", "/v1/openlines/", "/v1/telegram/")
+# Channel routes the OpenAPI document describes too (the widget's; its WebSocket is in
+# docs/channels/widget.md, OpenAPI has no words for one).
+DOCUMENTED_CHANNEL_PREFIXES = ("/v1/widget/",)
+CHANNEL_ROUTES_UNDOCUMENTED = {("/v1/widget/{name}/ws", "get")}
 CORE_ROUTES = (
     "/healthz",
     "/readyz",
@@ -136,6 +140,16 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _named_tables(model: type[BaseModel]) -> type[BaseModel] | None:
+    """The model of the tables a section holds under names of the operator's choice
+    (pydantic's typed `__pydantic_extra__`), or None."""
+    try:
+        extra = get_type_hints(model).get("__pydantic_extra__")
+    except (NameError, TypeError):
+        return None
+    return _model_of(get_args(extra)[1]) if get_origin(extra) is dict else None
+
+
 def _is_table(annotation: Any) -> bool:
     if get_origin(annotation) is dict:
         inner = _model_of(get_args(annotation)[1])
@@ -151,6 +165,9 @@ def _expected_sections() -> Iterator[tuple[tuple[str, ...], list[str]]]:
     def table(model: type[BaseModel], titles: tuple[str, ...], path: str) -> Iterator[Any]:
         # A key that is a table of its own is checked under its own heading instead.
         yield titles, [k for k, f in model.model_fields.items() if not _is_table(f.annotation)]
+        # A section whose every key is a name ([widget.NAME]): typed extra keys.
+        if (named := _named_tables(model)) is not None:
+            yield from table(named, (f"[{path}.NAME]",), f"{path}.NAME")
         for name, field in model.model_fields.items():
             ann = field.annotation
             if get_origin(ann) is dict:
@@ -195,7 +212,7 @@ def test_core_settings_exist() -> None:
 def test_every_spec_section_is_in_the_assembled_settings() -> None:
     fields = settings_model().model_fields
     sections = [s.section for s in specs() if s.section is not None]
-    assert {"telephony", "email"} <= set(sections)
+    assert {"telephony", "email", "widget"} <= set(sections)
     assert all(name in fields for name in sections)
     # ... and the docs check above walks exactly these fields: a spec section cannot hide.
     assert set(fields) == set(CORE_SETTINGS) | set(sections)
@@ -262,19 +279,37 @@ def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
     return routes
 
 
-def test_openapi_paths_match_the_core_routes(spec: dict[str, Any], tmp_path: Path) -> None:
-    registered = _core_routes(tmp_path)
-    documented = {
+def _documented(spec: dict[str, Any], prefixes: tuple[str, ...]) -> set[tuple[str, str]]:
+    return {
         (path, method)
         for path, ops in spec["paths"].items()
         for method in ops
-        # Channel webhooks documented there (/v1/vk) exist only when their channel is
-        # configured; each channel's tests check its own (tests/connectors/test_vk_docs.py).
-        if method in ("get", "post", "put", "patch", "delete")
-        # Channel webhooks exist only when their channel is configured: their own tests
-        # hold them to the document (e.g. tests/connectors/test_meta_docs.py).
-        and (path in CORE_ROUTES or path.startswith(CORE_ROUTE_PREFIXES))
+        # Channel webhooks documented there (/v1/vk, /v1/meta) exist only when their channel
+        # is configured; each channel's tests check its own (tests/connectors/test_*_docs.py).
+        if method in ("get", "post", "put", "patch", "delete") and path.startswith(prefixes)
     }
+
+
+def test_openapi_paths_match_the_core_routes(spec: dict[str, Any], tmp_path: Path) -> None:
+    registered = _core_routes(tmp_path)
+    documented = _documented(spec, (*CORE_ROUTE_PREFIXES, *CORE_ROUTES))
+    assert registered - documented == set(), "routes missing from docs/openapi.yaml"
+    assert documented - registered == set(), "docs/openapi.yaml documents routes that do not exist"
+
+
+def test_openapi_paths_match_the_documented_channel_routes(
+    spec: dict[str, Any], tmp_path: Path
+) -> None:
+    widget = {"allowed_origins": ["https://shop.example.ru"], "policy_url": "https://x.ru/p"}
+    settings = settings_model()(store={"path": str(tmp_path / "ch.db")}, widget={"site": widget})
+    registered = {
+        (route.resource.canonical, route.method.lower())
+        for route in create_app(settings).router.routes()
+        if route.resource is not None
+        and route.method not in ("HEAD", "OPTIONS", "*")
+        and route.resource.canonical.startswith(DOCUMENTED_CHANNEL_PREFIXES)
+    } - CHANNEL_ROUTES_UNDOCUMENTED
+    documented = _documented(spec, DOCUMENTED_CHANNEL_PREFIXES)
     assert registered - documented == set(), "routes missing from docs/openapi.yaml"
     assert documented - registered == set(), "docs/openapi.yaml documents routes that do not exist"
 
