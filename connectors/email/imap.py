@@ -188,8 +188,18 @@ class ImapSession:
 
     # --- IDLE ----------------------------------------------------------------------------
 
-    def idle_start(self) -> None:
-        self._live().idle()
+    def idle_start(self) -> bool:
+        """Enter IDLE; True when the folder already changed (fetch again at once).
+
+        A message that arrives between our last fetch and the IDLE command is announced by
+        an untagged EXISTS before the server's "+" continuation; imaplib files it under
+        untagged_responses, where idle_check() never looks. Unread, it would wait for the
+        next IDLE cycle (idle_minutes: up to half an hour)."""
+        client = self._live()
+        client.idle()
+        pending = client._imap.untagged_responses
+        changed = bool(pending.pop("EXISTS", None)) | bool(pending.pop("RECENT", None))
+        return changed
 
     def idle_wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds in IDLE; True when the folder changed."""

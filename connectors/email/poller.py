@@ -213,12 +213,11 @@ class FolderPoller:
         self.metrics.last_fetch.labels(self.mailbox, self.folder).set(self.last_success.timestamp())
 
     async def _idle(self, session: ImapSession) -> None:
-        await self._call(session.idle_start)
+        changed = await self._call(session.idle_start)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.idle_minutes * 60
-        while (left := deadline - loop.time()) > 0:
-            if await self._call(session.idle_wait, min(IDLE_SLICE, left)):
-                break
+        while not changed and (left := deadline - loop.time()) > 0:
+            changed = await self._call(session.idle_wait, min(IDLE_SLICE, left))
         await self._call(session.idle_end)
 
     # --- positions -----------------------------------------------------------------------

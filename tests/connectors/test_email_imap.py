@@ -29,6 +29,7 @@ from store_view import all_events, all_quarantine, read
 
 from connectors.email.autoreply import describe_opening
 from connectors.email.connector import EmailConnector
+from connectors.email.imap import ImapSession
 from connectors.email.position import Position
 from gateway.channels import ConnectorContext
 from gateway.config import ConfigError, Settings
@@ -557,6 +558,29 @@ async def test_idle_picks_up_new_mail_at_once(
     dovecot.deliver(user, numbered(1))
     await until(lambda: gw.has(2), "IDLE to report the new mail", within=10)
     assert time.monotonic() - started < 5
+
+
+async def test_mail_arriving_as_idle_starts_is_not_left_for_the_next_cycle(
+    dovecot: Dovecot, user: str, gateway: GatewayFactory
+) -> None:
+    """The server may announce a new message (EXISTS) before it accepts IDLE: that news must
+    be read, not left until the next IDLE cycle (up to idle_minutes, half an hour)."""
+    gw = await gateway(email_settings(mailbox(dovecot, user, poll_seconds=600)), start=False)
+    delivered: list[float] = []
+
+    class RacingSession(ImapSession):
+        def idle_start(self) -> bool:
+            if not delivered:  # right after the first fetch, just before IDLE
+                dovecot.deliver(user, numbered(0))
+                delivered.append(time.monotonic())
+                self._live().noop()  # the server now knows; its EXISTS rides on IDLE's answer
+            return super().idle_start()
+
+    for poller in gw.connector.pollers:
+        poller.session_factory = RacingSession
+    gw.start()
+    await until(lambda: gw.has(1), "the mail that came as IDLE started", within=10)
+    assert time.monotonic() - delivered[0] < 5
 
 
 async def test_idle_is_reissued_and_keeps_working(
