@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Settings, load_settings
+from tests.redis_server import RedisTarget, SessionRedis, session_redis
 
 ORDERS_TOKEN = "orders-secret-token"
 ADMIN_TOKEN = "admin-secret-token"
@@ -46,3 +47,19 @@ async def client(
 
 ORDER_AUTH = {"Authorization": f"Bearer {ORDERS_TOKEN}"}
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[SessionRedis]:
+    """REDIS_URL, or one redis-server of the tests' own for the whole run (tests/redis_server)."""
+    yield from session_redis()
+
+
+@pytest.fixture
+def redis_target(redis_session: SessionRedis) -> Iterator[RedisTarget]:
+    """A Redis URL and a key prefix of this test's own; its keys are deleted afterwards."""
+    target = redis_session.target()
+    try:
+        yield target
+    finally:
+        target.cleanup()
