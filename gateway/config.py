@@ -80,10 +80,32 @@ class ServerSettings(Section):
 
 
 class StoreSettings(Section):
-    kind: Literal["sqlite"] = "sqlite"
+    kind: Literal["sqlite", "redis"] = "sqlite"
     path: Path = Path("leadgate.db")
     # Events waiting to be committed together: one fsync serves them all.
     max_batch: int = Field(256, ge=1, le=10_000)
+    # kind = "redis" (gateway.redisconn): one server (`url`), or Sentinel (`sentinels` +
+    # `master`, with `url` giving only credentials, TLS and the database number).
+    url: SecretStr | None = None
+    sentinels: list[str] = []
+    master: str = "mymaster"
+    # Every key starts with this, so several gateways (or tests) can share one server.
+    prefix: str = Field("leadgate:", min_length=1, max_length=64)
+    # "always": refuse to start unless the server fsyncs every write before it answers
+    # (a 2xx means durable). "relaxed": start anyway and say so on /readyz, /ops and in a
+    # metric: an acknowledged event can be lost if the Redis host loses power.
+    durability: Literal["always", "relaxed"] = "always"
+    timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _redis_has_a_server(self) -> StoreSettings:
+        if self.kind == "redis" and self.url is None and not self.sentinels:
+            raise ValueError('kind = "redis" needs url = "redis://host:6379/0" or sentinels')
+        for item in self.sentinels:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinels: {item!r} is not host:port")
+        return self
 
 
 class DedupSettings(Section):
@@ -416,6 +438,8 @@ def store_problem(store: StoreSettings) -> str | None:
     that does not exist. A mistyped directory must not become a new, empty database (the
     gateway would start "fine" and every lead would land where nobody looks), so nothing
     is created: the working directory (the default's) exists, others are the operator's."""
+    if store.kind != "sqlite":
+        return None  # a server store's problems show when it connects (gateway.redisconn)
     parent = store.path.parent
     if not parent.is_dir():
         return f"store.path: directory {parent} does not exist (create it, or fix the path)"
