@@ -41,16 +41,21 @@ class Durability:
     detail: str
 
 
-def connect(store: StoreSettings) -> aioredis.Redis:
+def connect(
+    store: StoreSettings, *, decode: bool = True, name: str | None = None
+) -> aioredis.Redis:
     """A client for the configured server or the Sentinel group's current master.
-    Replies are decoded as UTF-8 text."""
+    Replies are decoded as UTF-8 text unless `decode` is False (bytes: pub/sub payloads).
+    `name` is set on each connection (CLIENT SETNAME), so CLIENT LIST shows who holds it."""
     url = store.url.get_secret_value() if store.url is not None else None
     common: dict[str, Any] = {
-        "decode_responses": True,
+        "decode_responses": decode,
         "socket_timeout": store.timeout_seconds,
         "socket_connect_timeout": store.timeout_seconds,
         "health_check_interval": 30,
     }
+    if name is not None:
+        common["client_name"] = name
     if not store.sentinels:
         assert url is not None  # StoreSettings requires url or sentinels
         return aioredis.Redis.from_url(url, **common)
