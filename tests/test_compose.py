@@ -38,6 +38,7 @@ def test_two_gateway_replicas_on_redis_that_must_be_durable() -> None:
         assert "ports" not in SERVICES[name]  # reached through the balancer only
     redis = " ".join(SERVICES["redis"]["command"])
     assert "--appendonly yes" in redis and "--appendfsync always" in redis
+    assert "--no-appendfsync-on-rewrite no" in redis
     assert "--maxmemory-policy noeviction" in redis
     assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
 
