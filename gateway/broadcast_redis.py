@@ -1,7 +1,7 @@
 """Broadcast between replicas over Redis pub/sub (the seam is gateway.broadcast).
 
 `publish` is a PUBLISH on `<prefix>bc:<topic>`. Each process holds one connection in
-PSUBSCRIBE `<prefix>bc:*` (named `leadgate-bc:<owner>` in CLIENT LIST) and hands what it
+PSUBSCRIBE `<prefix>bc:*` (named `leadgate-broadcast` in CLIENT LIST) and hands what it
 hears to its local subscribers. Pub/sub keeps nothing for a connection that is away: when
 the subscription is regained (redis-py reconnects and subscribes again, or our loop does
 after an error) every local callback gets RESYNC once and re-reads the store.
