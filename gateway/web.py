@@ -15,11 +15,13 @@ from aiohttp.web_protocol import RequestPayloadError
 from gateway import channels, chat_service, leads_api, messages_api, ops, ops_page
 from gateway.assign import Roster
 from gateway.broadcast import Broadcast, InProcessBroadcast
+from gateway.broadcast_redis import RedisBroadcast
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
 from gateway.chats import Chats
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
+from gateway.coordination_redis import RedisCoordination
 from gateway.delivery import service as delivery
 from gateway.delivery.openlines import service as openlines
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
@@ -39,9 +41,11 @@ from gateway.ops_snapshot import CHANNEL_CONNECTORS
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Releaser
 from gateway.redact import register as register_secret
+from gateway.redisconn import connect
 from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
+from gateway.store_durability import DurabilityWatch
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -60,14 +64,20 @@ def make_store(settings: Settings) -> Store:
 
 
 def make_coordination(settings: Settings) -> Coordination:
-    """What this process agrees on with its peers. Embedded (one process, today's exact
-    behaviour) until a shared implementation is configured."""
+    """What this process agrees on with its peers: on the store's Redis (under its prefix)
+    when [store] kind = "redis", else embedded (one process, exact)."""
+    if settings.store.kind == "redis":
+        return RedisCoordination(connect(settings.store), prefix=settings.store.prefix)
     return InProcessCoordination()
 
 
 def make_broadcast(settings: Settings) -> Broadcast:
-    """How this process tells its peers "something new for topic T". In-process until a
-    shared implementation (Redis pub/sub, see gateway.broadcast) is configured."""
+    """How this process tells its peers "something new for topic T": Redis pub/sub when
+    [store] kind = "redis" (payloads are bytes: a client that does not decode), else
+    in-process."""
+    if settings.store.kind == "redis":
+        client = connect(settings.store, decode=False, name="leadgate-broadcast")
+        return RedisBroadcast(client, prefix=settings.store.prefix)
     return InProcessBroadcast()
 
 
@@ -229,6 +239,12 @@ def create_app(
     leads_api.setup(app)
     messages_api.setup(app)
     ops.setup(app)
+    watch = None
+    if settings.store.kind == "redis":
+        watch = DurabilityWatch(settings.store, metrics)
+        ops.add_readiness_check(app, "store", watch.problem)
+    else:
+        metrics.store_durable.labels(settings.store.durability).set(1)  # synchronous=FULL
     ops_page.setup(app)
     off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
     app[_STARTUP_LINES] = lines = [
@@ -248,6 +264,10 @@ def create_app(
     # cleanup_ctx runs in order at startup and in reverse at shutdown: on SIGTERM the tasks
     # are cancelled first, then the connectors shut down (in registry order), then the
     # coordination and last the store closes (after the events in flight are committed).
+    # A Redis store's server is checked first: nothing opens on a server that would lose
+    # acknowledged writes (gateway.store_durability).
+    if watch is not None:
+        app.cleanup_ctx.append(_durability_ctx(watch))
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
@@ -259,6 +279,17 @@ def create_app(
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)
     return app
+
+
+def _durability_ctx(
+    watch: DurabilityWatch,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def check(app: web.Application) -> AsyncIterator[None]:
+        await watch.start()
+        yield
+        await watch.stop()
+
+    return check
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,6 @@
-"""The Coordination protocol, run against every implementation (in-process today).
+"""The Coordination protocol, run against every implementation: in-process, and Redis
+with two clients playing two replicas (the tests' own redis-server, or REDIS_URL under a
+prefix of the test's own).
 
 Each implementation comes with a way to let time pass: the in-process one reads a fake
 clock; a shared one (Redis) lets the real clock run, so durations here stay sub-second.
@@ -13,7 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.config import StoreSettings
 from gateway.coordination import Coordination, InProcessCoordination
+from gateway.coordination_redis import RedisCoordination
+from gateway.redisconn import connect
+from tests.redis_server import RedisTarget
 
 
 @dataclass
@@ -45,14 +51,31 @@ async def in_process() -> AsyncIterator[Harness]:
     await coord.close()
 
 
-IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[Harness]]] = {
-    "in-process": in_process,
+def redis_replica(target: RedisTarget, owner: str) -> RedisCoordination:
+    """One replica's coordination: a client (and connection pool) of its own."""
+    client = connect(StoreSettings(kind="redis", url=target.url, timeout_seconds=5))
+    return RedisCoordination(client, prefix=target.prefix, owner=owner)
+
+
+async def on_redis(target: RedisTarget) -> AsyncIterator[Harness]:
+    coord, other = redis_replica(target, "replica-a"), redis_replica(target, "replica-b")
+    await coord.open()
+    await other.open()
+    yield Harness(coord=coord, other=other, advance=asyncio.sleep, exact=False)
+    await coord.close()
+    await other.close()
+
+
+# Each factory asks for the fixtures it needs: only the Redis one starts (or reaches) a server.
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest], AsyncIterator[Harness]]] = {
+    "in-process": lambda _: in_process(),
+    "redis": lambda request: on_redis(request.getfixturevalue("redis_target")),
 }
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    async for harness in IMPLEMENTATIONS[request.param]():
+    async for harness in IMPLEMENTATIONS[request.param](request):
         yield harness
 
 
