@@ -1,4 +1,5 @@
-"""POST /v1/leads/{id}/messages: a reply to the customer, in the chat they wrote in.
+"""POST /v1/leads/{id}/messages: a reply to the customer, in the chat they wrote in (the
+chat named, or the lead's only one: with several, the seller must choose).
 
 The reply is queued (a transcript line and its outbox row, durable) and answered 202 with
 its id; the message worker sends it through the channel's sender. The lead JSON
@@ -45,15 +46,32 @@ def _read(body: dict[str, Any], sellers: set[str]) -> tuple[str, str | None, str
 
 
 def _target(conversations: tuple[Conversation, ...], named: str | None) -> Conversation | None:
-    """The conversation the store will queue in: the named one, else the one the customer
-    wrote in last (gateway.store.base.Store.queue_message)."""
+    """The conversation to queue in: the named one, else the lead's only one.
+
+    A lead with several (the customer wrote in Telegram and in VK) is answered only in the
+    one the seller names: guessing could put the answer in a chat the customer left, or
+    in front of a different person sharing the lead's phone."""
     if named is not None:
         return next((c for c in conversations if c.id == named), None)
-    return max(
-        conversations,
-        key=lambda c: (c.last_inbound_at or c.created_at, c.id),
-        default=None,
+    if len(conversations) > 1:
+        raise ApiError(
+            409,
+            "conversation_required",
+            "this lead has several conversations: name the one to answer in (conversation_id)",
+            extra={"conversations": [_choice(c) for c in _newest_first(conversations)]},
+        )
+    return conversations[0] if conversations else None
+
+
+def _newest_first(conversations: tuple[Conversation, ...]) -> list[Conversation]:
+    return sorted(
+        conversations, key=lambda c: (c.last_inbound_at or c.created_at, c.id), reverse=True
     )
+
+
+def _choice(c: Conversation) -> dict[str, Any]:
+    # As GET /v1/leads/{id} shows a conversation, only what a choice needs.
+    return c.model_dump(mode="json", include={"id", "channel", "account", "last_inbound_at"})
 
 
 async def post_message(request: web.Request) -> web.Response:

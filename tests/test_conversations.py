@@ -42,6 +42,17 @@ def open_now_calendar() -> dict[str, Any]:
     return {"channels": {"vk": week}, "extra_workdays": [str(today)]}
 
 
+def openapi_check(schema: str, instance: Any) -> None:
+    """`instance` is valid as docs/openapi.yaml's components/schemas/`schema`."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text())
+    root = {"components": spec["components"], "$ref": f"#/components/schemas/{schema}"}
+    errors = [e.message for e in Draft202012Validator(root).iter_errors(instance)]
+    assert not errors, errors
+
+
 async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 10.0) -> T:
     deadline = asyncio.get_running_loop().time() + within
     while True:
@@ -282,6 +293,46 @@ async def test_the_reply_api_refuses_clearly(chat_factory: Callable[..., Awaitab
     assert (resp.status, (await resp.json())["error"]) == (409, "no_conversation")
 
 
+async def test_a_reply_to_a_lead_of_several_chats_must_name_one(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The customer wrote in two chats (one phone): a reply without conversation_id is not
+    guessed into one of them but refused with the choices; naming one sends it there."""
+    chat = await chat_factory(calendar=open_now_calendar())
+    await chat.handled(await chat.post(chat="42", text="Сколько стоит?", phone="+79161234567"))
+    await chat.handled(await chat.post(chat="43", text="Это я же", phone="+79161234567"))
+    lead_id = await chat.only_lead_id()
+    conversations = (await chat.lead(lead_id))["conversations"]
+    assert {c["chat"] for c in conversations} == {"42", "43"}
+
+    resp = await chat.client.post(
+        f"/v1/leads/{lead_id}/messages", json={"text": "Здравствуйте"}, headers=ADMIN_AUTH
+    )
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["error"] == "conversation_required"
+    openapi_check("ConversationRequired", body)
+    by_id = {c["id"]: c for c in conversations}
+    assert [c["id"] for c in body["conversations"]] == sorted(
+        by_id, key=lambda i: by_id[i]["last_inbound_at"], reverse=True
+    )
+    for offered in body["conversations"]:
+        full = by_id[offered["id"]]
+        assert offered == {k: full[k] for k in ("id", "channel", "account", "last_inbound_at")}
+    assert chat.sender.sent == []  # nothing was queued
+
+    first = next(c for c in conversations if c["chat"] == "42")
+    resp = await chat.client.post(
+        f"/v1/leads/{lead_id}/messages",
+        json={"text": "Здравствуйте", "conversation_id": first["id"]},
+        headers=ADMIN_AUTH,
+    )
+    assert resp.status == 202
+    assert (await resp.json())["conversation_id"] == first["id"]
+    await chat.sends(1)
+    assert chat.sender.sent[0].chat == "42"
+
+
 async def test_a_reply_to_a_lead_without_a_chat_is_409(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
@@ -440,16 +491,7 @@ async def test_an_unreadable_update_is_kept_dead_not_dropped(
 async def test_the_lead_with_its_transcript_matches_the_openapi_document(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
-    import yaml
-    from jsonschema import Draft202012Validator
-
-    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text())
-
-    def check(schema: str, instance: Any) -> None:
-        root = {"components": spec["components"], "$ref": f"#/components/schemas/{schema}"}
-        errors = [e.message for e in Draft202012Validator(root).iter_errors(instance)]
-        assert not errors, errors
-
+    check = openapi_check
     chat = await chat_factory()
     await chat.handled(await chat.post(text="Здравствуйте", lang="ru"))
     lead_id = await chat.only_lead_id()
