@@ -333,6 +333,55 @@ async def test_a_reply_to_a_lead_of_several_chats_must_name_one(
     assert chat.sender.sent[0].chat == "42"
 
 
+async def test_a_retried_reply_with_its_idempotency_key_reaches_the_customer_once(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    chat = await chat_factory(calendar=open_now_calendar())
+    await chat.handled(await chat.post(text="Сколько стоит?"))
+    lead_id = await chat.only_lead_id()
+    url = f"/v1/leads/{lead_id}/messages"
+    keyed = {**ADMIN_AUTH, "Idempotency-Key": "reply-7f3a"}
+    reply = {"text": "450 000 ₽", "seller": "anna"}
+
+    # The client timed out and tries again — twice at once, then once more later.
+    first, second = await asyncio.gather(
+        chat.client.post(url, json=reply, headers=keyed),
+        chat.client.post(url, json=reply, headers=keyed),
+    )
+    assert (first.status, second.status) == (202, 202)
+    original = await first.json()
+    assert await second.json() == original
+    await chat.sends(1)
+    again = await chat.client.post(url, json=reply, headers=keyed)
+    assert again.status == 202
+    assert await again.json() == original  # the original answer, though it is sent by now
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    # The same key for another message is a client's bug, named, and queues nothing.
+    other = await chat.client.post(url, json={**reply, "text": "500 000 ₽"}, headers=keyed)
+    assert other.status == 422
+    refusal = await other.json()
+    assert refusal["error"] == "idempotency_key_reused"
+    assert "reply-7f3a" in refusal["detail"]
+    other = await chat.client.post(url, json={"text": "450 000 ₽"}, headers=keyed)
+    assert (other.status, (await other.json())["error"]) == (422, "idempotency_key_reused")
+
+    # Another key is another message; a bad key is refused before anything is queued.
+    fresh = await chat.client.post(
+        url, json=reply, headers={**ADMIN_AUTH, "Idempotency-Key": "reply-8b21"}
+    )
+    assert fresh.status == 202
+    assert (await fresh.json())["message_id"] != original["message_id"]
+    bad = await chat.client.post(url, json=reply, headers={**ADMIN_AUTH, "Idempotency-Key": "a b"})
+    assert (bad.status, (await bad.json())["error"]) == (400, "invalid_idempotency_key")
+
+    lead = await chat.settled(lead_id)
+    out = [m for m in lead["messages"] if m["direction"] == "out"]
+    assert [m["text"] for m in out] == ["450 000 ₽", "450 000 ₽"]
+    assert out[0]["id"] == original["message_id"]
+    assert [m.text for m in chat.sender.sent] == ["450 000 ₽", "450 000 ₽"]
+
+
 async def test_a_reply_to_a_lead_without_a_chat_is_409(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
