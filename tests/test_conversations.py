@@ -470,6 +470,48 @@ async def test_vendor_refusals_end_in_clear_states(
     assert 'leadgate_messages_total{account="shop",channel="vk",result="retry"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_a_send_of_unknown_outcome_is_repeated_only_where_the_vendor_deduplicates(
+    chat_factory: Callable[..., Awaitable[Chat]], idempotent: bool
+) -> None:
+    """No answer after the request went out (UNKNOWN), or the sender raised: a vendor with
+    an idempotency key gets it again; any other ends `unconfirmed`, sent once, whoever
+    wrote it."""
+    sender = ScriptedSender(
+        idempotent=idempotent,
+        script=[
+            SendResult(SendStatus.UNKNOWN, reason="ServerDisconnectedError"),
+            RuntimeError("the sender broke mid-send"),
+        ],
+    )
+    chat = await chat_factory(sender, calendar=open_now_calendar())
+    await chat.handled(await chat.post(text="Привет"))
+    lead_id = await chat.only_lead_id()
+    for text in ("Первый", "Второй"):
+        resp = await chat.client.post(
+            f"/v1/leads/{lead_id}/messages", json={"text": text}, headers=ADMIN_AUTH
+        )
+        assert resp.status == 202
+        await chat.settled(lead_id)
+    lead = await chat.settled(lead_id)
+    first, second = lead["messages"][-2:]
+    metrics = await (await chat.client.get("/metrics")).text()
+    if idempotent:
+        assert (first["status"], second["status"]) == ("sent", "sent")
+        # No answer, then the sender broke: tried again both times, the vendor keeps one.
+        assert [m.text for m in sender.sent] == ["Первый", "Первый", "Первый", "Второй"]
+        assert [m.attempted for m in sender.sent] == [False, True, True, False]
+        assert 'result="unconfirmed"' not in metrics
+        return
+    assert (first["status"], second["status"]) == ("unconfirmed", "unconfirmed")
+    assert "no answer after sending (ServerDisconnectedError)" in first["status_reason"]
+    assert "the sender broke mid-send" in second["status_reason"]
+    assert [m.text for m in sender.sent] == ["Первый", "Второй"]
+    assert 'leadgate_messages_total{account="shop",channel="vk",result="unconfirmed"} 2.0' in (
+        metrics
+    )
+
+
 async def test_refused_credentials_halt_the_account_until_a_probe_gets_through(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
