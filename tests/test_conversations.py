@@ -225,6 +225,26 @@ async def test_no_answer_in_working_time_nor_to_echoes_or_edits(
     assert chat.sender.sent == []
 
 
+async def test_an_edit_that_comes_before_its_message_is_kept_on_one_line(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The vendor delivered the edit first (the original's delivery was retried later):
+    the edited text stays, on one line, and the original joins it rather than adding one."""
+    chat = await chat_factory(calendar=open_now_calendar())
+    written = int(datetime.now(UTC).timestamp()) - 60
+    await chat.handled(
+        await chat.post(update_id=2, message_id=2, text="исправлено", edit_of=1, date=written + 30)
+    )
+    await chat.handled(await chat.post(update_id=1, message_id=1, text="опечтка", date=written))
+    lead = await chat.lead(await chat.only_lead_id())
+    (line,) = [m for m in lead["messages"] if m["direction"] == "in"]
+    assert line["text"] == "исправлено"
+    assert line["edited_at"] is not None
+    # The line is dated when the customer wrote it, not when they edited it.
+    assert datetime.fromisoformat(line["at"]) == datetime.fromtimestamp(written, UTC)
+    assert len(lead["events"]) == 2  # both are kept as events
+
+
 async def test_a_greeting_goes_once_with_its_event_even_when_the_update_comes_twice(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:

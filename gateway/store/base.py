@@ -328,7 +328,9 @@ class Store(Protocol):
         then identity keys as above; keeps the message as an inbound transcript line (its
         id is the event's id, its external_id the event's) — or, for an edit
         (`event.edits`), rewrites the text, attachments and edited_at of the line whose
-        external_id it names in that conversation (a new line when there is none); moves
+        external_id it names in that conversation (a new line when there is none, which
+        stands for the message: when the message itself comes later, it adds no line and
+        keeps the edited text, only the line's `at` moves back to the message's); moves
         the conversation's lead_id (when the event joined or made a lead),
         last_inbound_at and locale (when given). The plan's `answers` become outbound lines
         (status queued, on the event's lead) each with a `message.out` outbox row, and its
