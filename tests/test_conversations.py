@@ -225,6 +225,31 @@ async def test_no_answer_in_working_time_nor_to_echoes_or_edits(
     assert chat.sender.sent == []
 
 
+async def test_a_chats_message_retried_after_a_failure_is_not_overtaken(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The first message of chat 42 fails once and waits for its retry: the second message
+    of chat 42 waits for it, while another chat's message goes on."""
+    chat = await chat_factory(
+        calendar=open_now_calendar(),
+        inbox={"backoff_initial_seconds": 0.3, "backoff_max_seconds": 0.3},
+    )
+    chat.connector.fail_once.add(1)
+    await chat.post(update_id=1, chat="42", text="первое", phone="+79161234567")
+    await chat.post(update_id=2, chat="42", text="второе")
+    await chat.post(update_id=3, chat="77", text="другой чат")
+    for update_id in (1, 2, 3):
+        await chat.handled(update_id)
+    handled = chat.connector.handled
+    assert handled.index(3) < handled.index(1) < handled.index(2), handled
+    resp = await chat.client.get("/v1/leads", headers=ADMIN_AUTH)
+    (lead,) = [x for x in (await resp.json())["leads"] if "vk:42" in x["contact"]["handles"]]
+    lines = (await chat.lead(lead["id"]))["messages"]
+    assert [m["text"] for m in lines if m["direction"] == "in"] == ["первое", "второе"]
+    # The first message's own lead opened with its phone: it was not dropped by the wait.
+    assert lead["contact"]["phones"] == ["+79161234567"]
+
+
 async def test_an_edit_that_comes_before_its_message_is_kept_on_one_line(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:

@@ -37,3 +37,33 @@ async def test_orders_stored_before_the_scoping_still_replay(
     assert (await retry.json())["event_id"] == original["event_id"]
     other = await client.post("/v1/orders", json=order(1001, "+79031234567"), headers=MARKET)
     assert other.status == 201
+
+
+async def test_an_inbox_made_before_threads_gets_its_column_and_keeps_its_entries(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.inbox import InboxEntry
+    from gateway.store.sqlite import SQLiteStore
+
+    path = tmp_path / "leadgate.db"
+    store = SQLiteStore(path)
+    await store.open()
+    now = datetime.now(UTC)
+    await store.inbox_put([InboxEntry("telegram", "shop", "1", b"{}")], now)
+    await store.close()
+    db = sqlite3.connect(path)
+    with db:  # the inbox as the previous release made it: no thread column, no index
+        db.execute("DROP INDEX inbox_thread")
+        db.execute("ALTER TABLE inbox DROP COLUMN thread")
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.inbox_put([InboxEntry("telegram", "shop", "2", b"{}", thread="42")], now)
+        items = await store.inbox_claim(now, 10, owner="a", lease_seconds=60)
+        assert [(i.key, i.thread) for i in items] == [("1", None), ("2", "42")]
+    finally:
+        await store.close()

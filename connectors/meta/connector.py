@@ -72,15 +72,17 @@ def ad_click_key(channel: str, account: str, chat: str) -> str:
     return f"meta:ad_click:{channel}:{account}:{chat}"
 
 
-def _summary(body: bytes) -> tuple[str, str]:
-    """(object, account) of a body for the inbox and metrics: the entry id when there is
-    one, "batch" for several, "unknown" when it cannot be read (it is stored anyway)."""
+def _summary(body: bytes) -> tuple[str, str, str | None]:
+    """(object, account, thread) of a body for the inbox and metrics: the entry id when
+    there is one, "batch" for several, "unknown" when it cannot be read (it is stored
+    anyway); the thread is the one person writing, when the body is about one person
+    (Meta batches several only under load): one person's bodies are handled in order."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "unknown", "unknown"
+        return "unknown", "unknown", None
     if not isinstance(data, dict):
-        return "unknown", "unknown"
+        return "unknown", "unknown", None
     obj = data.get("object")
     entries = data.get("entry")
     ids = {
@@ -89,7 +91,17 @@ def _summary(body: bytes) -> tuple[str, str]:
         if isinstance(e, dict) and isinstance(e.get("id"), str | int)
     }
     account = next(iter(ids)) if len(ids) == 1 else "batch" if ids else "unknown"
-    return (obj[:40] if isinstance(obj, str) and obj else "unknown"), account[:64]
+    people = {
+        str(sender["id"])
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("messaging"), list)
+        for item in e["messaging"]
+        if isinstance(item, dict)
+        and isinstance(sender := item.get("sender"), dict)
+        and isinstance(sender.get("id"), str | int)
+    }
+    thread = next(iter(people))[:64] if len(people) == 1 else None
+    return (obj[:40] if isinstance(obj, str) and obj else "unknown"), account[:64], thread
 
 
 class LeadNotYet(Exception):
@@ -218,11 +230,12 @@ class MetaConnector:
         if not signature.verify(self.app_secret, body, request.headers.get(signature.HEADER)):
             self.metrics.webhooks.labels("unknown", "unauthorized").inc()
             raise ApiError(403, "forbidden", f"missing or wrong {signature.HEADER}")
-        obj, account = _summary(body)
+        obj, account, thread = _summary(body)
         headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
         key = hashlib.sha256(body).hexdigest()
         # Durable before the 200; StoreUnavailable becomes a 503 and Meta sends it again.
-        (kept,) = await self.inbox.put([InboxEntry(INBOX, account, key, body, headers)])
+        entry = InboxEntry(INBOX, account, key, body, headers, thread=thread)
+        (kept,) = await self.inbox.put([entry])
         self.metrics.webhooks.labels(obj, "accepted" if kept else "duplicate").inc()
         return web.json_response({"status": "ok"})
 

@@ -525,9 +525,10 @@ class Store(Protocol):
         checkpoint: tuple[str, str] | None = None,
     ) -> list[bool]:
         """Keep each entry durably (all in one transaction with `checkpoint`) before
-        returning, as pending and due at `at`; one bool per entry: False for a duplicate
-        of (channel, account, key) already kept (at any state, done included: the key
-        is remembered for good) or earlier in `entries`, which changes nothing."""
+        returning, as pending and due at `at`, with its thread; one bool per entry: False
+        for a duplicate of (channel, account, key) already kept (at any state, done
+        included: the key is remembered until purge_inbox) or earlier in `entries`, which
+        changes nothing."""
 
     async def inbox_claim(
         self,
@@ -540,7 +541,13 @@ class Store(Protocol):
     ) -> list[InboxItem]:
         """Claim pending entries due at `now` (of `channel`; None: any), oldest first, for
         `owner` until `now` plus `lease_seconds`, as claim_outbox does: never an entry whose
-        claim still runs, never one entry to two claims, durable before it returns."""
+        claim still runs, never one entry to two claims, durable before it returns.
+
+        An entry with a `thread` is claimable only while no older pending entry of the same
+        (channel, account, thread) is due later or held by a claim that still runs (being
+        claimed or updated counts as held): a chat's messages are handled in the order
+        kept, a retried one is never overtaken. Several due ones of a thread may go in
+        one claim, in order."""
 
     async def update_inbox(
         self, updates: Sequence[InboxUpdate], at: datetime, *, owner: str
@@ -556,6 +563,10 @@ class Store(Protocol):
 
     async def inbox_stats(self) -> dict[str, InboxStats]:
         """Pending and dead entries per channel (channels with none left out)."""
+
+    async def purge_inbox(self, done_before: datetime) -> int:
+        """Forget done entries received before a moment (keys included: a repeat is then
+        new); returns how many."""
 
     async def retry_inbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         """Make dead entries (these, or all when None) pending and due now with fresh

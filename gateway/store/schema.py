@@ -155,6 +155,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     claimed_until REAL,
     headers BLOB NOT NULL,
     body BLOB NOT NULL,
+    thread TEXT,
     UNIQUE (channel, account, key)
 );
 CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);

@@ -53,7 +53,7 @@ from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_chat import INSERT_MESSAGE, UPSERT_CONVERSATION, ChatMethods
 from gateway.store.sqlite_client import ClientRole, StoreRole
-from gateway.store.sqlite_inbox import INSERT_INBOX, InboxMethods
+from gateway.store.sqlite_inbox import INSERT_INBOX, InboxMethods, migrate_inbox
 from gateway.store.sqlite_match import MatchMethods
 from gateway.store.sqlite_ops import UPSERT_INTAKE, OpsMethods, intake_rows, migrate_ops
 from gateway.store.sqlite_outbox import OutboxMethods
@@ -176,6 +176,7 @@ class SQLiteStore(
         self._writer.executescript(SCHEMA)
         migrate_outbox(self._writer)
         migrate_ops(self._writer)
+        migrate_inbox(self._writer)
         # This process is the file's one writer, and only the writer delivers: a claim left
         # in the file belongs to a process that is gone. Its items are due again at once.
         self._writer.execute(*release_claims())
@@ -342,8 +343,7 @@ class SQLiteStore(
                     "last_event_at": max(base.last_event_at, event.occurred_at),
                     "sla_due_at": (
                         decision.sla_due_at
-                        if decision.sla_due_at is not None
-                        and base.sla_due_at < event.occurred_at
+                        if decision.sla_due_at is not None and base.sla_due_at < event.occurred_at
                         else base.sla_due_at
                     ),
                 }

@@ -145,6 +145,19 @@ async def test_the_same_message_in_another_batch_is_one_message(
     assert ids == ["mid.1480279487147:4388d3b344", "mid.same"]
 
 
+async def test_a_body_of_one_person_is_kept_in_their_order_a_batch_of_several_is_not(
+    make_client: MakeClient,  # noqa: F811
+) -> None:
+    client = await make_client(meta={"pages": [{"id": PAGE_ID, "token": "t-1234567890"}]})
+    one = text_body("mid.one", "Нужен станок")
+    several = json.loads(text_body("mid.two", "А цена?", sender="7345012345678901"))
+    several["entry"].append(fixture("messenger_text.botman-test.json")["entry"][0])
+    assert (await post(client, one)).status == 200
+    assert (await post(client, as_meta_sends(several))).status == 200
+    kept = await client.app[STORE].list_inbox()
+    assert [entry.thread for entry in kept] == [PSID, None]
+
+
 async def test_the_published_vector_of_another_meta_product_is_ignored(
     make_client: MakeClient,  # noqa: F811
 ) -> None:
