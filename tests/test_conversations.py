@@ -600,6 +600,33 @@ async def test_messages_of_one_conversation_go_in_order(
     assert [m.text for m in sender.sent] == ["ответ 0", "ответ 0", "ответ 1", "ответ 2"]
 
 
+async def test_the_parts_of_a_long_reply_go_back_to_back_not_a_poll_apart(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """A reply split into parts (the CRM's long answer) is queued at once on one
+    conversation; the store hands them out one at a time, and each next part goes as
+    soon as the one before is sent — not after the worker's idle poll."""
+    from gateway.keys import PIPELINE
+
+    chat = await chat_factory(
+        calendar=open_now_calendar(),
+        conversations={"poll_seconds": 60, "backoff_initial_seconds": 0.05},
+    )
+    await chat.handled(await chat.post(text="Расскажите подробно"))
+    lead_id = await chat.only_lead_id()
+    (conversation,) = (await chat.lead(lead_id))["conversations"]
+    now = datetime.now(UTC)
+    for part in ("часть 1", "часть 2", "часть 3"):
+        await chat.store.queue_message(
+            lead_id, part, author="crm:7", now=now, conversation_id=conversation["id"]
+        )
+    started = asyncio.get_running_loop().time()
+    chat.client.app[PIPELINE].chats.queued()
+    await chat.sends(3)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert [m.text for m in chat.sender.sent] == ["часть 1", "часть 2", "часть 3"]
+
+
 async def test_an_unreadable_update_is_kept_dead_not_dropped(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:

@@ -140,7 +140,11 @@ class MessageWorker:
             due = update.next_attempt_at
             if due is not None and (self._due is None or due < self._due):
                 self._due = due
-        return 0.0 if len(items) == s.batch_size else self._until_due()
+        # A conversation gives out one message at a time: one that ended (sent or final)
+        # may have freed the next (the parts of a long reply), so look again at once —
+        # the vendor's pace is the sender's (rate buckets, retry_after), not the poll's.
+        ended = any(u.state is not OutboxState.PENDING for u in updates)
+        return 0.0 if ended or len(items) == s.batch_size else self._until_due()
 
     def _until_due(self) -> float:
         """Rest until the first retry we scheduled is due (a 429's retry_after of 1 s must
