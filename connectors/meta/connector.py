@@ -52,11 +52,12 @@ from connectors.meta.webhook import (
     parse,
 )
 from connectors.meta.window import WindowRules
-from gateway.channels import Connector, ConnectorContext, TaskSpec
+from gateway.channels import Connector, ConnectorContext, ReplayRefused, TaskSpec
 from gateway.errors import ApiError
 from gateway.inbox import InboxEntry, InboxItem, Unprocessable
-from gateway.models import Channel, Outcome
+from gateway.models import Channel, Outcome, Receipt
 from gateway.redact import register as register_secret
+from gateway.store.base import QuarantineEntry
 from gateway.textsafe import header_bytes
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,11 @@ class MetaConnector:
         self.instagram_graph = GraphClient(
             settings.instagram_graph_base, settings.graph_api_version, timeout
         )
-        self.names = NameCache(settings.name_cache_size, settings.name_cache_hours * 3600)
+        self.names = NameCache(
+            settings.name_cache_size,
+            settings.name_cache_hours * 3600,
+            settings.name_timeout_seconds,
+        )
         # account -> what Meta said when it refused the account's token (for /readyz).
         self.refused: dict[str, str] = {}
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
@@ -267,11 +272,33 @@ class MetaConnector:
             for change in delivery.leadgen:
                 self.metrics.items.labels("facebook", self._page_of(change), "leadgen").inc()
 
-    async def handle_item(self, item: Messaging, received_at: datetime) -> None:
+    async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None:
+        """A body a person released (`leadgate quarantine release`): run through again, as
+        live input, so what was taken before replays. Still unreadable, wholly or in part,
+        it is refused: the release leaves it quarantined (`kept`, with the reason), never
+        dropped — its readable items are taken meanwhile."""
+        if entry.channel != INBOX:
+            raise ReplayRefused(f"not a Meta webhook body (kept as {entry.channel!r})")
+        try:
+            delivery = parse(entry.body)
+        except WebhookInvalid as exc:
+            raise ReplayRefused(f"still not a Meta webhook body: {exc}") from None
+        receipt = None
+        received_at = self.clock()
+        for item in delivery.messaging:
+            receipt = await self.handle_item(item, received_at) or receipt
+        if delivery.leadgen:
+            await self.inbox.put([self._leadgen_entry(change) for change in delivery.leadgen])
+        if delivery.problems:
+            reason = "; ".join(delivery.problems[:5])
+            raise ReplayRefused(f"still partly unreadable: {reason} (the readable rest is taken)")
+        return receipt
+
+    async def handle_item(self, item: Messaging, received_at: datetime) -> Receipt | None:
         channel = channel_of(item.object).value
         self.metrics.items.labels(channel, item.account, item.kind.value).inc()
         if item.kind not in CUSTOMER_KINDS:
-            return  # echoes, receipts, reactions: not the customer's contact
+            return None  # echoes, receipts, reactions: not the customer's contact
         if came_from_ad(item) and item.at is not None:
             # The longer messaging window after a Click-to-Messenger ad runs from here.
             await self.pipeline.save_checkpoint(
@@ -279,8 +306,7 @@ class MetaConnector:
             )
         name = None if item.kind is ItemKind.EDIT else await self.sender_name(item)
         event = message_event(item, received_at=received_at, name=name, region=self.region)
-        if event is not None:
-            await self.pipeline.accept(event)
+        return None if event is None else await self.pipeline.accept(event)
 
     # --- Lead Ads ---------------------------------------------------------------------------
 

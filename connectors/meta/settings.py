@@ -87,6 +87,8 @@ class MetaSettings(_Section):
     graph_base: str = "https://graph.facebook.com"
     instagram_graph_base: str = "https://graph.instagram.com"
     graph_timeout_seconds: float = Field(20.0, gt=0, le=300)
+    # The longest a message waits for its sender's name (the lead goes on without it).
+    name_timeout_seconds: float = Field(3.0, gt=0, le=60)
     pages: list[PageSettings] = []
     instagram: list[InstagramSettings] = []
     # Meta's messaging window: a reply goes as RESPONSE within window_hours of the
