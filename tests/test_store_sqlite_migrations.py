@@ -67,3 +67,38 @@ async def test_an_inbox_made_before_threads_gets_its_column_and_keeps_its_entrie
         assert [(i.key, i.thread) for i in items] == [("1", None), ("2", "42")]
     finally:
         await store.close()
+
+
+async def test_leads_made_before_count_days_still_count_by_when_they_came(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.store.sqlite import SQLiteStore
+    from tests.store.contract import make_event, record, rr
+
+    path = tmp_path / "leadgate.db"
+    store = SQLiteStore(path)
+    await store.open()
+    now = datetime.now(UTC)
+    await record(
+        store, make_event("old-1", phone="+79030000001", at=now), assignment=rr("anna", at=now)
+    )
+    await store.close()
+    db = sqlite3.connect(path)
+    with db:  # the leads table as the previous release made it
+        db.execute("ALTER TABLE leads DROP COLUMN count_day")
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        r = await record(
+            store,
+            make_event("new-1", phone="+79030000002", at=now),
+            assignment=rr("anna", "boris", at=now),
+        )
+        assert r.assignment is not None and r.assignment.seller_id == "boris"
+        assert await store.assignment_counts(now.date()) == {"anna": 1, "boris": 1}
+    finally:
+        await store.close()

@@ -318,7 +318,10 @@ class Store(Protocol):
         `assign.pick` and the round-robin counts of its day (`assign.counting_day`), and
         persist the lead, the event, an outbox row and the count in one transaction before
         returning. Only the committed attempt moves the counts: a failed write leaves them as
-        they were. A `checkpoint` (name, value) — a poller's position — is saved in that same
+        they were. The day the count went to is stored with the lead in that transaction,
+        and a store that starts counting a day (after opening) takes its counts from the
+        leads stored with that day — starting at the latest day stored, if later — so a
+        restart or a retry counts every lead in the same day as before. A `checkpoint` (name, value) — a poller's position — is saved in that same
         transaction, so a crash can neither skip the event nor take it twice.
 
         A chat message (`event.thread` set) also, in that same transaction: finds or opens
