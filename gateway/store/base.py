@@ -321,8 +321,9 @@ class Store(Protocol):
         they were. The day the count went to is stored with the lead in that transaction,
         and a store that starts counting a day (after opening) takes its counts from the
         leads stored with that day — starting at the latest day stored, if later — so a
-        restart or a retry counts every lead in the same day as before. A `checkpoint` (name, value) — a poller's position — is saved in that same
-        transaction, so a crash can neither skip the event nor take it twice.
+        restart or a retry counts every lead in the same day as before. A `checkpoint`
+        (name, value) — a poller's position — is saved in that same transaction, so a crash
+        can neither skip the event nor take it twice.
 
         A chat message (`event.thread` set) also, in that same transaction: finds or opens
         its conversation (channel, thread.account, thread.chat) and hands it to `plan` as
