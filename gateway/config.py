@@ -42,6 +42,7 @@ from gateway.delivery.openlines.settings import OpenLinesSettings
 from gateway.delivery.settings import DeliverySettings
 from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
+from gateway.secret_rules import LongSecret
 
 DEFAULT_PATH = Path("leadgate.toml")
 ENV_PATH = envvars.ENV_PATH
@@ -182,7 +183,7 @@ class RateLimitSettings(Section):
 class TokenSettings(Section):
     """Named tokens, so one can be revoked without touching the others."""
 
-    tokens: dict[str, SecretStr] = {}
+    tokens: dict[str, LongSecret] = {}
 
 
 class OpsSettings(Section):

@@ -132,9 +132,11 @@ class Pipeline:
         # A contact that may only join a lead (our outgoing call) makes none, unless junk.
         creates = event.creates_lead or junk is not None
         lead = self._new_lead(event, cls, junk) if creates else None
-        # The seller is chosen for when the lead will be worked, not when it arrived.
+        # The seller is chosen for when the lead will be worked, not when it arrived — and
+        # never before we had it: a late event (a call notification retried a day on, a
+        # mailbox catching up) is worked from now, by who is on duty now.
         request = (
-            self.roster.request(cls.next_open_at or event.occurred_at)
+            self.roster.request(max(cls.next_open_at or event.occurred_at, event.received_at))
             if lead is not None and junk is None
             else None
         )

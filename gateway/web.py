@@ -272,7 +272,10 @@ def create_app(
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
-    supervisor.add(Releaser(store, serving).task())  # quarantine entries people released
+    # Quarantine entries people released go to the connector of their channel, or of the
+    # name they were kept under (Meta keeps webhook bodies as "meta": one body, two channels).
+    releasing = {**{c.name: c for c in built}, **serving}
+    supervisor.add(Releaser(store, releasing).task())
     chat_service.setup(app)  # the inbox and message workers, likewise
     openlines.setup(app)  # Bitrix24 Open Lines, when [openlines] is configured
     ops.add_readiness_check(app, "tasks", supervisor.problem)

@@ -31,7 +31,7 @@ class TelegramMetrics:
         )
         self.replies = Counter(
             "leadgate_telegram_replies",
-            "sendMessage outcomes, by bot and result (sent, retry, undeliverable, halt)",
+            "sendMessage outcomes, by bot and result (sent, retry, undeliverable, halt, unknown)",
             ["bot", "result"],
             registry=r,
         )

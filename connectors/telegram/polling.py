@@ -27,6 +27,7 @@ from aiogram.exceptions import (
 
 from connectors.telegram.metrics import TelegramMetrics
 from connectors.telegram.settings import BotSettings
+from connectors.telegram.updates import chat_of
 from gateway.inbox import Inbox, InboxEntry
 from gateway.pipeline import Pipeline
 from gateway.store.base import StoreUnavailable
@@ -95,14 +96,13 @@ class Poller:
             self.problem = None
             if not updates:
                 continue
-            entries = [
-                InboxEntry(
-                    CHANNEL,
-                    self.name,
-                    str(u.update_id),
-                    orjson.dumps(u.model_dump(mode="json", by_alias=True, exclude_unset=True)),
-                )
+            dumped = [
+                (u.update_id, u.model_dump(mode="json", by_alias=True, exclude_unset=True))
                 for u in updates
+            ]
+            entries = [
+                InboxEntry(CHANNEL, self.name, str(key), orjson.dumps(data), thread=chat_of(data))
+                for key, data in dumped
             ]
             following = max(u.update_id for u in updates) + 1
             try:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from gateway.channels import default_titles
 from gateway.models import Channel, EquipmentCategory
+from gateway.secret_rules import LongSecret
 
 # What a TITLE template may use; see gateway.delivery.b24mapping.title_values.
 TITLE_PLACEHOLDERS = frozenset(
@@ -109,7 +110,7 @@ class Bitrix24Settings(_Section):
 
 class WebhookSinkSettings(_Section):
     url: str | None = None
-    secret: SecretStr | None = None  # HMAC-SHA256 key for X-Leadgate-Signature
+    secret: LongSecret | None = None  # HMAC-SHA256 key for X-Leadgate-Signature
     timeout_seconds: float = Field(10.0, gt=0, le=600)
     concurrency: int = Field(4, ge=1, le=64)
 
