@@ -28,7 +28,7 @@ from aiohttp import web
 
 from gateway.delivery.b24client import B24Error
 from gateway.delivery.openlines.client import AppClient
-from gateway.delivery.openlines.form import read_event_form, text
+from gateway.delivery.openlines.form import first, nested, read_event_form, read_pairs, text
 from gateway.delivery.openlines.metrics import OpenLinesMetrics
 from gateway.delivery.openlines.oauth import expiry
 from gateway.delivery.openlines.settings import OpenLinesSettings
@@ -179,14 +179,16 @@ class OpenLinesRoutes:
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        fields = await read_event_form(request)
-        name = (text(fields, "event") or "").upper()
-        label = name if name in _KNOWN else "other"
+        pairs = await read_pairs(request)
+        # Token first: the flat auth[application_token] is compared before the rest of the
+        # body is even nested, so nobody without it learns how the body would be read.
         expected = self.keeper.application_token()
         if expected is None:
             await self.keeper.load()
             expected = self.keeper.application_token()
-        given = text(fields, "auth", "application_token")
+        given = first(pairs, "auth[application_token]")
+        name = (first(pairs, "event") or "").upper()
+        label = name if name in _KNOWN else "other"
         if expected is None:
             self.metrics.event(label, "unauthorized")
             raise ApiError(401, "not_installed", "the application is not installed here")
@@ -196,6 +198,7 @@ class OpenLinesRoutes:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             self.metrics.event(label, "unauthorized")
             raise ApiError(401, "unauthorized", "wrong auth[application_token]")
+        fields = nested(pairs)
         tokens = self.keeper.tokens
         member = text(fields, "auth", "member_id")
         if tokens is not None and member is not None and member != tokens.member_id:
