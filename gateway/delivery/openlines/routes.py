@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[str, dict[str, Any], bytes], Awaitable[str]]
 
 
-def _same_endpoint(given: str, expected: str) -> bool:
-    a, b = urlsplit(given), urlsplit(expected)
-    return (
-        a.scheme == b.scheme
-        and (a.hostname or "").lower() == (b.hostname or "").lower()
-        and a.port == b.port
-        and a.path.rstrip("/") == b.path.rstrip("/")
-    )
+def _endpoint(url: str) -> tuple[str, str, int | None, str] | None:
+    """What identifies a REST endpoint, or None when `url` is not a URL at all (an unclosed
+    "[", a port that is no port): urlsplit and .port raise ValueError for those."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, (parts.hostname or "").lower(), parts.port, parts.path.rstrip("/")
+    except ValueError:
+        return None
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -120,8 +120,16 @@ class OpenLinesRoutes:
         ):
             self.metrics.event(event, "unauthorized")
             raise ApiError(401, "unauthorized", "wrong application_token")
-        endpoint = str(auth["client_endpoint"])
-        if not _same_endpoint(endpoint, self.settings.rest_base):
+        given_endpoint = _endpoint(str(auth["client_endpoint"]))
+        if given_endpoint is None:
+            self.metrics.event(event, "invalid")
+            raise ApiError(
+                400,
+                "invalid_installation",
+                "the installation's client_endpoint is not a URL",
+                {"client_endpoint": "not a URL"},
+            )
+        if given_endpoint != _endpoint(self.settings.rest_base):
             self.metrics.event(event, "unauthorized")
             raise ApiError(
                 401,
