@@ -151,7 +151,16 @@ class OpenLinesRoutes:
             user_id=text(auth, "user_id"),
             installed_at=now,
         )
-        await self.keeper.install(tokens)
+        try:
+            await self.keeper.install(tokens)
+        except B24Error:  # a renewal held the lease for longer than it may: try again
+            self.metrics.event(event, "unavailable")
+            raise ApiError(
+                503,
+                "portal_unavailable",
+                "the application's token is being renewed; reinstall in a minute",
+                headers={"Retry-After": "30"},
+            ) from None
         self.on_install()
         self.metrics.event(event, "accepted")
         return _json({"status": "installed"})
