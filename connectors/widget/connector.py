@@ -257,7 +257,10 @@ class WidgetConnector:
             )
         except FormInvalid as exc:
             errors = exc.fields | errors
-        if wait:
+        # No consent: 422 whatever the rate limit says, and nothing is kept, not even the
+        # rate-limited JUNK copy below (152-ФЗ: no consent, no processing). The limit's
+        # token is taken all the same, so a bot gains nothing by leaving consent out.
+        if wait and "consent" not in errors:
             if event is not None:
                 await self._keep_rate_limited(name, ip, event, limits.submissions_window_seconds)
             seconds = retry_seconds(wait)
