@@ -47,18 +47,23 @@ async def phones_of(client: Client, lead_id: str) -> list[str]:
     return phones
 
 
+async def form_and_order(client: Client, phone: str, order_id: str) -> tuple[Any, Any]:
+    """The same phone through a site form and a shop order; both responses."""
+    form = await client.post("/v1/forms/site", json={"name": "Анна", "phone": phone})
+    order = await client.post(
+        "/v1/orders",
+        json={"order_id": order_id, "customer": {"name": "Анна", "phone": phone}},
+        headers=ORDER_AUTH,
+    )
+    return form, order
+
+
 @pytest.mark.parametrize("spelling", DECIMAL)
 async def test_decimal_digits_of_any_script_are_the_same_phone(
     client: Client, spelling: str
 ) -> None:
-    phone = DECIMAL[spelling]
-    form = await client.post("/v1/forms/site", json={"name": "Анна", "phone": phone})
+    form, order = await form_and_order(client, DECIMAL[spelling], "U1")
     assert form.status == 201, await form.text()
-    order = await client.post(
-        "/v1/orders",
-        json={"order_id": "U1", "customer": {"name": "Анна", "phone": phone}},
-        headers=ORDER_AUTH,
-    )
     assert order.status == 201, await order.text()
     lead_id = (await form.json())["lead_id"]
     assert (await order.json())["lead_id"] == lead_id  # one person, one lead
@@ -69,14 +74,8 @@ async def test_decimal_digits_of_any_script_are_the_same_phone(
 async def test_digits_that_are_not_decimal_are_refused_by_name(
     client: Client, spelling: str
 ) -> None:
-    phone = NOT_DECIMAL[spelling]
-    form = await client.post("/v1/forms/site", json={"name": "Анна", "phone": phone})
+    form, order = await form_and_order(client, NOT_DECIMAL[spelling], "U2")
     assert form.status == 422
     assert set((await form.json())["fields"]) == {"phone"}
-    order = await client.post(
-        "/v1/orders",
-        json={"order_id": "U2", "customer": {"name": "Анна", "phone": phone}},
-        headers=ORDER_AUTH,
-    )
     assert order.status == 422
     assert set((await order.json())["fields"]) == {"customer.phone"}

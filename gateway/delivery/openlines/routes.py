@@ -154,16 +154,16 @@ class OpenLinesRoutes:
         try:
             await self.keeper.install(tokens)
         except B24Error:  # a renewal held the lease for longer than it may: try again
-            self.metrics.event(event, "unavailable")
-            raise ApiError(
-                503,
-                "portal_unavailable",
-                "the application's token is being renewed; reinstall in a minute",
-                headers={"Retry-After": "30"},
+            raise self._unavailable(
+                event, "the application's token is being renewed; reinstall in a minute"
             ) from None
         self.on_install()
         self.metrics.event(event, "accepted")
         return _json({"status": "installed"})
+
+    def _unavailable(self, event: str, detail: str) -> ApiError:
+        self.metrics.event(event, "unavailable")
+        return ApiError(503, "portal_unavailable", detail, headers={"Retry-After": "30"})
 
     async def _vouch(self, access_token: str, event: str) -> None:
         """The portal confirms the token is our application's: app.info answers with our
@@ -178,12 +178,8 @@ class OpenLinesRoutes:
                 raise ApiError(
                     401, "unauthorized", f"the portal did not confirm the token: {exc.code}"
                 ) from None
-            self.metrics.event(event, "unavailable")
-            raise ApiError(
-                503,
-                "portal_unavailable",
-                "could not reach the portal to confirm the installation; reinstall later",
-                headers={"Retry-After": "30"},
+            raise self._unavailable(
+                event, "could not reach the portal to confirm the installation; reinstall later"
             ) from None
         code = info.get("CODE") if isinstance(info, dict) else None
         if not isinstance(code, str) or not hmac.compare_digest(
