@@ -196,6 +196,8 @@ class ScreenSettings(Section):
     """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
 
     blocked_phones: PhoneList = []
+    # The company's own numbers: never a customer's phone, in any channel.
+    own_phones: PhoneList = []
     blocked_emails: list[str] = []
     blocked_domains: list[str] = []
     stop_words: list[str] = []

@@ -88,6 +88,7 @@ class Pipeline:
         if event.raw is not None and (raw := bound_raw(event.raw)) is not event.raw:
             # Kept for audit, not for work: cut to size here, the one door, for every channel.
             event = event.model_copy(update={"raw": raw})
+        event = self.screen.without_own_phones(event)
         try:
             classification = self.calendar.classify(event.occurred_at, channel)
         except (ValueError, OverflowError):

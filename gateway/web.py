@@ -90,6 +90,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         roster=Roster(settings.sellers, settings.assignment, calendar),
         screen=Screen(
             blocked_phones=s.blocked_phones,
+            own_phones=s.own_phones,
             blocked_emails=s.blocked_emails,
             blocked_domains=s.blocked_domains,
             stop_words=s.stop_words,

@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 
 from gateway.delivery.http_session import LazySession, request_may_have_arrived
+from gateway.textsafe import ascii_digits
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and ascii_digits(value):
         return int(value)
     return None
 

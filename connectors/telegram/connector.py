@@ -165,6 +165,7 @@ class TelegramConnector:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
+            self.metrics.poison.labels(item.account, "handling").inc()
             raise Unprocessable(f"not a Telegram update: {where}: {first['msg']}") from None
         self.metrics.updates.labels(item.account, parsed.kind).inc()
         if parsed.event is not None:

@@ -41,6 +41,13 @@ class TelegramMetrics:
             ["bot", "reason"],
             registry=r,
         )
+        self.poison = Counter(
+            "leadgate_telegram_poison_updates",
+            "Updates that are no Telegram update leadgate can read, by bot and stage"
+            " (getupdates: kept in the quarantine and skipped; handling: dead-lettered)",
+            ["bot", "stage"],
+            registry=r,
+        )
         self.last_update = Gauge(
             "leadgate_telegram_last_update_timestamp_seconds",
             "When the bot last received an update (unix time)",
