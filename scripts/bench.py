@@ -214,8 +214,16 @@ def run_wrk(
     if ack_field:
         env["ACK_FIELD"] = ack_field
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -277,8 +285,9 @@ def one_round(server: Server, args: argparse.Namespace, work: Path, no: int, tal
     )
     try:
         wait_ready(port, proc)
-        result = run_wrk(port, args.seconds, args.connections, work / "post.lua",
-                         server.ack_field, work)
+        result = run_wrk(
+            port, args.seconds, args.connections, work / "post.lua", server.ack_field, work
+        )
     finally:
         stop(proc)
         log.close()
@@ -290,8 +299,11 @@ def one_round(server: Server, args: argparse.Namespace, work: Path, no: int, tal
         missing = [i for i in result.acked if i not in stored]
         tally.missing += len(missing)
         if missing:
-            print(f"  {server.name}: {len(missing)} acknowledged ids NOT in the store, "
-                  f"e.g. {missing[:3]}", file=sys.stderr)
+            print(
+                f"  {server.name}: {len(missing)} acknowledged ids NOT in the store, "
+                f"e.g. {missing[:3]}",
+                file=sys.stderr,
+            )
     print(
         f"round {no + 1} {server.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
         f"p99 {result.p99_ms:.2f} ms, 2xx {result.ok}, other {result.refused}, "
@@ -339,8 +351,9 @@ def report(args: argparse.Namespace, tallies: dict[str, Tally], started: str, be
             f"{t.median('p99_ms'):.2f} | {num(t.acknowledged)} | "
             f"{num(sum(r.refused + r.socket_errors for r in t.results))} | {checked} |"
         )
-    gate, floor, bare = (tallies[n].median("rps") for n in ("leadgate", "durable floor",
-                                                             "bare aiohttp"))
+    gate, floor, bare = (
+        tallies[n].median("rps") for n in ("leadgate", "durable floor", "bare aiohttp")
+    )
     to_floor, to_bare = gate / floor, gate / bare
     p99 = tallies["leadgate"].median("p99_ms")
     return "\n".join(
