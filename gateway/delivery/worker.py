@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,7 @@ class OutboxWorker:
         owner: str,
         rng: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -86,6 +88,10 @@ class OutboxWorker:
         self.stopped: str | None = None  # the worker itself died: never expected
         self._probe_at: datetime | None = None
         self._purged_at: datetime | None = None
+        self._clock = clock
+        self._rest_until = 0.0  # on _clock: no lane starts before (throttled, failing)
+        self._busy: set[str] = set()  # leads whose items are in a lane now
+        self._held: list[OutboxItem] = []  # claimed while their lead was busy
 
     # --- what ops see ---------------------------------------------------------------------
 
@@ -115,18 +121,32 @@ class OutboxWorker:
         return None
 
     def wake(self) -> None:
-        """Look at the outbox now instead of at the next poll."""
+        """Look at the outbox now instead of at the next poll, even while resting after a
+        throttle (an operator made items due again)."""
+        self._rest_until = 0.0
+        self._wake.set()
+
+    def stored(self) -> None:
+        """A lead was stored: look now, unless resting because the sink asked us to."""
         self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Dispatch batches until cancelled: up to `concurrency` sink calls in flight, each
+        a lane of its own (claim -> deliver -> record). The sink's own budget (the portal's
+        leaky bucket) paces the lanes through ready(); a lead is in one lane at a time."""
         self.stopped = None  # started (again, by the supervisor, after it stopped)
         await self.sink.start()
+        lanes: set[asyncio.Task[None]] = set()
         try:
             while True:
+                lanes = {lane for lane in lanes if not lane.done()}
+                if len(lanes) >= self.settings.concurrency:
+                    await asyncio.wait(lanes, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    pause = await self.run_once()
+                    pause = await self._dispatch(lanes)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the store hiccuped: keep going, slower
@@ -143,32 +163,111 @@ class OutboxWorker:
             self.stopped = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            for lane in lanes:
+                lane.cancel()
+            # Cancelled lanes leave their items claimed: taken over after the lease, as after
+            # a crash. Waiting for them here keeps the sink open while they unwind.
+            await asyncio.gather(*lanes, return_exceptions=True)
+            await self._release_held()
             await self.sink.close()
 
     async def run_once(self) -> float:
-        """One cycle; returns how long to rest before the next one (0: go on at once)."""
+        """One cycle in the caller's task: claim, deliver, record; returns how long to rest
+        before the next one (0: go on at once)."""
+        batch, rest = await self._take()
+        if batch is None:
+            return rest
+        return await self._lane(batch)
+
+    async def _dispatch(self, lanes: set[asyncio.Task[None]]) -> float:
+        """Start one lane if there is work and budget; return how long to rest (0: at once)."""
+        batch, rest = await self._take()
+        if batch is None:
+            return rest
+        lane = asyncio.get_running_loop().create_task(self._run_lane(batch))
+        lanes.add(lane)
+        return 0.0
+
+    async def _run_lane(self, batch: list[OutboxItem]) -> None:
+        try:
+            pause = await self._lane(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store hiccuped: its items come back after the lease
+            log.exception("outbox worker lane failed")
+            self._failing(f"{type(exc).__name__}: {exc}")
+            pause = max(self.settings.poll_seconds, 1.0)
+        if pause > 0:
+            self._rest_until = max(self._rest_until, self._clock() + pause)
+        self._wake.set()  # its leads are free again, and a lane is
+
+    async def _take(self) -> tuple[list[OutboxItem] | None, float]:
+        """The next batch to send (its leads marked busy), or None and how long to rest."""
+        rest = self._rest_until - self._clock()
+        if rest > 0:  # throttled or failing: a wake (a new lead) does not cut this short
+            return None, rest
         now = self._now()
         await self._refresh(now)
         if self._probe_at is not None and now < self._probe_at:
-            return (self._probe_at - now).total_seconds()
+            return None, (self._probe_at - now).total_seconds()
         await self.sink.ready()
-        items = await self.store.claim_outbox(
-            self._now(),
-            self.settings.batch_size,
-            owner=self.owner,
-            lease_seconds=self.settings.claim_lease_seconds,
-            mark=self.sink.marks_attempts,
-            kinds=CRM_KINDS,  # messages to customers are the message worker's
-        )
-        if not items:
-            await self._purge(now)
-            return self.settings.poll_seconds
-        deliveries, missing = await self._deliveries(items)
-        results = await self._deliver(deliveries)
-        results += [
-            Result(item.id, Status.DEAD, error="its lead is not in the store") for item in missing
+        # Items claimed earlier whose lead was busy then: oldest first, before new ones.
+        batch = [item for item in self._held if item.lead_id not in self._busy]
+        self._held = [item for item in self._held if item.lead_id in self._busy]
+        room = self.settings.batch_size - len(batch)
+        if room > 0 and len(self._held) < self.settings.batch_size:
+            claimed = await self.store.claim_outbox(
+                self._now(),
+                room,
+                owner=self.owner,
+                lease_seconds=self.settings.claim_lease_seconds,
+                mark=self.sink.marks_attempts,
+                kinds=CRM_KINDS,  # messages to customers are the message worker's
+            )
+            # A lead already in another lane waits for that lane: its events reach the
+            # sink in order, and a merge finds the lead its create made.
+            self._held += [item for item in claimed if item.lead_id in self._busy]
+            batch += [item for item in claimed if item.lead_id not in self._busy]
+        if not batch:
+            if not self._held and not self._busy:
+                await self._purge(now)
+            return None, self.settings.poll_seconds
+        self._busy.update(item.lead_id for item in batch)
+        return batch, 0.0
+
+    async def _release_held(self) -> None:
+        """Items claimed but never sent go back at once, not after their lease."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        now = self._now()
+        back = [
+            OutboxUpdate(
+                item.id,
+                OutboxState.PENDING,
+                error=item.last_error,
+                next_attempt_at=now,
+                count_attempt=False,
+                attempted=item.attempted,
+            )
+            for item in held
         ]
-        return await self._record(items, results)
+        try:
+            await self.store.update_outbox(self.sink.name, back, now, owner=self.owner)
+        except Exception:  # the store is closing too: the lease runs out instead
+            log.warning("%d claimed outbox items wait for their lease to end", len(held))
+
+    async def _lane(self, items: list[OutboxItem]) -> float:
+        try:
+            deliveries, missing = await self._deliveries(items)
+            results = await self._deliver(deliveries)
+            results += [
+                Result(item.id, Status.DEAD, error="its lead is not in the store")
+                for item in missing
+            ]
+            return await self._record(items, results)
+        finally:
+            self._busy.difference_update(item.lead_id for item in items)
 
     async def _deliveries(
         self, items: Sequence[OutboxItem]
@@ -233,9 +332,7 @@ class OutboxWorker:
             error = redact(r.error) if r.error else r.error
             status = r.status
             if status in _DONE:
-                updates.append(
-                    OutboxUpdate(item.id, OutboxState.DELIVERED, remote_id=r.remote_id)
-                )
+                updates.append(OutboxUpdate(item.id, OutboxState.DELIVERED, remote_id=r.remote_id))
                 self.metrics.latency.observe(max(0.0, (now - item.created_at).total_seconds()))
             elif status is Status.RETRY and item.attempts + 1 >= s.max_attempts:
                 status = Status.DEAD
