@@ -213,9 +213,9 @@ async def run(
             ),
             None,
         )
-        first = next(
-            (i for i, t in enumerate(times) if capped is not None and t >= capped), len(times)
-        )
+        # Never capped (the backlog drained faster than the portal's bucket filled): the
+        # rate over the whole run.
+        first = next((i for i, t in enumerate(times) if capped is not None and t >= capped), 0)
     window = ok[first:]
     if len(window) >= 3:
         sustained = sum(e.created for e in window[1:]) / (window[-1].at - window[0].at)
@@ -260,8 +260,8 @@ def table(results: list[Outcome]) -> str:
 def _sustained(r: Outcome) -> str:
     if r.scenario == "idle":
         return "— (one lead at a time)"
-    if r.sustained != r.sustained:  # NaN: never left the burst
-        return "— (all within the burst)"
+    if r.sustained != r.sustained:  # NaN: too few requests to time
+        return "— (too few requests)"
     return f"**{r.sustained:.1f}** (over {r.sustained_requests} requests)"
 
 
@@ -312,9 +312,10 @@ def section(results: list[Outcome], argv: str) -> str:
         "commit plus one request.\n"
         "- *paced*: the portal's burst is already spent (and leadgate assumes so after a "
         "start), so every request waits for the drain: the sustained rate over the whole run.\n"
-        "- *burst*: both start idle; the first ~50 requests go at once, then the bucket is "
-        "full and it paces; the sustained rate counts the requests after the stand-in's "
-        "counter first reached its cap.\n"
+        "- *burst*: both start idle; requests go as fast as the lanes allow until the "
+        "portal's bucket is full, then at its drain rate; the sustained rate counts the "
+        "requests after the stand-in's counter first reached its cap (all of them when it "
+        "never did).\n"
         "- latency in the backlog scenarios is the queue draining at ~100 leads/s, not the "
         "per-lead cost.\n"
         f"{END_MARK}\n"
