@@ -280,7 +280,7 @@ class Tally:
     missing: int = 0
 
     def median(self, attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in self.results)
+        return float(statistics.median(getattr(r, attr) for r in self.results))
 
 
 def one_round(server: Server, args: argparse.Namespace, work: Path, no: int, tally: Tally) -> None:

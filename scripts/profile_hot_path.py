@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Where a form post's time goes in `leadgate serve`: py-spy samples under bench.py's load.
+"""Where a form post's time goes, in leadgate and in the durable floor: py-spy samples.
 
     .venv/bin/python scripts/profile_hot_path.py [--seconds 15] [--write]
 
-Starts `leadgate serve` as bench.py does (fresh store, rate limit exempt for 127.0.0.0/8),
-loads it with wrk and bench.py's Lua script (32 connections, a new person per request) and
-samples its main thread with py-spy (`pip install py-spy`; it needs ptrace rights, root or
-CAP_SYS_PTRACE). Writes the flame graph to docs/img/hot-path-flame.svg and prints the share
-of the main thread's samples each part of the request takes (a frame counts for the
-innermost part it is in). With --write that table replaces the block between the markers
-in docs/benchmarks.md.
+Starts the durable floor, then `leadgate serve`, as bench.py does (fresh stores, leadgate's
+rate limit exempt for 127.0.0.0/8), loads each with wrk and bench.py's Lua script (32
+connections, a new person per request) and samples its main thread with py-spy (`pip
+install py-spy`; it needs ptrace rights: root or CAP_SYS_PTRACE). Each part of a request
+gets its µs per request: its share of the samples times the main thread's CPU time per
+answered request. Writes leadgate's flame graph to docs/img/hot-path-flame.svg; with
+--write the table replaces the block between the markers in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import (  # noqa: E402
     DOC,
+    SERVERS,
     WRK_SCRIPT,
+    Server,
     commit,
     free_port,
-    leadgate_command,
     load,
     machine,
     wait_ready,
@@ -93,6 +94,64 @@ def part_of(stack: list[str]) -> str:
     return "other"
 
 
+@dataclass
+class Profile:
+    samples: Counter[str]
+    us_per_request: float  # the main thread's CPU per answered request, under the profiler
+    rps: str
+
+
+def profile(server: Server, args: argparse.Namespace, py_spy: str, work: Path) -> Profile:
+    """Load one server with wrk and sample its main thread; the raw stacks stay in work."""
+    port = free_port()
+    log = (work / f"{server.name}.log").open("wb")
+    db = work / f"{server.name.replace(' ', '_')}.db"
+    proc = subprocess.Popen(server.command(port, db), cwd=work, stdout=log, stderr=log)
+    raw = work / f"{server.name}.txt"
+    try:
+        wait_ready(port, proc)
+        acks = work / "acked.txt"
+        env = {**os.environ, "ACK_FILE": str(acks)}
+        seconds = args.seconds + 3
+        load_gen = subprocess.Popen(
+            ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "-s",
+             str(work / "post.lua"), f"http://127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        cpu_before = thread_cpu(proc.pid)
+        time.sleep(1)  # past the first connections
+        # --nonblocking: the server is not paused to be sampled, so its pace stays its own.
+        common = ["record", "-p", str(proc.pid), "-d", str(args.seconds), "-r", "250"]
+        subprocess.run([py_spy, *common, "--nonblocking", "-f", "raw", "-o", str(raw)],
+                       check=True, capture_output=True)  # fmt: skip
+        out, _ = load_gen.communicate()
+        cpu = thread_cpu(proc.pid) - cpu_before
+        answered = sum(
+            int(line.split()[2])
+            for line in acks.read_text().splitlines()
+            if line.startswith("status ")
+        )
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out or "")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        log.close()
+    samples: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        # The main thread only: the fsync thread waits in COMMIT with the GIL released.
+        if any("run_forever" in f for f in frames):
+            samples[part_of(frames)] += int(count)
+    return Profile(samples, cpu / max(1, answered) * 1e6, rps.group(1) if rps else "?")
+
+
+def thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (its tid is its pid)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
@@ -106,61 +165,40 @@ def main() -> int:
         sys.exit("profile: wrk is missing; it is the Debian package wrk: apt-get install wrk")
     work = Path(tempfile.mkdtemp(prefix="leadgate-profile-"))
     started = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    servers = {server.name: server for server in SERVERS}
     try:
         (work / "post.lua").write_text(WRK_SCRIPT, encoding="utf-8")
-        port = free_port()
-        log = (work / "serve.log").open("wb")
-        proc = subprocess.Popen(
-            leadgate_command(port, work / "leadgate.db"), cwd=work, stdout=log, stderr=log
-        )
-        try:
-            wait_ready(port, proc)
-            env = {**os.environ, "ACK_FILE": str(work / "acked.txt")}
-            load_gen = subprocess.Popen(
-                ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 4}s", "-s",
-                 str(work / "post.lua"), f"http://127.0.0.1:{port}"],
-                stdout=subprocess.PIPE, env=env, text=True,
-            )  # fmt: skip
-            time.sleep(2)  # past the warm-up
-            raw = work / "samples.txt"
-            common = ["record", "-p", str(proc.pid), "-d", str(args.seconds), "-r", "250"]
-            subprocess.run([py_spy, *common, "-f", "raw", "-o", str(raw)], check=True,
-                           capture_output=True)  # fmt: skip
-            out, _ = load_gen.communicate()
-            rps = re.search(r"Requests/sec:\s+([\d.]+)", out or "")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
-            log.close()
-        render_svg(raw)
-        samples: Counter[str] = Counter()
-        for line in raw.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            frames = stack.split(";")
-            # The main thread only: the fsync thread waits in COMMIT with the GIL released.
-            if not any("run_forever" in f for f in frames):
-                continue
-            samples[part_of(frames)] += int(count)
+        floor = profile(servers["durable floor"], args, py_spy, work)
+        gate = profile(servers["leadgate"], args, py_spy, work)
+        render_svg(work / "leadgate.txt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    total = sum(samples.values())
+
+    def us(p: Profile, label: str) -> float:
+        return p.samples[label] / max(1, sum(p.samples.values())) * p.us_per_request
+
+    labels = sorted(set(gate.samples) | set(floor.samples), key=lambda k: -us(gate, k))
     rows = "\n".join(
-        f"| {label} | {count / total * 100:.1f} % |" for label, count in samples.most_common()
+        f"| {label} | {us(gate, label):.0f} | {us(floor, label):.0f} |" for label in labels
     )
     block = "\n".join(
         [
             BEGIN_MARK,
             f"Generated by `scripts/profile_hot_path.py --seconds {args.seconds}` at commit "
             f"{commit()}, {started}; {machine()}; Python {platform.python_version()}; "
-            f"{load()} after the run. py-spy sampled `leadgate serve`'s main thread 250 "
-            f"times a second for {args.seconds} s while wrk posted new people with "
-            f"{args.connections} connections (at {rps.group(1) if rps else '?'} req/s under "
-            "the profiler). Each sample is charged to the innermost part it was in. "
-            "Flame graph: [img/hot-path-flame.svg](img/hot-path-flame.svg).",
+            f"{load()} after the run. Each server in turn under wrk ({args.connections} "
+            "connections, a new person per request, as bench.py); py-spy sampled its main "
+            f"thread 250 times a second for {args.seconds} s without pausing it. A sample "
+            "is charged to the innermost part it was in; a part's share of the samples times "
+            "the main thread's CPU time per answered request (from /proc) gives its µs per "
+            f"request. Under the profiler: leadgate {gate.rps} req/s, the floor {floor.rps} "
+            "req/s. Flame graph of leadgate: [img/hot-path-flame.svg](img/hot-path-flame.svg).",
             "",
-            "| part of the request | share of the main thread's samples |",
-            "|---|---|",
+            "| part of the request | leadgate µs per request | durable floor µs per request |",
+            "|---|---|---|",
             rows,
+            f"| **main thread, all** | **{gate.us_per_request:.0f}** | "
+            f"**{floor.us_per_request:.0f}** |",
             END_MARK,
         ]
     )
