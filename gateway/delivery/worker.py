@@ -92,6 +92,8 @@ class OutboxWorker:
         self._rest_until = 0.0  # on _clock: no lane starts before (throttled, failing)
         self._busy: set[str] = set()  # leads whose items are in a lane now
         self._held: list[OutboxItem] = []  # claimed while their lead was busy
+        # lead -> {item id: due} of items this worker sent back to wait (retry, throttle)
+        self._resting: dict[str, dict[int, datetime]] = {}
 
     # --- what ops see ---------------------------------------------------------------------
 
@@ -228,34 +230,99 @@ class OutboxWorker:
             # sink in order, and a merge finds the lead its create made.
             self._held += [item for item in claimed if item.lead_id in self._busy]
             batch += [item for item in claimed if item.lead_id not in self._busy]
+        # A lane may have ended while this awaited, asking for a rest (a throttle, refused
+        # credentials): what was claimed goes back untouched, to go when the rest is over.
+        rest = max(
+            self._rest_until - self._clock(),
+            (self._probe_at - now).total_seconds() if self._probe_at is not None else 0.0,
+        )
+        if rest > 0:
+            await self._put_back(batch, now + timedelta(seconds=rest))
+            return None, rest
+        batch = await self._behind_resting(batch, now)
         if not batch:
             if not self._held and not self._busy:
                 await self._purge(now)
             return None, self.settings.poll_seconds
         self._busy.update(item.lead_id for item in batch)
+        # In the order they were stored: an item held back may be newer than one claimed
+        # now (its lead's earlier item came back from a throttle or a halt meanwhile).
+        batch.sort(key=lambda item: item.id)
         return batch, 0.0
+
+    async def _behind_resting(self, batch: list[OutboxItem], now: datetime) -> list[OutboxItem]:
+        """Put back, until then, the items whose lead has an older item resting until later
+        (a retry's backoff, a throttle): an event never overtakes an earlier one of its lead
+        that this worker sent back. When both are due they are claimed together, in order."""
+        if not self._resting:
+            return batch
+        ids = {item.id for item in batch}
+        go: list[OutboxItem] = []
+        back: list[OutboxUpdate] = []
+        for item in batch:
+            resting = self._resting.get(item.lead_id, {})
+            due = max(
+                (d for i, d in resting.items() if i < item.id and i not in ids and d > now),
+                default=None,
+            )
+            if due is None:
+                go.append(item)
+                continue
+            back.append(
+                OutboxUpdate(
+                    item.id,
+                    OutboxState.PENDING,
+                    error="waits for an earlier event of its lead",
+                    next_attempt_at=due,
+                    count_attempt=False,
+                    attempted=item.attempted,
+                )
+            )
+        if back:
+            await self.store.update_outbox(self.sink.name, back, now, owner=self.owner)
+        # Forget what is due by now: the rule only ever holds an item until then, so a
+        # resting item another worker took over never blocks its lead here for good.
+        for lead_id in list(self._resting):
+            kept = {i: d for i, d in self._resting[lead_id].items() if d > now}
+            if kept:
+                self._resting[lead_id] = kept
+            else:
+                del self._resting[lead_id]
+        return go
+
+    def _rests(self, item: OutboxItem, update: OutboxUpdate) -> None:
+        """Remember an item this worker sent back to wait, and forget one that is done."""
+        if update.state is OutboxState.PENDING and update.next_attempt_at is not None:
+            self._resting.setdefault(item.lead_id, {})[item.id] = update.next_attempt_at
+        elif (resting := self._resting.get(item.lead_id)) is not None:
+            resting.pop(item.id, None)
+            if not resting:
+                del self._resting[item.lead_id]
 
     async def _release_held(self) -> None:
         """Items claimed but never sent go back at once, not after their lease."""
         held, self._held = self._held, []
-        if not held:
+        try:
+            await self._put_back(held, self._now())
+        except Exception:  # the store is closing too: the lease runs out instead
+            log.warning("%d claimed outbox items wait for their lease to end", len(held))
+
+    async def _put_back(self, items: Sequence[OutboxItem], due: datetime) -> None:
+        """End our claim on items we did not send: pending, due at `due`, no attempt used."""
+        if not items:
             return
-        now = self._now()
         back = [
             OutboxUpdate(
                 item.id,
                 OutboxState.PENDING,
                 error=item.last_error,
-                next_attempt_at=now,
+                next_attempt_at=due,
                 count_attempt=False,
                 attempted=item.attempted,
             )
-            for item in held
+            for item in items
         ]
-        try:
-            await self.store.update_outbox(self.sink.name, back, now, owner=self.owner)
-        except Exception:  # the store is closing too: the lease runs out instead
-            log.warning("%d claimed outbox items wait for their lease to end", len(held))
+        await self.store.update_outbox(self.sink.name, back, self._now(), owner=self.owner)
 
     async def _lane(self, items: list[OutboxItem]) -> float:
         try:
@@ -371,6 +438,8 @@ class OutboxWorker:
             counts[status.value] = counts.get(status.value, 0) + 1
             if status is Status.DEAD:
                 log.error("outbox item %d (%s) is dead: %s", item.id, item.kind, error)
+        for update in updates:
+            self._rests(by_id[update.id], update)
         refused = await self.store.update_outbox(self.sink.name, updates, now, owner=self.owner)
         if refused:
             # Our claim ran out while the sink worked and another worker took the items

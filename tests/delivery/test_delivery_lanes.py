@@ -233,3 +233,34 @@ async def test_a_new_lead_does_not_cut_a_rest_the_sink_asked_for(quiet_app: Clie
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+class FirstRetrySink(GatedSink):
+    """The first call fails (a retry with backoff); every later one goes through."""
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        self.calls.append(list(batch))
+        status = Status.RETRY if len(self.calls) == 1 else Status.DELIVERED
+        return [Result(d.item.id, status, error=f"scripted {status.value}") for d in batch]
+
+
+async def test_a_newer_event_does_not_overtake_its_leads_retry(
+    quiet_app: Client, tmp_path: Path
+) -> None:
+    sink = FirstRetrySink()
+    worker = lanes_worker(quiet_app, sink, backoff_initial_seconds=0.3, backoff_max_seconds=0.3)
+    quiet_app.app[PIPELINE].on_commit(worker.stored)
+    running = asyncio.create_task(worker.run())
+    try:
+        lead = await post(quiet_app, 1, phone(1))
+        await until(lambda: len(sink.calls) == 1)  # the create failed: backing off
+        assert await post(quiet_app, 2, phone(1)) == lead  # a merge, due at once
+        await until(lambda: _all_delivered(tmp_path, 2))
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    # The merge waited for the create's retry and went with it, after it.
+    assert [[d.item.kind for d in call] for call in sink.calls] == [
+        ["lead.created"],
+        ["lead.created", "lead.merged"],
+    ]
