@@ -442,6 +442,7 @@ class OutboxWorker:
         for update in updates:
             self._rests(by_id[update.id], update)
         refused = await self.store.update_outbox(self.sink.name, updates, now, owner=self.owner)
+        self._refreshed_at = None  # outcomes change the backlog: count it on the next cycle
         if refused:
             # Our claim ran out while the sink worked and another worker took the items
             # over: its outcome stands. Seen here means claim_lease_seconds is too short.
@@ -496,7 +497,8 @@ class OutboxWorker:
 
     async def _refresh(self, now: datetime) -> None:
         # Counting the backlog costs a scan of the pending rows; with a wake per stored
-        # lead it would run per lead. The gauges are as fresh at once a second.
+        # lead it would run per lead. New rows alone are counted at most once a second;
+        # after outcomes, at once.
         if self._refreshed_at is not None and abs(now - self._refreshed_at) < timedelta(seconds=1):
             return
         self._refreshed_at = now
