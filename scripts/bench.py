@@ -339,7 +339,9 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
 
     head = git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    # The files the benchmark scripts write themselves do not make a run "uncommitted".
+    outputs = (":!docs/benchmarks.md", ":!docs/img/hot-path-flame.svg")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs).strip()
     return head + (" (with uncommitted changes)" if dirty else "")
 
 

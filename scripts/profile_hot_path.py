@@ -177,6 +177,8 @@ def main() -> int:
     def us(p: Profile, label: str) -> float:
         return p.samples[label] / max(1, sum(p.samples.values())) * p.us_per_request
 
+    server_parts = ("HTTP: aiohttp", "asyncio event loop", "waiting for events")
+    own = sum(us(gate, k) for k in gate.samples if not k.startswith(server_parts))
     labels = sorted(set(gate.samples) | set(floor.samples), key=lambda k: -us(gate, k))
     rows = "\n".join(
         f"| {label} | {us(gate, label):.0f} | {us(floor, label):.0f} |" for label in labels
@@ -199,6 +201,9 @@ def main() -> int:
             rows,
             f"| **main thread, all** | **{gate.us_per_request:.0f}** | "
             f"**{floor.us_per_request:.0f}** |",
+            "",
+            f"leadgate's own parts (all but aiohttp, asyncio and epoll): {own:.0f} µs per "
+            f"request, {own / floor.us_per_request:.1f} times the floor's whole request.",
             END_MARK,
         ]
     )
