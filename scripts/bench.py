@@ -399,14 +399,17 @@ def report(args: argparse.Namespace, tallies: dict[str, Tally], started: str, be
     )
 
 
-def write_block(block: str) -> None:
+def write_block(block: str, heading: str, begin: str = BEGIN_MARK, end: str = END_MARK) -> None:
+    """Replace the block between `begin` and `end` in docs/benchmarks.md (the text around
+    it stays); without the markers, append it under `heading`."""
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN_MARK) + ".*?" + re.escape(END_MARK), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:
-        text = text.rstrip("\n") + "\n\n## Forms hot path\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
     DOC.write_text(text, encoding="utf-8")
+    print(f"written to {DOC}")
 
 
 def main() -> int:
@@ -435,8 +438,7 @@ def main() -> int:
     block = report(args, tallies, started, before)
     print("\n" + block)
     if args.write:
-        write_block(block)
-        print(f"written to {DOC}")
+        write_block(block, "## Forms hot path")
     missing = sum(t.missing for t in tallies.values())
     return 1 if missing else 0
 

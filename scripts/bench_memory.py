@@ -29,21 +29,20 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN_MARK = "<!-- begin scripts/bench_memory.py output -->"
 END_MARK = "<!-- end scripts/bench_memory.py output -->"
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import commit, free_port, load, machine, wait_ready, write_block  # noqa: E402
 
 CONFIG = """
 [store]
@@ -84,12 +83,6 @@ response = function(status, headers, body)
   end
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -141,19 +134,6 @@ async def fill(db: Path, config: Path, leads: int) -> float:
     return time.monotonic() - start
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"leadgate exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("leadgate did not come up")
-
-
 def flood(port: int, first: int, seconds: int, script: Path) -> tuple[int, str]:
     """Run wrk for `seconds`; return the requests it completed and what was not a 201."""
     env = {**os.environ, "FIRST": str(first)}
@@ -181,7 +161,6 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_memory: wrk is missing; it is the Debian package wrk: apt-get install wrk")
-    from bench import commit, load, machine
 
     work = Path(tempfile.mkdtemp(prefix="leadgate-mem-"))
     db = args.db or work / "leadgate.db"
@@ -204,7 +183,7 @@ def main() -> int:
         )
         problems: list[str] = []
         try:
-            wait_ready(port, proc)
+            wait_ready(port, proc, timeout=120)
             rows.append(("started", 0, leads_in(db), rss_mib(proc.pid)))
             done = 0
             # People, client IPs and keys numbered on from the store's size: a rerun on a
@@ -257,14 +236,7 @@ def main() -> int:
     )
     print("\n" + block)
     if args.write:
-        text = DOC.read_text(encoding="utf-8")
-        pattern = re.compile(re.escape(BEGIN_MARK) + ".*?" + re.escape(END_MARK), re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: block, text)
-        else:
-            text = text.rstrip("\n") + "\n\n## Memory\n\n" + block + "\n"
-        DOC.write_text(text, encoding="utf-8")
-        print(f"written to {DOC}")
+        write_block(block, "## Memory", BEGIN_MARK, END_MARK)
     return 0
 
 

@@ -8,8 +8,8 @@ rate limit exempt for 127.0.0.0/8), loads each with wrk and bench.py's Lua scrip
 connections, a new person per request) and samples its main thread with py-spy (`pip
 install py-spy`; it needs ptrace rights: root or CAP_SYS_PTRACE). Each part of a request
 gets its µs per request: its share of the samples times the main thread's CPU time per
-answered request. Writes leadgate's flame graph to docs/img/hot-path-flame.svg; with
---write the table replaces the block between the markers in docs/benchmarks.md.
+answered request. With --write the table replaces the block between the markers in
+docs/benchmarks.md and leadgate's flame graph goes to docs/img/hot-path-flame.svg.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import (  # noqa: E402
-    DOC,
     SERVERS,
     WRK_SCRIPT,
     Server,
@@ -43,6 +42,7 @@ from bench import (  # noqa: E402
     load,
     machine,
     wait_ready,
+    write_block,
 )
 
 SVG = ROOT / "docs" / "img" / "hot-path-flame.svg"
@@ -170,7 +170,8 @@ def main() -> int:
         (work / "post.lua").write_text(WRK_SCRIPT, encoding="utf-8")
         floor = profile(servers["durable floor"], args, py_spy, work)
         gate = profile(servers["leadgate"], args, py_spy, work)
-        render_svg(work / "leadgate.txt")
+        if args.write:  # the flame graph goes with the table it illustrates
+            render_svg(work / "leadgate.txt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -209,14 +210,7 @@ def main() -> int:
     )
     print(block)
     if args.write:
-        text = DOC.read_text(encoding="utf-8")
-        pattern = re.compile(re.escape(BEGIN_MARK) + ".*?" + re.escape(END_MARK), re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: block, text)
-        else:
-            text = text.rstrip("\n") + "\n\n### Where the time goes\n\n" + block + "\n"
-        DOC.write_text(text, encoding="utf-8")
-        print(f"written to {DOC}")
+        write_block(block, "### Where the time goes", BEGIN_MARK, END_MARK)
     return 0
 
 
