@@ -12,6 +12,7 @@ record() returned, from what the store reports it stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -75,6 +76,12 @@ class Pipeline:
         self.inbox = Inbox(store)
         # A customer's chat messages are also copied to the CRM's chat (Open Lines).
         self.mirror_chats = mirror_chats
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Called after a lead was created or joined, once it is committed (the outbox
+        worker wakes: the lead's delivery starts now, not at its next poll)."""
+        self._on_commit.append(callback)
 
     async def accept(self, event: LeadEvent, checkpoint: tuple[str, str] | None = None) -> Receipt:
         return (await self.accept_detailed(event, checkpoint)).receipt
@@ -112,6 +119,9 @@ class Pipeline:
         )
         if recorded.messages or mirrored:
             self.chats.queued()  # the workers look now, not at their next poll
+        if receipt.outcome is Outcome.CREATED or receipt.outcome is Outcome.MERGED:
+            for callback in self._on_commit:
+                callback()
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)
@@ -148,10 +158,7 @@ class Pipeline:
         # echoes or a bot's, not spam, and an edit only as the line it makes when its
         # original was never seen.
         mirror = (
-            self.mirror_chats
-            and event.thread is not None
-            and event.creates_lead
-            and junk is None
+            self.mirror_chats and event.thread is not None and event.creates_lead and junk is None
         )
 
         def plan(match: PersonMatch) -> Plan:
