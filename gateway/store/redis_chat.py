@@ -1,0 +1,376 @@
+"""Conversations in the Redis store: what a chat message adds to record()'s transaction,
+the transcript reads, and queueing a message to a customer.
+
+A conversation and its lines are written in the transaction of the event that brought
+them; record() watched the conversation (and its lines' external ids) while deciding, so
+two messages of one chat on two replicas are applied one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import WatchError
+
+from gateway.conversations import (
+    CUSTOMER,
+    ChatMessage,
+    Conversation,
+    Direction,
+    MessageStatus,
+    MessageView,
+    NoConversation,
+    NoSuchLead,
+    Transcript,
+)
+from gateway.models import Attachment, LeadEvent, new_id
+from gateway.store.base import OutboxKind, Plan, StoreUnavailable
+from gateway.store.redis_keys import (
+    INSERT_IN_ORDER,
+    Keys,
+    fields,
+    maybe_moment,
+    moment,
+    texts,
+    ts,
+    unavailable,
+)
+from gateway.store.redis_match import conversation_from
+from gateway.store.redis_outbox import add_outbox
+
+Lua = Callable[[str], AsyncScript]
+
+_ATTEMPTS = 200
+
+
+def conversation_fields(c: Conversation) -> dict[str, str]:
+    """The fields record() owns (last_outbound_at is the message worker's)."""
+    fields = {
+        "id": c.id,
+        "channel": c.channel.value,
+        "account": c.account,
+        "chat": c.chat,
+        "created_at": ts(c.created_at),
+    }
+    optional: dict[str, str | None] = {
+        "lead_id": c.lead_id,
+        "handle": c.handle,
+        "locale": c.locale,
+        "last_inbound_at": ts(c.last_inbound_at) if c.last_inbound_at else None,
+        "auto_answered_for": ts(c.auto_answered_for) if c.auto_answered_for else None,
+    }
+    fields.update({name: value for name, value in optional.items() if value is not None})
+    return fields
+
+
+def _attachments(items: tuple[Attachment, ...]) -> str | None:
+    if not items:
+        return None
+    return orjson.dumps([a.model_dump(exclude_none=True) for a in items]).decode()
+
+
+def message_fields(m: ChatMessage) -> list[str]:
+    """Field, value pairs (absent fields are NULL)."""
+    optional: dict[str, str | None] = {
+        "lead_id": m.lead_id,
+        "text": m.text,
+        "attachments": _attachments(m.attachments),
+        "status_reason": m.status_reason,
+        "external_id": m.external_id,
+        "edited_at": ts(m.edited_at) if m.edited_at else None,
+    }
+    fields = {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "direction": m.direction.value,
+        "author": m.author,
+        "at": ts(m.at),
+        "status": m.status.value,
+        "ask_phone": "1" if m.ask_phone else "0",
+        **{name: value for name, value in optional.items() if value is not None},
+    }
+    return [item for pair in fields.items() for item in pair]
+
+
+def message_from(raw: Mapping[str, str]) -> ChatMessage:
+    attachments = raw.get("attachments")
+    return ChatMessage(
+        id=raw["id"],
+        conversation_id=raw["conversation_id"],
+        lead_id=raw.get("lead_id"),
+        direction=Direction(raw["direction"]),
+        author=raw["author"],
+        text=raw.get("text"),
+        attachments=tuple(Attachment(**a) for a in orjson.loads(attachments))
+        if attachments
+        else (),
+        at=moment(raw["at"]),
+        status=MessageStatus(raw["status"]),
+        status_reason=raw.get("status_reason"),
+        external_id=raw.get("external_id"),
+        edited_at=maybe_moment(raw.get("edited_at")),
+        ask_phone=raw.get("ask_phone") == "1",
+    )
+
+
+async def add_line(lua: Lua, pipe: Pipeline, k: Keys, line: ChatMessage) -> None:
+    """Queue a transcript line on `pipe`: its order number is taken at commit."""
+    indexes = [k.messages_of_lead(line.lead_id)] if line.lead_id else []
+    await lua(INSERT_IN_ORDER)(
+        [k.seq("msg"), k.message(line.id), *indexes],
+        [line.id, *message_fields(line)],
+        client=pipe,
+    )
+    if line.lead_id:
+        pipe.sadd(k.lead_conversations(line.lead_id), line.conversation_id)
+    if line.external_id:
+        pipe.hsetnx(k.conversation_lines(line.conversation_id), line.external_id, line.id)
+
+
+async def thread_writes(
+    lua: Lua,
+    pipe: Pipeline,
+    k: Keys,
+    event: LeadEvent,
+    decision: Plan,
+    lead_id: str | None,
+    before: Conversation | None,
+    edited_line: str | None,
+) -> None:
+    """Queue on `pipe` what a chat message brings: its conversation as it becomes, its line
+    (or the edit of one), the plan's answers and their outbox rows."""
+    thread = event.thread
+    assert thread is not None
+    at = event.occurred_at
+    handle = event.contact.handles[0] if event.contact.handles else None
+    if before is None:
+        conversation = Conversation(
+            id=new_id(),
+            channel=event.channel,
+            account=thread.account,
+            chat=thread.chat,
+            lead_id=lead_id,
+            handle=handle,
+            locale=thread.locale,
+            created_at=event.received_at,
+            last_inbound_at=at,
+            auto_answered_for=decision.answered_for,
+        )
+        pipe.set(
+            k.conversation_key(event.channel.value, thread.account, thread.chat), conversation.id
+        )
+    else:
+        last = before.last_inbound_at
+        conversation = before.model_copy(
+            update={
+                "lead_id": lead_id or before.lead_id,
+                "handle": before.handle or handle,
+                "locale": thread.locale or before.locale,
+                "last_inbound_at": at if last is None else max(last, at),
+                "auto_answered_for": decision.answered_for or before.auto_answered_for,
+            }
+        )
+    pairs = [item for pair in conversation_fields(conversation).items() for item in pair]
+    pipe.hset(k.conversation(conversation.id), items=pairs)
+    edited = event.edits
+    if edited is not None and before is not None and edited_line is not None:
+        key = k.message(edited_line)
+        changes = {"text": event.text, "attachments": _attachments(event.attachments)}
+        pipe.hset(key, "edited_at", ts(at))
+        for name, value in changes.items():
+            if value is None:
+                pipe.hdel(key, name)
+            else:
+                pipe.hset(key, name, value)
+    else:
+        # An edit of a line we never saw stands for that line: a later edit finds it.
+        line = ChatMessage(
+            id=event.id,
+            conversation_id=conversation.id,
+            lead_id=lead_id,
+            direction=Direction.IN,
+            author=CUSTOMER,
+            text=event.text,
+            attachments=event.attachments,
+            at=at,
+            status=MessageStatus.RECEIVED,
+            external_id=edited or event.external_id,
+            edited_at=at if edited is not None else None,
+        )
+        await add_line(lua, pipe, k, line)
+        if decision.mirror:
+            await add_outbox(
+                lua,
+                pipe,
+                k,
+                lead_id=lead_id or "",
+                event_id=event.id,
+                kind=OutboxKind.MESSAGE_MIRROR,
+                due=ts(event.received_at),
+                message_id=line.id,
+                conversation_id=conversation.id,
+            )
+    for answer in decision.answers:
+        reply = ChatMessage(
+            id=answer.message_id,
+            conversation_id=conversation.id,
+            lead_id=lead_id,
+            direction=Direction.OUT,
+            author=answer.author,
+            text=answer.text,
+            at=event.received_at,
+            status=MessageStatus.QUEUED,
+            ask_phone=answer.ask_phone,
+        )
+        await add_line(lua, pipe, k, reply)
+        await add_outbox(
+            lua,
+            pipe,
+            k,
+            lead_id=lead_id or "",
+            event_id=event.id,
+            kind=OutboxKind.MESSAGE_OUT,
+            due=ts(event.received_at),
+            message_id=answer.message_id,
+            conversation_id=conversation.id,
+        )
+
+
+def _latest_first(c: Conversation) -> tuple[datetime, str]:
+    return (c.last_inbound_at or c.created_at, c.id)
+
+
+class ChatMethods:
+    """Mixed into RedisStore, which provides the client, the key layout and `_lua`."""
+
+    _r: aioredis.Redis
+    k: Keys
+    _lua: Lua
+
+    async def _conversations(self, ids: list[str]) -> list[Conversation]:
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for conversation_id in ids:
+                pipe.hgetall(self.k.conversation(conversation_id))
+            rows = await pipe.execute()
+        return [conversation_from(row) for row in rows if row]
+
+    async def transcript(self, lead_id: str) -> Transcript:
+        async with unavailable():
+            ids = texts(await self._r.zrange(self.k.messages_of_lead(lead_id), 0, -1))
+            async with self._r.pipeline(transaction=False) as pipe:
+                for message_id in ids:
+                    pipe.hgetall(self.k.message(message_id))
+                rows = await pipe.execute()
+            messages = tuple(message_from(row) for row in rows if row)
+            order = list(dict.fromkeys(m.conversation_id for m in messages))
+            conversations = await self._conversations(order)
+        return Transcript(tuple(conversations), messages)
+
+    async def get_message(self, message_id: str) -> MessageView | None:
+        async with unavailable():
+            raw = fields(await self._r.hgetall(self.k.message(message_id)))
+            if not raw:
+                return None
+            message = message_from(raw)
+            found = await self._conversations([message.conversation_id])
+        return MessageView(message, found[0]) if found else None
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with unavailable():
+            found = await self._conversations([conversation_id])
+        return found[0] if found else None
+
+    async def queue_message(
+        self,
+        lead_id: str,
+        text: str,
+        *,
+        author: str,
+        now: datetime,
+        conversation_id: str | None = None,
+        ask_phone: bool = False,
+        message_id: str | None = None,
+        report: bool = False,
+    ) -> ChatMessage:
+        async with unavailable():
+            for attempt in range(_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        return await self._queue_once(
+                            pipe,
+                            lead_id,
+                            text,
+                            author=author,
+                            now=now,
+                            conversation_id=conversation_id,
+                            ask_phone=ask_phone,
+                            message_id=message_id,
+                            report=report,
+                        )
+                    except WatchError:
+                        pass
+                if attempt >= 3:
+                    await asyncio.sleep(random.uniform(0, 0.005))
+        raise StoreUnavailable(f"message to lead {lead_id}: too much contention, not queued")
+
+    async def _queue_once(self, pipe: Pipeline, lead_id: str, text: str, **kw: Any) -> ChatMessage:
+        k = self.k
+        message_id: str | None = kw["message_id"]
+        if message_id is not None:
+            # A caller repeating itself after a crash gets the line as first stored.
+            await pipe.watch(k.message(message_id))
+            had = fields(await pipe.hgetall(k.message(message_id)))
+            if had:
+                return message_from(had)
+        await pipe.watch(k.lead(lead_id), k.lead_conversations(lead_id))
+        if not await pipe.exists(k.lead(lead_id)):
+            raise NoSuchLead(lead_id)
+        wanted: str | None = kw["conversation_id"]
+        if wanted is not None:
+            has = await pipe.sismember(k.lead_conversations(lead_id), wanted)
+            candidates = [wanted] if has else []
+        else:
+            candidates = sorted(texts(await pipe.smembers(k.lead_conversations(lead_id))))
+        rows = [fields(await pipe.hgetall(k.conversation(c))) for c in candidates]
+        found = [conversation_from(row) for row in rows if row]
+        if not found:
+            raise NoConversation(lead_id)
+        target = max(found, key=_latest_first)
+        line = ChatMessage(
+            id=message_id or new_id(),
+            conversation_id=target.id,
+            lead_id=lead_id,
+            direction=Direction.OUT,
+            author=kw["author"],
+            text=text,
+            at=kw["now"],
+            status=MessageStatus.QUEUED,
+            ask_phone=kw["ask_phone"],
+        )
+        kinds = [OutboxKind.MESSAGE_OUT] + ([OutboxKind.MESSAGE_STATUS] if kw["report"] else [])
+        pipe.multi()  # type: ignore[no-untyped-call]
+        for kind in kinds:
+            await add_outbox(
+                self._lua,
+                pipe,
+                k,
+                lead_id=lead_id,
+                event_id="",
+                kind=kind,
+                due=ts(kw["now"]),
+                message_id=line.id,
+                conversation_id=target.id,
+            )
+        await add_line(self._lua, pipe, k, line)
+        await pipe.execute()
+        return line

@@ -1,0 +1,214 @@
+"""What a Redis store decision reads, and the decision itself.
+
+The reads run on a WATCHing connection: every key a decision depends on (the replay keys,
+the identity sets, the candidate leads, the conversation, the round-robin state) is
+watched before it is read, so if another replica changes any of them before our EXEC, the
+transaction aborts and the event is read and decided again. The decision (`decide`) is
+pure: the same reads give the same plan, the same seller and the same count to move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from redis.asyncio.client import Pipeline
+
+from gateway.assign import Assignment, pick
+from gateway.conversations import Conversation
+from gateway.models import Channel, Lead, LeadEvent, LeadStatus
+from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
+from gateway.store.redis_keys import Keys, fields, maybe_moment, maybe_text, moment, texts
+from gateway.store.sqlite_queries import replay_key
+
+# --- round robin of the day in progress --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """The `rr` hash: the day being counted, the leads assigned before it began (the
+    running total that carries the turn), and the day's leads per seller."""
+
+    day: date | None = None
+    earlier: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, str]) -> DayState:
+        if "day" not in raw:
+            return cls()
+        counts = {k[2:]: int(v) for k, v in raw.items() if k.startswith("s:") and int(v) > 0}
+        return cls(date.fromisoformat(raw["day"]), int(raw.get("earlier", "0")), counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """The change one created lead makes to the round robin: `restart` begins `day` (its
+    counts from zero, `earlier` carrying the turn), `seller` gets one more lead."""
+
+    day: date
+    earlier: int
+    restart: bool
+    seller: str | None
+
+
+def resolve(
+    decision: Plan, state: DayState, received_at: datetime
+) -> tuple[Assignment, Count] | None:
+    """The seller for a create's request and the count it moves, as DayCounts.resolve does
+    for the embedded store: the first request starts the request's day (or the day it was
+    received, if later); a later day starts from zero with the turn carried over; an
+    earlier one counts in the day in progress."""
+    request = decision.assignment
+    if decision.action is not PlanAction.CREATE or request is None:
+        return None
+    if state.day is None:
+        day = max(request.day, received_at.astimezone(request.tz).date())
+        counts: Mapping[str, int] = {}
+        earlier, restart = 0, True
+    elif request.day > state.day:
+        day, counts = request.day, {}
+        earlier, restart = state.earlier + sum(state.counts.values()), True
+    else:
+        day, counts, earlier, restart = state.day, state.counts, state.earlier, False
+    assignment = pick(request, counts, earlier)
+    return assignment, Count(day, earlier, restart, assignment.seller_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    plan: Plan
+    assignment: Assignment | None = None
+    count: Count | None = None
+
+
+def decide(plan: Planner, match: PersonMatch, state: DayState, received_at: datetime) -> Decision:
+    """Pure: the plan for `match` and, for a create, its seller and count."""
+    decision = plan(match)
+    resolved = resolve(decision, state, received_at)
+    if resolved is None:
+        return Decision(decision)
+    return Decision(decision, *resolved)
+
+
+# --- reads under WATCH ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Seen:
+    """What one attempt read: the leads it loaded (the merge base comes from here)."""
+
+    leads: dict[str, Lead] = field(default_factory=dict)
+
+
+async def watch_lead(pipe: Pipeline, k: Keys, lead_id: str, seen: Seen) -> Lead | None:
+    if lead_id in seen.leads:
+        return seen.leads[lead_id]
+    await pipe.watch(k.lead(lead_id))
+    doc = await pipe.get(k.lead(lead_id))
+    if doc is None:
+        return None
+    lead = Lead.model_validate_json(doc)
+    seen.leads[lead_id] = lead
+    return lead
+
+
+async def watch_day(pipe: Pipeline, k: Keys) -> DayState:
+    await pipe.watch(k.rr)
+    return DayState.parse(fields(await pipe.hgetall(k.rr)))
+
+
+def conversation_from(raw: Mapping[str, str]) -> Conversation:
+    return Conversation(
+        id=raw["id"],
+        channel=Channel(raw["channel"]),
+        account=raw["account"],
+        chat=raw["chat"],
+        lead_id=raw.get("lead_id") or None,
+        handle=raw.get("handle") or None,
+        locale=raw.get("locale") or None,
+        created_at=moment(raw["created_at"]),
+        last_inbound_at=maybe_moment(raw.get("last_inbound_at")),
+        last_outbound_at=maybe_moment(raw.get("last_outbound_at")),
+        auto_answered_for=maybe_moment(raw.get("auto_answered_for")),
+    )
+
+
+async def watch_conversation(pipe: Pipeline, k: Keys, event: LeadEvent) -> Conversation | None:
+    thread = event.thread
+    assert thread is not None
+    key = k.conversation_key(event.channel.value, thread.account, thread.chat)
+    await pipe.watch(key)
+    conversation_id = maybe_text(await pipe.get(key))
+    if conversation_id is None:
+        return None
+    await pipe.watch(k.conversation(conversation_id), k.conversation_lines(conversation_id))
+    raw = fields(await pipe.hgetall(k.conversation(conversation_id)))
+    return conversation_from(raw) if raw else None
+
+
+async def match(
+    pipe: Pipeline,
+    k: Keys,
+    event: LeadEvent,
+    keys: Sequence[str],
+    since: datetime,
+    seen: Seen,
+    conversation: Conversation | None,
+) -> PersonMatch:
+    if event.thread is None:
+        return await match_person(pipe, k, event, keys, since, seen)
+    # A chat message: its conversation's lead first, while that lead is open.
+    if conversation is not None and conversation.lead_id is not None:
+        lead = await watch_lead(pipe, k, conversation.lead_id, seen)
+        if lead is not None and lead.status is LeadStatus.NEW and lead.last_event_at >= since:
+            return PersonMatch(
+                lead_id=lead.id,
+                matched_on="conversation",
+                previous_owner=lead.assigned_to,
+                conversation=conversation,
+            )
+    found = await match_person(pipe, k, event, keys, since, seen)
+    return found._replace(conversation=conversation)
+
+
+async def match_person(
+    pipe: Pipeline,
+    k: Keys,
+    event: LeadEvent,
+    keys: Sequence[str],
+    since: datetime,
+    seen: Seen,
+) -> PersonMatch:
+    for ext in event.replies_to:
+        rk = k.replay(replay_key(event.channel, ext))
+        await pipe.watch(rk)
+        event_id = maybe_text(await pipe.get(rk))
+        if event_id is not None:
+            # An event's lead never changes once stored: no need to watch the event.
+            lead_id = maybe_text(await pipe.hget(k.event(event_id), "lead_id"))
+            if lead_id:
+                return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
+    if not keys:
+        return PersonMatch()
+    # In the order the embedded store finds them (by key, then lead id): the kind a lead
+    # is reported as matched on is the first key that found it.
+    ordered = sorted(set(keys))
+    await pipe.watch(*(k.identity(key) for key in ordered))
+    candidates: dict[str, str] = {}
+    for key in ordered:
+        for lead_id in sorted(texts(await pipe.smembers(k.identity(key)))):
+            candidates.setdefault(lead_id, key)
+    if not candidates:
+        return PersonMatch()
+    leads = [
+        lead for lid in candidates if (lead := await watch_lead(pipe, k, lid, seen)) is not None
+    ]
+    leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
+    owner = next((lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None)
+    for lead in leads:
+        if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
+            kind = candidates[lead.id].split(":", 1)[0]
+            return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
+    return PersonMatch(previous_owner=owner)
