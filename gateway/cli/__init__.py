@@ -17,6 +17,7 @@ from gateway.config import (
     ignored_env,
     load_settings,
     resolve_path,
+    store_name,
     store_problem,
 )
 from gateway.logs import setup_logging
@@ -50,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         VERSION,
         host,
         port,
-        settings.store.path,
+        store_name(settings.store),
         len(settings.sellers),
     )
     if ignored := ignored_env():
@@ -107,7 +108,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"note: ignoring {', '.join(ignored)} (container service variables, not settings)")
     print(
         f"{source or 'built-in defaults'}: ok — {len(settings.sellers)} seller(s), forms: {forms}, "
-        f"store: {settings.store.path}, delivery: {settings.delivery.sink}, "
+        f"store: {store_name(settings.store)}, delivery: {settings.delivery.sink}, "
         f"order tokens: {len(settings.orders.tokens)}, "
         f"admin tokens: {len(settings.admin.tokens)}"
     )
