@@ -145,6 +145,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return inbox.run(args, _load(args))
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from gateway.cli import store_copy
+
+    return store_copy.run(args, _load_client(args))
+
+
 def cmd_openlines(args: argparse.Namespace) -> int:
     from gateway.cli import openlines
 
@@ -152,7 +158,7 @@ def cmd_openlines(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, inbox, leads, openlines, outbox, quarantine
+    from gateway.cli import calendar, inbox, leads, openlines, outbox, quarantine, store_copy
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -186,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["inbox"].set_defaults(func=cmd_inbox)
     openlines.add_parser(sub)
     sub.choices["openlines"].set_defaults(func=cmd_openlines)
+    store_copy.add_parser(sub)
+    sub.choices["store"].set_defaults(func=cmd_store)
     add_channel_commands(sub)
     return parser
 

@@ -108,6 +108,44 @@ return id
 _RECORD_FIELDS: set[str] = set(EventRecord.model_fields) - {"outcome", "matched_on"}
 
 
+def index_lead(pipe: Pipeline, k: Keys, lead: Lead) -> None:
+    """Queue a new lead's index entries (its listings, the /ops window of NEW leads)."""
+    pipe.zadd(k.leads, {lead.id: 0})
+    pipe.zadd(k.leads_by("channel", lead.channel.value), {lead.id: 0})
+    pipe.zadd(k.leads_by("status", lead.status.value), {lead.id: 0})
+    if lead.assigned_to is not None:
+        pipe.zadd(k.leads_by("seller", lead.assigned_to), {lead.id: 0})
+    if lead.status is LeadStatus.NEW:
+        pipe.zadd(k.leads_new, {lead.id: lead.created_at.timestamp()})
+
+
+def event_indexes(k: Keys, channel: str, lead_id: str | None) -> list[str]:
+    """The sorted sets an event is listed in, by the order stored (INSERT_IN_ORDER)."""
+    indexes = [k.events, k.events_of_channel(channel)]
+    if lead_id is not None:
+        indexes.append(k.events_of_lead(lead_id))
+    return indexes
+
+
+def event_fields(
+    event_id: str,
+    lead_id: str | None,
+    channel: str,
+    external_id: str,
+    received_at: str,
+    doc: bytes | str,
+) -> list[str | bytes]:
+    """INSERT_IN_ORDER's ARGV for an event: its id, then its hash's fields."""
+    return [
+        event_id,
+        "lead_id", lead_id or "",
+        "channel", channel,
+        "external_id", external_id,
+        "received_at", received_at,
+        "doc", doc,
+    ]  # fmt: skip
+
+
 class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMethods):
     def __init__(
         self, client: aioredis.Redis, *, prefix: str, outbox_delivered: bool = False
@@ -285,26 +323,17 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         if lead is not None:
             pipe.set(k.lead(lead.id), lead.__pydantic_serializer__.to_json(lead))
             if d.action is PlanAction.CREATE:
-                self._index_lead(pipe, lead)
+                index_lead(pipe, k, lead)
             for key in keys:
                 pipe.sadd(k.identity(key), lead.id)
         record = event.model_dump(mode="json", include=_RECORD_FIELDS)
         record["outcome"] = outcome.value
         record["matched_on"] = d.matched_on
         doc = orjson.dumps({"record": record, "raw": event.raw})
-        indexes = [k.events, k.events_of_channel(event.channel.value)]
-        if lead_id is not None:
-            indexes.append(k.events_of_lead(lead_id))
+        indexes = event_indexes(k, event.channel.value, lead_id)
         await self._lua(INSERT_IN_ORDER)(
             [k.seq("event"), k.event(event.id), *indexes],
-            [
-                event.id,
-                "lead_id", lead_id or "",
-                "channel", event.channel.value,
-                "external_id", event.external_id,
-                "received_at", now,
-                "doc", doc,
-            ],
+            event_fields(event.id, lead_id, event.channel.value, event.external_id, now, doc),
             client=pipe,
         )
         for rk in rkeys:
@@ -335,16 +364,6 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                 self._lua, pipe, k, event, d, lead_id, conversation, edited_line
             )
         return Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome)
-
-    def _index_lead(self, pipe: Pipeline, lead: Lead) -> None:
-        k = self.k
-        pipe.zadd(k.leads, {lead.id: 0})
-        pipe.zadd(k.leads_by("channel", lead.channel.value), {lead.id: 0})
-        pipe.zadd(k.leads_by("status", lead.status.value), {lead.id: 0})
-        if lead.assigned_to is not None:
-            pipe.zadd(k.leads_by("seller", lead.assigned_to), {lead.id: 0})
-        if lead.status is LeadStatus.NEW:
-            pipe.zadd(k.leads_new, {lead.id: lead.created_at.timestamp()})
 
     def _move_count(self, pipe: Pipeline, count: Count) -> None:
         k = self.k

@@ -120,6 +120,12 @@ class Keys:
     def outbox(self, item_id: int | str) -> str:
         return f"{self.p}ob:{item_id}"
 
+    def inbox(self, entry_id: int | str) -> str:
+        return f"{self.p}inbox:{entry_id}"
+
+    def inbox_key(self, channel: str, account: str, key: str) -> str:
+        return f"{self.p}inboxkey:{channel}{SEP}{account}{SEP}{key}"
+
 
 # --- values ------------------------------------------------------------------------------------
 

@@ -269,6 +269,30 @@ return #ids
 """
 )
 
+# A row brought over from another store with its id and fields (leadgate store copy).
+# ARGV: prefix, id, then field, value pairs; the counter moves past the id.
+_RESTORE = (
+    _PRELUDE
+    + """
+local id = tonumber(ARGV[2])
+local f = {}
+for i = 3, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end
+redis.call('HSET', row(id), 'id', id, unpack(ARGV, 3))
+redis.call('ZADD', P .. 'ob:all', id, id)
+redis.call('ZADD', P .. 'ob:st:' .. f.state .. ':' .. f.kind, id, id)
+if f.state == 'pending' then
+  pend(id, f.kind, f.conversation_id, f.next_attempt_at, f.created_at)
+elseif f.state == 'delivered' or f.state == 'closed' then
+  redis.call('ZADD', P .. 'ob:done', f.delivered_at or f.created_at, id)
+end
+if f.kind == 'lead.created' then redis.call('HSET', P .. 'ob:leadrow', f.lead_id, id) end
+if id > tonumber(redis.call('GET', P .. 'seq:ob') or '0') then
+  redis.call('SET', P .. 'seq:ob', id)
+end
+return id
+"""
+)
+
 _PURGE_BATCH = 1000
 _ALL_KINDS = tuple(k.value for k in OutboxKind)
 
@@ -302,6 +326,30 @@ async def add_outbox(
         ],
         client=pipe,
     )
+
+
+async def restore_outbox(lua: Lua, pipe: Pipeline, k: Keys, item: OutboxItem) -> None:
+    """Queue `item` as it is (its id, state, attempts, flag, link id), without a claim."""
+    optional = {
+        "last_error": item.last_error,
+        "delivered_at": ts(item.delivered_at) if item.delivered_at else None,
+        "remote_id": item.remote_id,
+        "message_id": item.message_id,
+        "conversation_id": item.conversation_id,
+    }
+    fields = {
+        "lead_id": item.lead_id,
+        "event_id": item.event_id,
+        "kind": item.kind.value,
+        "state": item.state.value,
+        "attempts": str(item.attempts),
+        "next_attempt_at": ts(item.next_attempt_at),
+        "created_at": ts(item.created_at),
+        "attempted": "1" if item.attempted else "0",
+        **{name: value for name, value in optional.items() if value is not None},
+    }
+    pairs = [part for pair in fields.items() for part in pair]
+    await lua(_RESTORE)([], [k.p, item.id, *pairs], client=pipe)
 
 
 def outbox_item(raw: Mapping[str, str]) -> OutboxItem:

@@ -486,3 +486,17 @@ class ChatMethods:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return read_conversation(self._db(), conversation_id)
 
+
+
+# --- everything, for moving house (leadgate store copy) ------------------------------------------
+
+
+def all_conversations(db: sqlite3.Connection) -> list[Conversation]:
+    rows = db.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY id")
+    return [_conversation(r) for r in rows]
+
+
+def all_messages(db: sqlite3.Connection) -> list[ChatMessage]:
+    """Every transcript line, in the order stored."""
+    rows = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages ORDER BY seq")
+    return [_message(r) for r in rows]
