@@ -28,7 +28,6 @@ import logging
 import random
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -36,6 +35,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
+from gateway.conversations import Conversation
 from gateway.models import EventRecord, Lead, LeadEvent, LeadStatus, Outcome, Receipt
 from gateway.store.base import (
     INTAKE_BUCKET_SECONDS,
@@ -43,6 +43,7 @@ from gateway.store.base import (
     LeadQuery,
     OutboxKind,
     OutboxState,
+    PersonMatch,
     PlanAction,
     Planner,
     Quarantined,
@@ -266,7 +267,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         return Recorded(receipt, decision.assignment, queued)
 
     def _decide(
-        self, plan: Planner, found: Any, state: DayState, received_at: datetime
+        self, plan: Planner, found: PersonMatch, state: DayState, received_at: datetime
     ) -> Decision:
         """The plan, and for a create its seller and count (pure; see redis_match)."""
         return decide(plan, found, state, received_at)
@@ -283,7 +284,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         keys: Sequence[str],
         decision: Decision,
         base: Lead | None,
-        conversation: Any,
+        conversation: Conversation | None,
         edited_line: str | None,
     ) -> Receipt:
         k, d = self.k, decision.plan

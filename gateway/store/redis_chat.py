@@ -12,7 +12,6 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -302,20 +301,24 @@ class ChatMethods:
         message_id: str | None = None,
         report: bool = False,
     ) -> ChatMessage:
+        # The line as it will be, but for its conversation: one id whatever the retries.
+        draft = ChatMessage(
+            id=message_id or new_id(),
+            conversation_id="",
+            lead_id=lead_id,
+            direction=Direction.OUT,
+            author=author,
+            text=text,
+            at=now,
+            status=MessageStatus.QUEUED,
+            ask_phone=ask_phone,
+        )
         async with unavailable():
             for attempt in range(_ATTEMPTS):
                 async with self._r.pipeline(transaction=True) as pipe:
                     try:
                         return await self._queue_once(
-                            pipe,
-                            lead_id,
-                            text,
-                            author=author,
-                            now=now,
-                            conversation_id=conversation_id,
-                            ask_phone=ask_phone,
-                            message_id=message_id,
-                            report=report,
+                            pipe, draft, conversation_id, again=bool(message_id), report=report
                         )
                     except WatchError:
                         pass
@@ -323,19 +326,28 @@ class ChatMethods:
                     await asyncio.sleep(random.uniform(0, 0.005))
         raise StoreUnavailable(f"message to lead {lead_id}: too much contention, not queued")
 
-    async def _queue_once(self, pipe: Pipeline, lead_id: str, text: str, **kw: Any) -> ChatMessage:
+    async def _queue_once(
+        self,
+        pipe: Pipeline,
+        draft: ChatMessage,
+        wanted: str | None,
+        *,
+        again: bool,
+        report: bool,
+    ) -> ChatMessage:
+        """One attempt of queue_message (raises WatchError when it lost a race)."""
         k = self.k
-        message_id: str | None = kw["message_id"]
-        if message_id is not None:
+        assert draft.lead_id is not None
+        lead_id = draft.lead_id
+        if again:
             # A caller repeating itself after a crash gets the line as first stored.
-            await pipe.watch(k.message(message_id))
-            had = fields(await pipe.hgetall(k.message(message_id)))
+            await pipe.watch(k.message(draft.id))
+            had = fields(await pipe.hgetall(k.message(draft.id)))
             if had:
                 return message_from(had)
         await pipe.watch(k.lead(lead_id), k.lead_conversations(lead_id))
         if not await pipe.exists(k.lead(lead_id)):
             raise NoSuchLead(lead_id)
-        wanted: str | None = kw["conversation_id"]
         if wanted is not None:
             has = await pipe.sismember(k.lead_conversations(lead_id), wanted)
             candidates = [wanted] if has else []
@@ -346,18 +358,8 @@ class ChatMethods:
         if not found:
             raise NoConversation(lead_id)
         target = max(found, key=_latest_first)
-        line = ChatMessage(
-            id=message_id or new_id(),
-            conversation_id=target.id,
-            lead_id=lead_id,
-            direction=Direction.OUT,
-            author=kw["author"],
-            text=text,
-            at=kw["now"],
-            status=MessageStatus.QUEUED,
-            ask_phone=kw["ask_phone"],
-        )
-        kinds = [OutboxKind.MESSAGE_OUT] + ([OutboxKind.MESSAGE_STATUS] if kw["report"] else [])
+        line = draft.model_copy(update={"conversation_id": target.id})
+        kinds = [OutboxKind.MESSAGE_OUT] + ([OutboxKind.MESSAGE_STATUS] if report else [])
         pipe.multi()  # type: ignore[no-untyped-call]
         for kind in kinds:
             await add_outbox(
@@ -367,7 +369,7 @@ class ChatMethods:
                 lead_id=lead_id,
                 event_id="",
                 kind=kind,
-                due=ts(kw["now"]),
+                due=ts(line.at),
                 message_id=line.id,
                 conversation_id=target.id,
             )
