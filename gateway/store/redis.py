@@ -50,6 +50,7 @@ from gateway.store.base import (
     Recorded,
     StoreUnavailable,
 )
+from gateway.store.changes import created_lead, event_doc, merged_lead
 from gateway.store.redis_chat import ChatMethods, thread_writes
 from gateway.store.redis_inbox import InboxMethods
 from gateway.store.redis_keys import (
@@ -105,9 +106,6 @@ redis.call('HSET', ARGV[1] .. 'q:' .. id, 'id', id, unpack(ARGV, 2))
 redis.call('ZADD', KEYS[2], id, id)
 return id
 """
-
-_RECORD_FIELDS: set[str] = set(EventRecord.model_fields) - {"outcome", "matched_on"}
-
 
 def index_lead(pipe: Pipeline, k: Keys, lead: Lead) -> None:
     """Queue a new lead's index entries (its listings, the /ops window of NEW leads)."""
@@ -293,29 +291,11 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         kind: OutboxKind | None
         if d.action is PlanAction.CREATE:
             assert d.lead is not None
-            lead, outcome, kind = d.lead, Outcome.CREATED, OutboxKind.CREATED
-            if decision.assignment is not None:
-                lead = lead.model_copy(
-                    update={
-                        "assigned_to": decision.assignment.seller_id,
-                        "assignment_reason": decision.assignment.reason,
-                    }
-                )
+            lead = created_lead(d.lead, decision.assignment)
+            outcome, kind = Outcome.CREATED, OutboxKind.CREATED
         elif d.action is PlanAction.MERGE:
             assert base is not None
-            lead = base.model_copy(
-                update={
-                    "contact": base.contact.merged_with(event.contact),
-                    "interest": base.interest.merged_with(event.interest),
-                    "updated_at": event.received_at,
-                    "last_event_at": max(base.last_event_at, event.occurred_at),
-                    "sla_due_at": (
-                        d.sla_due_at
-                        if d.sla_due_at is not None and base.sla_due_at < event.occurred_at
-                        else base.sla_due_at
-                    ),
-                }
-            )
+            lead = merged_lead(base, event, d)
             outcome, kind = Outcome.MERGED, OutboxKind.MERGED
         else:
             lead, outcome, kind = None, Outcome.KEPT, None
@@ -327,10 +307,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                 index_lead(pipe, k, lead)
             for key in keys:
                 pipe.sadd(k.identity(key), lead.id)
-        record = event.model_dump(mode="json", include=_RECORD_FIELDS)
-        record["outcome"] = outcome.value
-        record["matched_on"] = d.matched_on
-        doc = orjson.dumps({"record": record, "raw": event.raw})
+        doc = event_doc(event, outcome, d.matched_on)
         indexes = event_indexes(k, event.channel.value, lead_id)
         await self._lua(INSERT_IN_ORDER)(
             [k.seq("event"), k.event(event.id), *indexes],
@@ -404,12 +381,12 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
             pipe.get(k.lead(lead_id))
             pipe.hmget(k.event(event_id), "lead_id", "doc")
             pipe.zcard(k.events_of_lead(lead_id))
-            doc, (owner, event_doc), count = await pipe.execute()
+            doc, (owner, stored), count = await pipe.execute()
         if doc is None:
             return None
         event = None
-        if event_doc is not None and owner == lead_id:
-            event = EventRecord.model_validate(orjson.loads(event_doc)["record"])
+        if stored is not None and owner == lead_id:
+            event = EventRecord.model_validate(orjson.loads(stored)["record"])
         return DeliveryView(lead_from(doc), event, int(count))
 
     async def list_leads(self, query: LeadQuery) -> list[Lead]:

@@ -20,7 +20,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
 from gateway.conversations import (
-    CUSTOMER,
     ChatMessage,
     Conversation,
     Direction,
@@ -32,6 +31,7 @@ from gateway.conversations import (
 )
 from gateway.models import Attachment, LeadEvent, new_id
 from gateway.store.base import OutboxKind, Plan, StoreUnavailable
+from gateway.store.changes import answer_lines, conversation_after, inbound_line
 from gateway.store.redis_keys import (
     INSERT_IN_ORDER,
     Keys,
@@ -149,34 +149,10 @@ async def thread_writes(
     thread = event.thread
     assert thread is not None
     at = event.occurred_at
-    handle = event.contact.handles[0] if event.contact.handles else None
+    conversation = conversation_after(event, decision, lead_id, before)
     if before is None:
-        conversation = Conversation(
-            id=new_id(),
-            channel=event.channel,
-            account=thread.account,
-            chat=thread.chat,
-            lead_id=lead_id,
-            handle=handle,
-            locale=thread.locale,
-            created_at=event.received_at,
-            last_inbound_at=at,
-            auto_answered_for=decision.answered_for,
-        )
-        pipe.set(
-            k.conversation_key(event.channel.value, thread.account, thread.chat), conversation.id
-        )
-    else:
-        last = before.last_inbound_at
-        conversation = before.model_copy(
-            update={
-                "lead_id": lead_id or before.lead_id,
-                "handle": before.handle or handle,
-                "locale": thread.locale or before.locale,
-                "last_inbound_at": at if last is None else max(last, at),
-                "auto_answered_for": decision.answered_for or before.auto_answered_for,
-            }
-        )
+        key = k.conversation_key(event.channel.value, thread.account, thread.chat)
+        pipe.set(key, conversation.id)
     pairs = [item for pair in conversation_fields(conversation).items() for item in pair]
     pipe.hset(k.conversation(conversation.id), items=pairs)
     edited = event.edits
@@ -190,20 +166,7 @@ async def thread_writes(
             else:
                 pipe.hset(key, name, value)
     else:
-        # An edit of a line we never saw stands for that line: a later edit finds it.
-        line = ChatMessage(
-            id=event.id,
-            conversation_id=conversation.id,
-            lead_id=lead_id,
-            direction=Direction.IN,
-            author=CUSTOMER,
-            text=event.text,
-            attachments=event.attachments,
-            at=at,
-            status=MessageStatus.RECEIVED,
-            external_id=edited or event.external_id,
-            edited_at=at if edited is not None else None,
-        )
+        line = inbound_line(event, conversation.id, lead_id)
         await add_line(lua, pipe, k, line)
         if decision.mirror:
             await add_outbox(
@@ -217,18 +180,7 @@ async def thread_writes(
                 message_id=line.id,
                 conversation_id=conversation.id,
             )
-    for answer in decision.answers:
-        reply = ChatMessage(
-            id=answer.message_id,
-            conversation_id=conversation.id,
-            lead_id=lead_id,
-            direction=Direction.OUT,
-            author=answer.author,
-            text=answer.text,
-            at=event.received_at,
-            status=MessageStatus.QUEUED,
-            ask_phone=answer.ask_phone,
-        )
+    for reply in answer_lines(event, decision, conversation.id, lead_id):
         await add_line(lua, pipe, k, reply)
         await add_outbox(
             lua,
@@ -238,7 +190,7 @@ async def thread_writes(
             event_id=event.id,
             kind=OutboxKind.MESSAGE_OUT,
             due=ts(event.received_at),
-            message_id=answer.message_id,
+            message_id=reply.id,
             conversation_id=conversation.id,
         )
 

@@ -17,8 +17,9 @@ from redis.asyncio.client import Pipeline
 
 from gateway.assign import Assignment, pick
 from gateway.conversations import Conversation
-from gateway.models import Channel, Lead, LeadEvent, LeadStatus
+from gateway.models import Channel, Lead, LeadEvent
 from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
+from gateway.store.changes import conversation_match, person_match
 from gateway.store.redis_keys import Keys, fields, maybe_moment, maybe_text, moment, texts
 from gateway.store.sqlite_queries import replay_key
 
@@ -162,13 +163,8 @@ async def match(
     # A chat message: its conversation's lead first, while that lead is open.
     if conversation is not None and conversation.lead_id is not None:
         lead = await watch_lead(pipe, k, conversation.lead_id, seen)
-        if lead is not None and lead.status is LeadStatus.NEW and lead.last_event_at >= since:
-            return PersonMatch(
-                lead_id=lead.id,
-                matched_on="conversation",
-                previous_owner=lead.assigned_to,
-                conversation=conversation,
-            )
+        if (joined := conversation_match(lead, conversation, since)) is not None:
+            return joined
     found = await match_person(pipe, k, event, keys, since, seen)
     return found._replace(conversation=conversation)
 
@@ -205,10 +201,4 @@ async def match_person(
     leads = [
         lead for lid in candidates if (lead := await watch_lead(pipe, k, lid, seen)) is not None
     ]
-    leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
-    owner = next((lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None)
-    for lead in leads:
-        if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
-            kind = candidates[lead.id].split(":", 1)[0]
-            return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
-    return PersonMatch(previous_owner=owner)
+    return person_match(candidates, leads, since)
