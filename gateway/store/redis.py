@@ -145,6 +145,20 @@ def event_fields(
     ]  # fmt: skip
 
 
+_OUTCOMES = {
+    PlanAction.CREATE: Outcome.CREATED,
+    PlanAction.MERGE: Outcome.MERGED,
+    PlanAction.KEEP: Outcome.KEPT,
+}
+
+
+def _landed(decision: Decision, event_id: str, lead_id: str | None) -> Recorded:
+    """What record() answers for its own write found stored on a retry."""
+    receipt = Receipt(event_id=event_id, lead_id=lead_id, outcome=_OUTCOMES[decision.plan.action])
+    queued = tuple(answer.message_id for answer in decision.plan.answers)
+    return Recorded(receipt, decision.assignment, queued)
+
+
 class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMethods):
     def __init__(
         self, client: aioredis.Redis, *, prefix: str, outbox_delivered: bool = False
@@ -190,12 +204,16 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         rkeys = [replay_key(event.channel, event.external_id)]
         if event.idempotency_key:
             rkeys.append(idempotency_key(event.idempotency_key))
+        # The decision whose EXEC was last sent: if its reply was lost with the connection
+        # (redis-py then raises WatchError) but it landed, the retry finds the event stored
+        # under its own id, and the caller hears what that write did, not "replayed".
+        sent: list[Decision] = []
         async with self._recording, unavailable():
             for attempt in range(MAX_ATTEMPTS):
                 async with self._r.pipeline(transaction=True) as pipe:
                     try:
                         return await self._record_once(
-                            pipe, event, rkeys, keys, since, plan, checkpoint
+                            pipe, event, rkeys, keys, since, plan, checkpoint, sent
                         )
                     except WatchError:
                         pass
@@ -213,6 +231,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         since: datetime,
         plan: Planner,
         checkpoint: tuple[str, str] | None,
+        sent: list[Decision],
     ) -> Recorded:
         k = self.k
         await pipe.watch(*(k.replay(rk) for rk in rkeys))
@@ -224,6 +243,8 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(k.checkpoints, *checkpoint)
                     await self._commit(pipe, event)
+                if found == event.id and sent:
+                    return _landed(sent[-1], event.id, lead_id or None)
                 receipt = Receipt(event_id=found, lead_id=lead_id or None, outcome=Outcome.REPLAYED)
                 return Recorded(receipt)
 
@@ -260,6 +281,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         )
         if checkpoint is not None:
             pipe.hset(k.checkpoints, *checkpoint)
+        sent.append(decision)
         await self._commit(pipe, event)
         queued = tuple(answer.message_id for answer in decision.plan.answers)
         return Recorded(receipt, decision.assignment, queued)
