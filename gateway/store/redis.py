@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
@@ -204,10 +205,11 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         rkeys = [replay_key(event.channel, event.external_id)]
         if event.idempotency_key:
             rkeys.append(idempotency_key(event.idempotency_key))
-        # The decision whose EXEC was last sent: if its reply was lost with the connection
-        # (redis-py then raises WatchError) but it landed, the retry finds the event stored
-        # under its own id, and the caller hears what that write did, not "replayed".
-        sent: list[Decision] = []
+        # The decisions whose EXEC was sent, by a token each writes into the event: if a
+        # reply was lost with the connection (redis-py then raises WatchError) but the write
+        # landed, the retry finds the event with one of these tokens, and the caller hears
+        # what that write did, not "replayed".
+        sent: dict[str, Decision] = {}
         async with self._recording, unavailable():
             for attempt in range(MAX_ATTEMPTS):
                 async with self._r.pipeline(transaction=True) as pipe:
@@ -231,20 +233,20 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         since: datetime,
         plan: Planner,
         checkpoint: tuple[str, str] | None,
-        sent: list[Decision],
+        sent: dict[str, Decision],
     ) -> Recorded:
         k = self.k
         await pipe.watch(*(k.replay(rk) for rk in rkeys))
         for found in texts(await pipe.mget([k.replay(rk) for rk in rkeys])):
             if found is not None:
-                lead_id = maybe_text(await pipe.hget(k.event(found), "lead_id"))
+                lead_id, token = texts(await pipe.hmget(k.event(found), "lead_id", "attempt"))
                 if checkpoint is not None:
                     # The poller must not fetch it again: moved even for a replay.
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(k.checkpoints, *checkpoint)
                     await self._commit(pipe, event)
-                if found == event.id and sent:
-                    return _landed(sent[-1], event.id, lead_id or None)
+                if token in sent:
+                    return _landed(sent[token], event.id, lead_id or None)
                 receipt = Receipt(event_id=found, lead_id=lead_id or None, outcome=Outcome.REPLAYED)
                 return Recorded(receipt)
 
@@ -281,7 +283,9 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         )
         if checkpoint is not None:
             pipe.hset(k.checkpoints, *checkpoint)
-        sent.append(decision)
+        token = secrets.token_hex(8)
+        pipe.hset(k.event(event.id), "attempt", token)
+        sent[token] = decision
         await self._commit(pipe, event)
         queued = tuple(answer.message_id for answer in decision.plan.answers)
         return Recorded(receipt, decision.assignment, queued)
