@@ -111,6 +111,7 @@ return id
 def index_lead(pipe: Pipeline, k: Keys, lead: Lead) -> None:
     """Queue a new lead's index entries (its listings, the /ops window of NEW leads)."""
     pipe.zadd(k.leads, {lead.id: 0})
+    pipe.zadd(k.leads_created, {lead.id: lead.created_at.timestamp()})
     pipe.zadd(k.leads_by("channel", lead.channel.value), {lead.id: 0})
     pipe.zadd(k.leads_by("status", lead.status.value), {lead.id: 0})
     if lead.assigned_to is not None:

@@ -8,6 +8,7 @@ Rows are hashes; listings are sorted sets, so a page or a count never scans ever
     leads:channel:{ch}         \\
     leads:status:{st}           > the same, per filter of LeadQuery
     leads:seller:{seller}      /
+    leads:created              all lead ids by created_at (LeadQuery.since)
     leads:new                  NEW leads by created_at (the /ops counts)
     event:{id}                 hash: seq, lead_id, channel, external_id, doc (record + raw)
     events, events:channel:{ch}, events:lead:{lead}   event ids by seq (the order stored)
@@ -60,6 +61,7 @@ class Keys:
         self.p = prefix
         self.leads = f"{prefix}leads"
         self.leads_new = f"{prefix}leads:new"
+        self.leads_created = f"{prefix}leads:created"
         self.events = f"{prefix}events"
         self.rr = f"{prefix}rr"
         self.checkpoints = f"{prefix}checkpoints"

@@ -24,6 +24,8 @@ def lead_from(doc: str | bytes) -> Lead:
 async def list_leads(r: aioredis.Redis, k: Keys, query: LeadQuery) -> list[Lead]:
     """Newest first (by id, a ULID) along the most selective index of the query; the other
     filters are checked on the lead itself."""
+    if query.since is not None:
+        return await _leads_since(r, k, query)
     if query.assigned_to is not None:
         index = k.leads_by("seller", query.assigned_to)
     elif query.channel is not None:
@@ -48,6 +50,24 @@ async def list_leads(r: aioredis.Redis, k: Keys, query: LeadQuery) -> list[Lead]
                 found.append(lead)
                 if len(found) == query.limit:
                     break
+    return found
+
+
+async def _leads_since(r: aioredis.Redis, k: Keys, query: LeadQuery) -> list[Lead]:
+    """The leads created in the window (by the created_at index), newest id first: a window
+    costs its own leads, not the whole history."""
+    assert query.since is not None
+    ids = texts(await r.zrangebyscore(k.leads_created, query.since.timestamp(), "+inf"))
+    if query.before_id is not None:
+        ids = [i for i in ids if i < query.before_id]
+    ids.sort(reverse=True)
+    found: list[Lead] = []
+    for start in range(0, len(ids), _PAGE):
+        for doc in await r.mget([k.lead(i) for i in ids[start : start + _PAGE]]):
+            if doc is not None and _wanted(lead := lead_from(doc), query):
+                found.append(lead)
+                if len(found) == query.limit:
+                    return found
     return found
 
 
