@@ -245,12 +245,20 @@ name = "Анна"
         assert "Traceback" not in app.stderr()
     assert not (tmp_path / "leadgate.db").exists()
     # The CLI reads the same Redis (no gateway running now: the data outlives it).
-    listed = subprocess.run(
-        [*LEADGATE, "leads", "list", "--json", "-c", str(tmp_path / "leadgate.toml")],
-        cwd=tmp_path,
-        capture_output=True,
-        check=True,
-    )
-    leads = json.loads(listed.stdout)
+
+    def run(*argv: str) -> Any:
+        done = subprocess.run(
+            [*LEADGATE, *argv, "--json", "-c", str(tmp_path / "leadgate.toml")],
+            cwd=tmp_path,
+            capture_output=True,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    leads = run("leads", "list")
     assert [lead["id"] for lead in leads] == [receipt["lead_id"]]
     assert leads[0]["assigned_to"] == "anna"
+    # No remote sink configured: the store is the destination, the row born delivered.
+    outbox = run("outbox", "list")
+    assert [(i["lead_id"], i["state"]) for i in outbox] == [(receipt["lead_id"], "delivered")]
+    assert run("quarantine", "list") == []
