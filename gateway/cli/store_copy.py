@@ -61,22 +61,25 @@ def run(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 
 async def _copy(path: Path, url: str, prefix: str, tz: ZoneInfo) -> int:
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
-        copied, sinks = await copy_sqlite_to_redis(path, client, prefix, tz)
-    finally:
-        await client.aclose()
-    print("copied: " + ", ".join(f"{kind} {n}" for kind, n in copied.items()))
+    # Opened first: a file of an older version is brought to this version's tables.
     source = SQLiteStore(path, role=StoreRole.CLIENT)
-    target = RedisStore(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
     await source.open()
-    await target.open()
     try:
-        before = await fingerprint(source, sinks)
-        after = await fingerprint(target, sinks)
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            copied, sinks = await copy_sqlite_to_redis(path, client, prefix, tz)
+        finally:
+            await client.aclose()
+        print("copied: " + ", ".join(f"{kind} {n}" for kind, n in copied.items()))
+        target = RedisStore(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+        await target.open()
+        try:
+            before = await fingerprint(source, sinks)
+            after = await fingerprint(target, sinks)
+        finally:
+            await target.close()
     finally:
         await source.close()
-        await target.close()
     print(f"sqlite: {before.line()}")
     print(f"redis:  {after.line()}")
     if before != after:
