@@ -60,6 +60,7 @@ from gateway.store.redis_keys import (
     fields,
     maybe_text,
     pack_bytes,
+    queue_script,
     texts,
     ts,
     unavailable,
@@ -135,7 +136,7 @@ def event_fields(
     external_id: str,
     received_at: str,
     doc: bytes | str,
-) -> list[str | bytes]:
+) -> list[str | bytes | int]:
     """INSERT_IN_ORDER's ARGV for an event: its id, then its hash's fields."""
     return [
         event_id,
@@ -336,24 +337,25 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                 pipe.sadd(k.identity(key), lead.id)
         doc = event_doc(event, outcome, d.matched_on)
         indexes = event_indexes(k, event.channel.value, lead_id)
-        await self._lua(INSERT_IN_ORDER)(
+        queue_script(
+            pipe,
+            INSERT_IN_ORDER,
             [k.seq("event"), k.event(event.id), *indexes],
             event_fields(event.id, lead_id, event.channel.value, event.external_id, now, doc),
-            client=pipe,
         )
         for rk in rkeys:
             pipe.set(k.replay(rk), event.id)
         bucket = int(event.received_at.timestamp() // INTAKE_BUCKET_SECONDS) * INTAKE_BUCKET_SECONDS
         channel = event.channel.value
-        await self._lua(COUNT_INTAKE)(
+        queue_script(
+            pipe,
+            COUNT_INTAKE,
             [k.intake(channel), k.intake_buckets(channel), k.intake_last],
             [channel, bucket, outcome.value, now],
-            client=pipe,
         )
         if lead is not None:
             assert kind is not None
-            await add_outbox(
-                self._lua,
+            add_outbox(
                 pipe,
                 k,
                 lead_id=lead.id,
@@ -365,9 +367,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         if decision.count is not None:
             self._move_count(pipe, decision.count)
         if event.thread is not None:
-            await thread_writes(
-                self._lua, pipe, k, event, d, lead_id, conversation, edited_line
-            )
+            thread_writes(pipe, k, event, d, lead_id, conversation, edited_line)
         return Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome)
 
     def _move_count(self, pipe: Pipeline, count: Count) -> None:
@@ -430,7 +430,9 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
     ) -> None:
         k = self.k
         async with unavailable(), self._r.pipeline(transaction=True) as pipe:
-            await self._lua(ADD_QUARANTINE)(
+            queue_script(
+                pipe,
+                ADD_QUARANTINE,
                 [k.seq("quarantine"), k.quarantine_all],
                 [
                     k.p,
@@ -441,7 +443,6 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                     "body", pack_bytes(item.body),
                     "state", "kept",
                 ],
-                client=pipe,
             )
             if checkpoint is not None:
                 pipe.hset(k.checkpoints, *checkpoint)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
 from gateway.conversations import (
@@ -38,14 +37,13 @@ from gateway.store.redis_keys import (
     fields,
     maybe_moment,
     moment,
+    queue_script,
     texts,
     ts,
     unavailable,
 )
 from gateway.store.redis_match import conversation_from
 from gateway.store.redis_outbox import add_outbox
-
-Lua = Callable[[str], AsyncScript]
 
 _ATTEMPTS = 200
 
@@ -120,13 +118,14 @@ def message_from(raw: Mapping[str, str]) -> ChatMessage:
     )
 
 
-async def add_line(lua: Lua, pipe: Pipeline, k: Keys, line: ChatMessage) -> None:
+def add_line(pipe: Pipeline, k: Keys, line: ChatMessage) -> None:
     """Queue a transcript line on `pipe`: its order number is taken at commit."""
     indexes = [k.messages_of_lead(line.lead_id)] if line.lead_id else []
-    await lua(INSERT_IN_ORDER)(
+    queue_script(
+        pipe,
+        INSERT_IN_ORDER,
         [k.seq("msg"), k.message(line.id), *indexes],
         [line.id, *message_fields(line)],
-        client=pipe,
     )
     if line.lead_id:
         pipe.sadd(k.lead_conversations(line.lead_id), line.conversation_id)
@@ -134,8 +133,7 @@ async def add_line(lua: Lua, pipe: Pipeline, k: Keys, line: ChatMessage) -> None
         pipe.hsetnx(k.conversation_lines(line.conversation_id), line.external_id, line.id)
 
 
-async def thread_writes(
-    lua: Lua,
+def thread_writes(
     pipe: Pipeline,
     k: Keys,
     event: LeadEvent,
@@ -167,10 +165,9 @@ async def thread_writes(
                 pipe.hset(key, name, value)
     else:
         line = inbound_line(event, conversation.id, lead_id)
-        await add_line(lua, pipe, k, line)
+        add_line(pipe, k, line)
         if decision.mirror:
-            await add_outbox(
-                lua,
+            add_outbox(
                 pipe,
                 k,
                 lead_id=lead_id or "",
@@ -181,9 +178,8 @@ async def thread_writes(
                 conversation_id=conversation.id,
             )
     for reply in answer_lines(event, decision, conversation.id, lead_id):
-        await add_line(lua, pipe, k, reply)
-        await add_outbox(
-            lua,
+        add_line(pipe, k, reply)
+        add_outbox(
             pipe,
             k,
             lead_id=lead_id or "",
@@ -200,11 +196,10 @@ def _latest_first(c: Conversation) -> tuple[datetime, str]:
 
 
 class ChatMethods:
-    """Mixed into RedisStore, which provides the client, the key layout and `_lua`."""
+    """Mixed into RedisStore, which provides the client and the key layout."""
 
     _r: aioredis.Redis
     k: Keys
-    _lua: Lua
 
     async def _conversations(self, ids: list[str]) -> list[Conversation]:
         if not ids:
@@ -314,8 +309,7 @@ class ChatMethods:
         kinds = [OutboxKind.MESSAGE_OUT] + ([OutboxKind.MESSAGE_STATUS] if report else [])
         pipe.multi()  # type: ignore[no-untyped-call]
         for kind in kinds:
-            await add_outbox(
-                self._lua,
+            add_outbox(
                 pipe,
                 k,
                 lead_id=lead_id,
@@ -325,6 +319,6 @@ class ChatMethods:
                 message_id=line.id,
                 conversation_id=target.id,
             )
-        await add_line(self._lua, pipe, k, line)
+        add_line(pipe, k, line)
         await pipe.execute()
         return line

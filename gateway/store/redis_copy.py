@@ -25,9 +25,16 @@ from redis.asyncio.client import Pipeline
 
 from gateway.models import Lead
 from gateway.store.base import StoreUnavailable
-from gateway.store.redis import RedisStore, event_fields, event_indexes, index_lead
+from gateway.store.redis import event_fields, event_indexes, index_lead
 from gateway.store.redis_chat import add_line, conversation_fields
-from gateway.store.redis_keys import INSERT_IN_ORDER, Keys, pack_bytes, ts, unavailable
+from gateway.store.redis_keys import (
+    INSERT_IN_ORDER,
+    Keys,
+    pack_bytes,
+    queue_script,
+    ts,
+    unavailable,
+)
 from gateway.store.redis_outbox import restore_outbox
 from gateway.store.sqlite_chat import all_conversations, all_messages
 from gateway.store.sqlite_inbox import all_inbox
@@ -99,7 +106,6 @@ async def copy_sqlite_to_redis(
 async def _copy(
     db: sqlite3.Connection, client: aioredis.Redis, k: Keys, tz: ZoneInfo
 ) -> dict[str, int]:
-    lua = RedisStore(client, prefix=k.p)._lua
     out = _Batches(client)
     copied: dict[str, int] = {}
 
@@ -118,10 +124,11 @@ async def _copy(
         "SELECT id, lead_id, channel, external_id, received_at, doc FROM events ORDER BY rowid"
     ):
         event_id, lead_id, channel, external_id, received_at, doc = row
-        await lua(INSERT_IN_ORDER)(
+        queue_script(
+            await out.step(),
+            INSERT_IN_ORDER,
             [k.seq("event"), k.event(event_id), *event_indexes(k, channel, lead_id)],
             event_fields(event_id, lead_id, channel, external_id, repr(received_at), doc),
-            client=await out.step(),
         )
         count("events")
     for key, event_id in db.execute("SELECT key, event_id FROM replay_keys"):
@@ -140,10 +147,10 @@ async def _copy(
         pipe.set(k.conversation_key(c.channel.value, c.account, c.chat), c.id)
         count("conversations")
     for message in all_messages(db):
-        await add_line(lua, await out.step(), k, message)
+        add_line(await out.step(), k, message)
         count("messages")
     for item in outbox_rows(db, " ORDER BY id", ()):
-        await restore_outbox(lua, await out.step(), k, item)
+        restore_outbox(await out.step(), k, item)
         count("outbox")
     for sink, lead_id, remote_id in db.execute("SELECT sink, lead_id, remote_id FROM outbox_links"):
         (await out.step()).hset(f"{k.p}links:{sink}", lead_id, remote_id)

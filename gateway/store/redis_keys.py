@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from gateway.store.base import StoreUnavailable
@@ -54,6 +55,17 @@ redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 2))
 for i = 3, #KEYS do redis.call('ZADD', KEYS[i], seq, ARGV[1]) end
 return seq
 """
+
+
+def queue_script(
+    pipe: Pipeline, source: str, keys: list[str], args: list[str | bytes | int]
+) -> None:
+    """Queue a Lua script in a transaction (or a batch) as its text, EVAL. By its hash
+    (EVALSHA), a script the server forgot — a restart, a failover — would fail inside EXEC
+    while the transaction's other commands apply; redis-py guards against that with a
+    SCRIPT EXISTS round trip before every such transaction. The text costs a few hundred
+    bytes and nothing more: Redis compiles a script once and keeps it."""
+    pipe.eval(source, len(keys), *keys, *args)
 
 
 class Keys:

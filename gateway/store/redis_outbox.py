@@ -37,7 +37,16 @@ from gateway.store.base import (
     OutboxStats,
     OutboxUpdate,
 )
-from gateway.store.redis_keys import Keys, maybe_moment, moment, text, texts, ts, unavailable
+from gateway.store.redis_keys import (
+    Keys,
+    maybe_moment,
+    moment,
+    queue_script,
+    text,
+    texts,
+    ts,
+    unavailable,
+)
 
 Lua = Callable[[str], AsyncScript]
 
@@ -297,8 +306,7 @@ _PURGE_BATCH = 1000
 _ALL_KINDS = tuple(k.value for k in OutboxKind)
 
 
-async def add_outbox(
-    lua: Lua,
+def add_outbox(
     pipe: Pipeline,
     k: Keys,
     *,
@@ -311,7 +319,9 @@ async def add_outbox(
     conversation_id: str | None = None,
 ) -> None:
     """Queue a new row on `pipe` (inside its transaction): its id is taken at commit."""
-    await lua(_ADD)(
+    queue_script(
+        pipe,
+        _ADD,
         [],
         [
             k.p,
@@ -324,11 +334,10 @@ async def add_outbox(
             message_id or "",
             conversation_id or "",
         ],
-        client=pipe,
     )
 
 
-async def restore_outbox(lua: Lua, pipe: Pipeline, k: Keys, item: OutboxItem) -> None:
+def restore_outbox(pipe: Pipeline, k: Keys, item: OutboxItem) -> None:
     """Queue `item` as it is (its id, state, attempts, flag, link id), without a claim."""
     optional = {
         "last_error": item.last_error,
@@ -349,7 +358,7 @@ async def restore_outbox(lua: Lua, pipe: Pipeline, k: Keys, item: OutboxItem) ->
         **{name: value for name, value in optional.items() if value is not None},
     }
     pairs = [part for pair in fields.items() for part in pair]
-    await lua(_RESTORE)([], [k.p, item.id, *pairs], client=pipe)
+    queue_script(pipe, _RESTORE, [], [k.p, item.id, *pairs])
 
 
 def outbox_item(raw: Mapping[str, str]) -> OutboxItem:
