@@ -11,9 +11,10 @@ Why it is shaped like this:
   scripts (atomic on the server); an id or an order number is taken inside the script or
   the transaction, so ids grow in the order rows are committed.
 - Durability is the server's: with `appendfsync always` Redis writes and fsyncs its AOF
-  before it answers anyone (gateway.redisconn checks the setting at start). Nothing here
-  answers before Redis did; a connection lost mid-EXEC is StoreUnavailable (a 503, and the
-  sender's retry is then a replay or a new event, never a lost acknowledged one).
+  before it answers anyone (gateway.redisconn.check_durability). Nothing here answers
+  before Redis did. A Redis that cannot be reached is StoreUnavailable (a 503); a
+  connection lost during EXEC (redis-py says WatchError) is read again: the write is
+  found if it landed (and the caller hears what it did), else made again.
 - Within one replica, record() calls are applied one at a time in the order they came (a
   FIFO lock), as the embedded store decides them: a burst from one sender keeps its
   order, and the replica's own writes never make each other retry. Across replicas the
@@ -280,7 +281,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
             )
 
         pipe.multi()  # type: ignore[no-untyped-call]
-        receipt = await self._queue_record(
+        receipt = self._queue_record(
             pipe, event, rkeys, keys, decision, base, conversation, edited_line
         )
         if checkpoint is not None:
@@ -302,7 +303,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         """EXEC the transaction (raises WatchError when a watched key changed)."""
         await pipe.execute()
 
-    async def _queue_record(
+    def _queue_record(
         self,
         pipe: Pipeline,
         event: LeadEvent,
