@@ -70,9 +70,9 @@ from gateway.store.redis_match import (
     Count,
     DayState,
     Decision,
-    Seen,
     decide,
     match,
+    watch_and_read,
     watch_conversation,
     watch_day,
 )
@@ -239,21 +239,18 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         sent: dict[str, Decision],
     ) -> Recorded:
         k = self.k
-        await pipe.watch(*(k.replay(rk) for rk in rkeys))
-        for found in texts(await pipe.mget([k.replay(rk) for rk in rkeys])):
-            if found is not None:
-                lead_id, token = texts(await pipe.hmget(k.event(found), "lead_id", "attempt"))
-                if checkpoint is not None:
-                    # The poller must not fetch it again: moved even for a replay.
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(k.checkpoints, *checkpoint)
-                    await self._commit(pipe, event)
-                if token in sent:
-                    return _landed(sent[token], event.id, lead_id or None)
-                receipt = Receipt(event_id=found, lead_id=lead_id or None, outcome=Outcome.REPLAYED)
-                return Recorded(receipt)
+        seen = await watch_and_read(pipe, k, event, rkeys, keys)
+        if seen.replayed is not None:
+            found, lead_id, token = seen.replayed
+            if checkpoint is not None:
+                # The poller must not fetch it again: moved even for a replay.
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(k.checkpoints, *checkpoint)
+                await self._commit(pipe, event)
+            if token in sent:
+                return _landed(sent[token], event.id, lead_id)
+            return Recorded(Receipt(event_id=found, lead_id=lead_id, outcome=Outcome.REPLAYED))
 
-        seen = Seen()
         conversation = (
             await watch_conversation(pipe, k, event) if event.thread is not None else None
         )

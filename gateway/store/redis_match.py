@@ -96,23 +96,76 @@ def decide(plan: Planner, match: PersonMatch, state: DayState, received_at: date
 # --- reads under WATCH ------------------------------------------------------------------------
 
 
+# What a decision reads first, in one round trip once the keys are watched: the event
+# stored under a replay key (with its lead and the token of the attempt that wrote it), the
+# leads of the events a reply answers, and the leads of each identity key.
+# KEYS: replay keys (ARGV[2] of them), the replies' replay keys (ARGV[3]), identity sets.
+_SNAPSHOT = """
+local P, nr, np = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local replay = {}
+for i = 1, nr do
+  local id = redis.call('GET', KEYS[i])
+  if id then
+    local f = redis.call('HMGET', P .. 'event:' .. id, 'lead_id', 'attempt')
+    replay = {id, f[1] or '', f[2] or ''}
+    break
+  end
+end
+local replies = {}
+for i = nr + 1, nr + np do
+  local id = redis.call('GET', KEYS[i])
+  local lead = ''
+  if id then lead = redis.call('HGET', P .. 'event:' .. id, 'lead_id') or '' end
+  table.insert(replies, lead)
+end
+local sets = {}
+for i = nr + np + 1, #KEYS do table.insert(sets, redis.call('SMEMBERS', KEYS[i])) end
+return {replay, replies, sets}
+"""
+
+
 @dataclass(slots=True)
 class Seen:
-    """What one attempt read: the leads it loaded (the merge base comes from here)."""
+    """What one attempt read: the stored event a replay key names (id, lead id, attempt
+    token), the leads of the events a reply answers, the lead ids of each identity key,
+    and the leads it loaded (the merge base comes from here)."""
 
+    replayed: tuple[str, str | None, str | None] | None = None
+    replies: list[str | None] = field(default_factory=list)
+    identities: dict[str, list[str]] = field(default_factory=dict)
     leads: dict[str, Lead] = field(default_factory=dict)
 
 
-async def watch_lead(pipe: Pipeline, k: Keys, lead_id: str, seen: Seen) -> Lead | None:
-    if lead_id in seen.leads:
-        return seen.leads[lead_id]
-    await pipe.watch(k.lead(lead_id))
-    doc = await pipe.get(k.lead(lead_id))
-    if doc is None:
-        return None
-    lead = Lead.model_validate_json(doc)
-    seen.leads[lead_id] = lead
-    return lead
+async def watch_and_read(
+    pipe: Pipeline, k: Keys, event: LeadEvent, replay_keys: Sequence[str], keys: Sequence[str]
+) -> Seen:
+    """Watch the keys every decision depends on, then read them in one round trip."""
+    replies = [k.replay(replay_key(event.channel, ext)) for ext in event.replies_to]
+    identities = sorted(set(keys))
+    names = [*(k.replay(rk) for rk in replay_keys), *replies]
+    names += [k.identity(key) for key in identities]
+    await pipe.watch(*names)
+    replay, leads, sets = await pipe.eval(
+        _SNAPSHOT, len(names), *names, k.p, len(replay_keys), len(replies)
+    )
+    seen = Seen(replies=[lead or None for lead in leads])
+    if replay:
+        event_id, lead_id, token = replay
+        seen.replayed = (event_id, lead_id or None, token or None)
+    seen.identities = {key: sorted(members) for key, members in zip(identities, sets, strict=True)}
+    return seen
+
+
+async def watch_leads(pipe: Pipeline, k: Keys, lead_ids: Sequence[str], seen: Seen) -> list[Lead]:
+    """The leads (those that exist), watched before they are read, each read once."""
+    wanted = [i for i in lead_ids if i not in seen.leads]
+    if wanted:
+        names = [k.lead(i) for i in wanted]
+        await pipe.watch(*names)
+        for lead_id, doc in zip(wanted, texts(await pipe.mget(names)), strict=True):
+            if doc is not None:
+                seen.leads[lead_id] = Lead.model_validate_json(doc)
+    return [seen.leads[i] for i in lead_ids if i in seen.leads]
 
 
 async def watch_day(pipe: Pipeline, k: Keys) -> DayState:
@@ -162,11 +215,12 @@ async def match(
         return await match_person(pipe, k, event, keys, since, seen)
     # A chat message: its conversation's lead first, while that lead is open.
     if conversation is not None and conversation.lead_id is not None:
-        lead = await watch_lead(pipe, k, conversation.lead_id, seen)
+        found = await watch_leads(pipe, k, [conversation.lead_id], seen)
+        lead = found[0] if found else None
         if (joined := conversation_match(lead, conversation, since)) is not None:
             return joined
-    found = await match_person(pipe, k, event, keys, since, seen)
-    return found._replace(conversation=conversation)
+    person = await match_person(pipe, k, event, keys, since, seen)
+    return person._replace(conversation=conversation)
 
 
 async def match_person(
@@ -177,28 +231,17 @@ async def match_person(
     since: datetime,
     seen: Seen,
 ) -> PersonMatch:
-    for ext in event.replies_to:
-        rk = k.replay(replay_key(event.channel, ext))
-        await pipe.watch(rk)
-        event_id = maybe_text(await pipe.get(rk))
-        if event_id is not None:
-            # An event's lead never changes once stored: no need to watch the event.
-            lead_id = maybe_text(await pipe.hget(k.event(event_id), "lead_id"))
-            if lead_id:
-                return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
-    if not keys:
-        return PersonMatch()
+    # An event's lead never changes once stored: the replies' replay keys were watched.
+    for lead_id in seen.replies:
+        if lead_id is not None:
+            return PersonMatch(lead_id=lead_id, matched_on="reply", previous_owner=None)
     # In the order the embedded store finds them (by key, then lead id): the kind a lead
     # is reported as matched on is the first key that found it.
-    ordered = sorted(set(keys))
-    await pipe.watch(*(k.identity(key) for key in ordered))
     candidates: dict[str, str] = {}
-    for key in ordered:
-        for lead_id in sorted(texts(await pipe.smembers(k.identity(key)))):
+    for key, lead_ids in seen.identities.items():
+        for lead_id in lead_ids:
             candidates.setdefault(lead_id, key)
     if not candidates:
         return PersonMatch()
-    leads = [
-        lead for lid in candidates if (lead := await watch_lead(pipe, k, lid, seen)) is not None
-    ]
+    leads = await watch_leads(pipe, k, list(candidates), seen)
     return person_match(candidates, leads, since)
