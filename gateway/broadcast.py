@@ -10,10 +10,11 @@ Delivery is at most once and best effort by design: a subscriber that missed a b
 its own periodic check, so nothing is lost, only late.
 
 `InProcessBroadcast` serves one process (callbacks run on the event loop, never inside
-`publish`). A shared implementation (Redis) has the same shape: `publish` is a PUBLISH on
-`leadgate:bc:<topic>`; each process keeps one connection in PSUBSCRIBE `leadgate:bc:*` and
-calls its local callbacks; after that connection was lost and regained it calls every
-callback once with `RESYNC`, since broadcasts may have been missed meanwhile.
+`publish`). The shared implementation (gateway.broadcast_redis) has the same shape:
+`publish` is a PUBLISH on `<prefix>bc:<topic>`; each process keeps one connection in
+PSUBSCRIBE `<prefix>bc:*` and calls its local callbacks (an InProcessBroadcast); after
+that connection was lost and regained it calls every callback once with `RESYNC`, since
+broadcasts may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ class InProcessBroadcast:
                 del self._subscribers[topic]
 
         return unsubscribe
+
+    def tell_everyone(self, message: bytes) -> None:
+        """Call every callback of every topic with `message` (soon, on the loop): RESYNC
+        after a shared implementation may have missed broadcasts."""
+        loop = asyncio.get_running_loop()
+        for callbacks in list(self._subscribers.values()):
+            for callback in list(callbacks):
+                loop.call_soon(_safely, callback, message)
 
     def topics(self) -> int:
         """How many topics have subscribers (tests, ops)."""

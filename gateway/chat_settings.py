@@ -31,6 +31,9 @@ class InboxSettings(_Section):
     # A put wakes the worker at once; this is how often it looks anyway (retries due).
     poll_seconds: float = Field(5.0, gt=0, le=3600)
     batch_size: int = Field(10, ge=1, le=500)
+    # Handled entries are forgotten after this many days (0: kept for good). A vendor's
+    # repeat after that is handled again, which replays its events and makes nothing new.
+    keep_done_days: int = Field(30, ge=0)
 
 
 def check_answer_text(text: str) -> str:

@@ -43,6 +43,7 @@ from gateway.delivery.openlines.settings import OpenLinesSettings
 from gateway.delivery.settings import DeliverySettings
 from gateway.identity import PHONE_LIST, PhoneList, normalize_phone
 from gateway.models import Channel, EquipmentCategory
+from gateway.secret_rules import LongSecret
 
 DEFAULT_PATH = Path("leadgate.toml")
 ENV_PATH = envvars.ENV_PATH
@@ -183,7 +184,7 @@ class RateLimitSettings(Section):
 class TokenSettings(Section):
     """Named tokens, so one can be revoked without touching the others."""
 
-    tokens: dict[str, SecretStr] = {}
+    tokens: dict[str, LongSecret] = {}
 
 
 class OpsSettings(Section):
@@ -196,6 +197,8 @@ class ScreenSettings(Section):
     """Spam rules: what matches makes a JUNK lead with the rule as its reason."""
 
     blocked_phones: PhoneList = []
+    # The company's own numbers: never a customer's phone, in any channel.
+    own_phones: PhoneList = []
     blocked_emails: list[str] = []
     blocked_domains: list[str] = []
     stop_words: list[str] = []

@@ -41,8 +41,10 @@ class MessageStatus(StrEnum):
     # Final: the vendor will not take it (the customer blocked the bot, the reply window
     # closed, the chat is gone) or we gave up; status_reason says why in the vendor's words.
     UNDELIVERABLE = "undeliverable"
-    # Final: a send was interrupted (a crash) after it may have reached the vendor, on a
-    # channel that cannot tell; an automatic answer is then not repeated.
+    # Final: a send may have reached the vendor but no answer said so (the request went
+    # out and timed out or lost its connection, or a crash came mid-send), on a channel
+    # without an idempotency key: repeating it could reach the customer twice, so it is
+    # not repeated; status_reason says what happened. A person may send it again.
     UNCONFIRMED = "unconfirmed"
 
 
@@ -139,6 +141,9 @@ class SendStatus(StrEnum):
     RETRY = "retry"  # a passing failure (rate limit, the vendor is down): try again later
     UNDELIVERABLE = "undeliverable"  # the vendor will never take it: final, with its reason
     HALT = "halt"  # our credentials were refused: stop sending for this account, alert
+    # The request went out and no answer came (a timeout, the connection dropped): the
+    # vendor may have taken it. Repeated only by an idempotent sender; else `unconfirmed`.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +157,18 @@ class SendResult:
 class MessageSender(Protocol):
     """A channel's way of sending messages; the connector registers one per channel.
 
-    `send` never raises for a vendor's answer: it maps it to a SendResult. An exception is
-    taken as a passing failure (retry)."""
+    `send` never raises for a vendor's answer: it maps it to a SendResult. A failure that
+    proves nothing left (no connection could be made) is RETRY; one after the request went
+    out is UNKNOWN (gateway.delivery.http_session.request_may_have_arrived tells them
+    apart). An exception is taken as UNKNOWN: nobody can say what it left undone."""
 
     # The longest text the channel takes in one message (Telegram: 4096): longer replies
     # are refused with 422 before they are queued.
     max_text: int
     # True when the vendor deduplicates a repeated send itself (VK's random_id): then a
-    # send interrupted by a crash is simply repeated. False (Telegram): a repeat could
-    # reach the customer twice, so an interrupted automatic answer is not repeated (it
-    # ends `unconfirmed`), while a person's reply is (better twice than never).
+    # send whose outcome is unknown (no answer, a crash mid-send) is simply repeated.
+    # False (Telegram, Meta): a repeat could reach the customer twice, so such a send is
+    # not repeated; it ends `unconfirmed`, whoever wrote it.
     idempotent: bool
 
     async def send(self, message: OutboundMessage) -> SendResult: ...

@@ -16,6 +16,7 @@ class ApiError(Exception):
         detail: str,
         fields: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
@@ -23,19 +24,28 @@ class ApiError(Exception):
         self.detail = detail
         self.fields = dict(fields or {})
         self.headers = dict(headers or {})
+        # More members of the body for a client to act on (the choices a 409 offers).
+        self.extra = dict(extra or {})
 
 
-def error_body(code: str, detail: str, fields: Mapping[str, str] | None = None) -> bytes:
+def error_body(
+    code: str,
+    detail: str,
+    fields: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> bytes:
     body: dict[str, object] = {"error": code, "detail": detail}
     if fields:
         body["fields"] = dict(fields)
+    if extra:
+        body.update(extra)
     return orjson.dumps(body)
 
 
 def error_response(err: ApiError) -> web.Response:
     return web.Response(
         status=err.status,
-        body=error_body(err.code, err.detail, err.fields),
+        body=error_body(err.code, err.detail, err.fields, err.extra),
         content_type="application/json",
         headers=err.headers,
     )

@@ -103,6 +103,22 @@ def chat_locale(tag: str | None) -> str:
 def describe_opening(at: datetime, now: datetime, tz: str, locale: str) -> str:
     """When we open, as a person says it: «в понедельник, 12 января, после 10:00»,
     «сегодня после 10:00»; words from the `locale` catalog, the date by babel."""
+    return _describe(at, now, tz, locale, _OPENING)
+
+
+def describe_deadline(at: datetime, now: datetime, tz: str, locale: str) -> str:
+    """By when we act, as a person says it: «сегодня до 12:15», «в понедельник, 11 января
+    2027 г., до 10:14» (a promise made just before closing falls on the next working day,
+    and a bare «до 10:14» would read as tomorrow)."""
+    return _describe(at, now, tz, locale, _DEADLINE)
+
+
+# (the same day, another day): «после» for when we open, «до» for a deadline.
+_OPENING = (N_("сегодня после {time}"), N_("{weekday}, {date}, после {time}"))
+_DEADLINE = (N_("сегодня до {time}"), N_("{weekday}, {date}, до {time}"))
+
+
+def _describe(at: datetime, now: datetime, tz: str, locale: str, words: tuple[str, str]) -> str:
     fmt = chat_locale(locale)
     zone = ZoneInfo(tz)
     local = at.astimezone(zone)
@@ -116,9 +132,10 @@ def describe_opening(at: datetime, now: datetime, tz: str, locale: str) -> str:
     _ = gettext_for(fmt)
     today = now.astimezone(zone).date()
     clock = format_time(local, "HH:mm", locale=fmt)
+    same_day, other_day = words
     if local.date() == today:
-        return _("сегодня после {time}").format(time=clock)
+        return _(same_day).format(time=clock)
     skeleton = "MMMMd" if local.year == today.year else "yMMMMd"
     day = format_skeleton(skeleton, local, locale=fmt)
     weekday = _(WEEKDAYS_AT[local.weekday()])
-    return _("{weekday}, {date}, после {time}").format(weekday=weekday, date=day, time=clock)
+    return _(other_day).format(weekday=weekday, date=day, time=clock)

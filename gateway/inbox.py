@@ -42,6 +42,10 @@ class InboxEntry:
     key: str  # the vendor's id for it (Telegram: update_id)
     body: bytes  # as received
     headers: dict[str, str] = field(default_factory=dict)  # only what handling needs
+    # The customer's chat it belongs to, when it has one: entries of one (channel, account,
+    # thread) are handled one at a time, in the order kept, so a message retried after a
+    # failure is never overtaken by the next one of the same chat. None: no order.
+    thread: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class InboxItem:
     last_error: str | None = None
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    thread: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,12 @@ two from handling one entry at a time, and a worker that died leaves its entries
 others once its lease runs out. Handlers are idempotent, so an entry handled twice (its
 claim ran out mid-way) replays, never duplicates.
 
-Entries are handled one after the other in the order they were kept: the messages of one
-chat reach the store in the order the vendor sent them (within a worker).
+Entries are handled one after the other in the order they were kept, and the messages of
+one chat (an entry's thread) strictly so, across retries and replicas: the store claims a
+thread's entry only while no older one of it waits, and within a batch an entry whose
+thread's earlier entry failed goes back untouched (no attempt used) to wait for it.
+
+Done entries are purged after [inbox] keep_done_days, checked hourly.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class InboxWorker:
         self.unhandled: set[str] = set()  # channels with entries and no handler
         self.dead = 0
         self._due: datetime | None = None  # the earliest retry this worker scheduled
+        self._purged_at: datetime | None = None
         inbox.on_put(self.wake)
 
     def wake(self) -> None:
@@ -89,12 +94,21 @@ class InboxWorker:
     async def run_once(self) -> float:
         """One batch; returns how long to rest (0: more may be waiting now)."""
         await self._refresh()
+        await self._purge()
         s = self.settings
         items = await self.store.inbox_claim(
             self._now(), s.batch_size, owner=self.owner, lease_seconds=s.claim_lease_seconds
         )
+        stalled: set[tuple[str, str, str]] = set()  # threads whose earlier entry must wait
         for item in items:
-            update = await self._handle(item)
+            thread = (item.channel, item.account, item.thread) if item.thread else None
+            if thread is not None and thread in stalled:
+                # Its chat's earlier message waits for a retry: this one may not overtake.
+                update = InboxUpdate(item.id, InboxState.PENDING, count_attempt=False)
+            else:
+                update = await self._handle(item)
+                if thread is not None and update.state is InboxState.PENDING:
+                    stalled.add(thread)
             due = update.next_attempt_at
             if due is not None and (self._due is None or due < self._due):
                 self._due = due
@@ -106,6 +120,18 @@ class InboxWorker:
                     item.id,
                 )
         return 0.0 if len(items) == s.batch_size else self._until_due()
+
+    async def _purge(self) -> None:
+        days = self.settings.keep_done_days
+        now = self._now()
+        if days <= 0 or (
+            self._purged_at is not None and now - self._purged_at < timedelta(hours=1)
+        ):
+            return
+        self._purged_at = now
+        purged = await self.store.purge_inbox(now - timedelta(days=days))
+        if purged:
+            log.info("inbox: forgot %d entries handled more than %d days ago", purged, days)
 
     def _until_due(self) -> float:
         """Rest until the first retry this worker scheduled is due, at most poll_seconds."""

@@ -72,6 +72,15 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("leadgate_ready", "1 when /readyz is ok", registry=r)
+        # 0 when an acknowledged event could be lost on a power cut of the store's host
+        # (Redis without appendfsync always); `mode` is [store] durability, which says
+        # whether the operator accepted that ("relaxed") or not ("always").
+        self.store_durable = Gauge(
+            "leadgate_store_durable",
+            "1 when the store persists every write before the gateway answers",
+            ["mode"],
+            registry=r,
+        )
         self.task_restarts = Counter(
             "leadgate_task_restarts",
             "Background tasks restarted after they failed or ended, by task",

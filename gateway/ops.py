@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -11,11 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.keys import METRICS, PIPELINE, READINESS, STORE
 from gateway.supervisor import mask_details as describe_text
 
-ReadinessCheck = Callable[[], str | None]
+ReadinessCheck = Callable[[], str | None] | Callable[[], Awaitable[str | None]]
 
 
 def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
-    """Register a check: it returns a problem in words, or None when all is well."""
+    """Register a check: it returns a problem in words, or None when all is well. An async
+    check (one that asks a server) runs on every /readyz: keep it to one quick request."""
     app[READINESS][name] = check
 
 
@@ -34,7 +36,10 @@ async def readiness_detail(app: web.Application) -> tuple[bool, list[tuple[str, 
         return False, [("store", str(exc))]
     problems += [("assignment", p) for p in app[PIPELINE].roster.problems()]
     for name, check in app[READINESS].items():
-        if (problem := check()) is not None:
+        problem = check()
+        if inspect.isawaitable(problem):
+            problem = await problem
+        if problem is not None:
             problems.append((name, problem))
     return True, problems
 

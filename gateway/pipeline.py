@@ -12,6 +12,7 @@ record() returned, from what the store reports it stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -75,6 +76,12 @@ class Pipeline:
         self.inbox = Inbox(store)
         # A customer's chat messages are also copied to the CRM's chat (Open Lines).
         self.mirror_chats = mirror_chats
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Called after a lead was created or joined, once it is committed (the outbox
+        worker wakes: the lead's delivery starts now, not at its next poll)."""
+        self._on_commit.append(callback)
 
     async def accept(self, event: LeadEvent, checkpoint: tuple[str, str] | None = None) -> Receipt:
         return (await self.accept_detailed(event, checkpoint)).receipt
@@ -88,6 +95,7 @@ class Pipeline:
         if event.raw is not None and (raw := bound_raw(event.raw)) is not event.raw:
             # Kept for audit, not for work: cut to size here, the one door, for every channel.
             event = event.model_copy(update={"raw": raw})
+        event = self.screen.without_own_phones(event)
         try:
             classification = self.calendar.classify(event.occurred_at, channel)
         except (ValueError, OverflowError):
@@ -111,6 +119,9 @@ class Pipeline:
         )
         if recorded.messages or mirrored:
             self.chats.queued()  # the workers look now, not at their next poll
+        if receipt.outcome is Outcome.CREATED or receipt.outcome is Outcome.MERGED:
+            for callback in self._on_commit:
+                callback()
         if receipt.outcome is not Outcome.REPLAYED:
             if classification.after_hours:
                 self.metrics.count(self.metrics.after_hours, channel)
@@ -132,9 +143,11 @@ class Pipeline:
         # A contact that may only join a lead (our outgoing call) makes none, unless junk.
         creates = event.creates_lead or junk is not None
         lead = self._new_lead(event, cls, junk) if creates else None
-        # The seller is chosen for when the lead will be worked, not when it arrived.
+        # The seller is chosen for when the lead will be worked, not when it arrived — and
+        # never before we had it: a late event (a call notification retried a day on, a
+        # mailbox catching up) is worked from now, by who is on duty now.
         request = (
-            self.roster.request(cls.next_open_at or event.occurred_at)
+            self.roster.request(max(cls.next_open_at or event.occurred_at, event.received_at))
             if lead is not None and junk is None
             else None
         )
@@ -145,10 +158,7 @@ class Pipeline:
         # echoes or a bot's, not spam, and an edit only as the line it makes when its
         # original was never seen.
         mirror = (
-            self.mirror_chats
-            and event.thread is not None
-            and event.creates_lead
-            and junk is None
+            self.mirror_chats and event.thread is not None and event.creates_lead and junk is None
         )
 
         def plan(match: PersonMatch) -> Plan:

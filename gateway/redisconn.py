@@ -41,16 +41,21 @@ class Durability:
     detail: str
 
 
-def connect(store: StoreSettings) -> aioredis.Redis:
+def connect(
+    store: StoreSettings, *, decode: bool = True, name: str | None = None
+) -> aioredis.Redis:
     """A client for the configured server or the Sentinel group's current master.
-    Replies are decoded as UTF-8 text."""
+    Replies are decoded as UTF-8 text unless `decode` is False (bytes: pub/sub payloads).
+    `name` is set on each connection (CLIENT SETNAME), so CLIENT LIST shows who holds it."""
     url = store.url.get_secret_value() if store.url is not None else None
     common: dict[str, Any] = {
-        "decode_responses": True,
+        "decode_responses": decode,
         "socket_timeout": store.timeout_seconds,
         "socket_connect_timeout": store.timeout_seconds,
         "health_check_interval": 30,
     }
+    if name is not None:
+        common["client_name"] = name
     if not store.sentinels:
         assert url is not None  # StoreSettings requires url or sentinels
         return aioredis.Redis.from_url(url, **common)
@@ -77,20 +82,28 @@ def connect(store: StoreSettings) -> aioredis.Redis:
 
 async def check_durability(client: aioredis.Redis, mode: DurabilityMode) -> Durability:
     """Does the server fsync every write before it answers? In mode ALWAYS a "no" raises
-    RedisNotDurable naming the setting; in RELAXED it is returned for /readyz and /ops."""
+    RedisNotDurable naming the setting; in RELAXED it is returned for /readyz and /ops.
+
+    `no-appendfsync-on-rewrite yes` counts as a "no": with it Redis skips the fsync while a
+    child process runs (every BGSAVE snapshot and AOF rewrite), even under `always`."""
+    names = ("appendonly", "appendfsync", "no-appendfsync-on-rewrite")
     try:
-        appendonly = (await client.config_get("appendonly")).get("appendonly", "")
-        appendfsync = (await client.config_get("appendfsync")).get("appendfsync", "")
+        found = {name: (await client.config_get(name)).get(name, "") for name in names}
     except ResponseError:
         # Managed services rename or forbid CONFIG: we cannot see, so we cannot promise.
-        appendonly = appendfsync = "unknown (CONFIG GET refused)"
-    detail = f"appendonly={appendonly} appendfsync={appendfsync}"
-    durable = appendonly == "yes" and appendfsync == "always"
+        found = dict.fromkeys(names, "unknown (CONFIG GET refused)")
+    detail = " ".join(f"{name}={value}" for name, value in found.items())
+    durable = (
+        found["appendonly"] == "yes"
+        and found["appendfsync"] == "always"
+        and found["no-appendfsync-on-rewrite"] == "no"
+    )
     if not durable and mode is DurabilityMode.ALWAYS:
         raise RedisNotDurable(
             f"Redis does not fsync every write before answering ({detail}): set "
-            "`appendonly yes` and `appendfsync always` on the server (redis.conf, or "
-            "CONFIG SET appendonly yes / CONFIG SET appendfsync always), or accept losing "
-            'the last acknowledged events on a power cut with [store] durability = "relaxed"'
+            "`appendonly yes`, `appendfsync always` and `no-appendfsync-on-rewrite no` on "
+            "the server (redis.conf, or CONFIG SET appendonly yes / CONFIG SET appendfsync "
+            "always), or accept losing the last acknowledged events on a power cut with "
+            '[store] durability = "relaxed"'
         )
     return Durability(durable=durable, mode=mode, detail=detail)

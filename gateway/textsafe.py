@@ -63,3 +63,13 @@ def json_text(value: object) -> str:
     character as a \\uXXXX escape (json.dumps leaves C1 controls and bidi overrides raw)."""
     text = json.dumps(value, ensure_ascii=False, indent=2)  # C0 inside strings: escaped
     return _UNSAFE_ABOVE_C0.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def ascii_digits(text: str) -> bool:
+    """A non-empty run of the digits 0-9 and nothing else.
+
+    str.isdigit() also says yes to "²", "①" and "𝟕", which int() then refuses (a
+    ValueError that used to surface as a 500), and int() reads "３" and "٣" as 3, so two
+    spellings of one id would become one key. Ids and indexes in vendor payloads are ASCII.
+    """
+    return text.isascii() and text.isdigit()

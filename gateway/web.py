@@ -15,11 +15,13 @@ from aiohttp.web_protocol import RequestPayloadError
 from gateway import channels, chat_service, leads_api, messages_api, ops, ops_page
 from gateway.assign import Roster
 from gateway.broadcast import Broadcast, InProcessBroadcast
+from gateway.broadcast_redis import RedisBroadcast
 from gateway.calendar import BusinessCalendar
 from gateway.channels import ChannelSpec, ConnectorContext, TaskSpec
 from gateway.chats import Chats
 from gateway.config import Settings
 from gateway.coordination import Coordination, InProcessCoordination
+from gateway.coordination_redis import RedisCoordination
 from gateway.delivery import service as delivery
 from gateway.delivery.openlines import service as openlines
 from gateway.errors import HTTP_CODES, ApiError, error_body, error_response
@@ -45,6 +47,7 @@ from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store_durability import DurabilityWatch
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -57,8 +60,7 @@ _STARTUP_LINES: web.AppKey[list[str]] = web.AppKey("connector_lines")
 def make_store(settings: Settings) -> Store:
     outbox_delivered = settings.delivery.sink == "local"
     if settings.store.kind == "redis":
-        # A password in the URL never reaches a log line (a connection error quotes it).
-        register_url(settings.store.url.get_secret_value() if settings.store.url else None)
+        _register_redis_url(settings)
         # Several replicas on one Redis: nothing of the store is kept in this process.
         return RedisStore(
             connect(settings.store),
@@ -72,15 +74,26 @@ def make_store(settings: Settings) -> Store:
     )
 
 
+def _register_redis_url(settings: Settings) -> None:
+    # A password in the URL never reaches a log line (a connection error quotes it).
+    register_url(settings.store.url.get_secret_value() if settings.store.url else None)
+
+
 def make_coordination(settings: Settings) -> Coordination:
-    """What this process agrees on with its peers. Embedded (one process, today's exact
-    behaviour) until a shared implementation is configured."""
+    """What this process agrees on with its peers: on the store's Redis (under its prefix)
+    when [store] kind = "redis", else embedded (one process, exact)."""
+    if settings.store.kind == "redis":
+        return RedisCoordination(connect(settings.store), prefix=settings.store.prefix)
     return InProcessCoordination()
 
 
 def make_broadcast(settings: Settings) -> Broadcast:
-    """How this process tells its peers "something new for topic T". In-process until a
-    shared implementation (Redis pub/sub, see gateway.broadcast) is configured."""
+    """How this process tells its peers "something new for topic T": Redis pub/sub when
+    [store] kind = "redis" (payloads are bytes: a client that does not decode), else
+    in-process."""
+    if settings.store.kind == "redis":
+        client = connect(settings.store, decode=False, name="leadgate-broadcast")
+        return RedisBroadcast(client, prefix=settings.store.prefix)
     return InProcessBroadcast()
 
 
@@ -93,6 +106,7 @@ def make_pipeline(settings: Settings, store: Store, metrics: Metrics) -> Pipelin
         roster=Roster(settings.sellers, settings.assignment, calendar),
         screen=Screen(
             blocked_phones=s.blocked_phones,
+            own_phones=s.own_phones,
             blocked_emails=s.blocked_emails,
             blocked_domains=s.blocked_domains,
             stop_words=s.stop_words,
@@ -210,6 +224,8 @@ def create_app(
         middlewares=[gateway_middleware],
     )
     metrics = Metrics()
+    if settings.store.kind == "redis":
+        _register_redis_url(settings)  # the coordination, broadcast and watch use it too
     store = store or make_store(settings)
     coordination = coordination or make_coordination(settings)
     broadcast = broadcast or make_broadcast(settings)
@@ -242,6 +258,12 @@ def create_app(
     leads_api.setup(app)
     messages_api.setup(app)
     ops.setup(app)
+    watch = None
+    if settings.store.kind == "redis":
+        watch = DurabilityWatch(settings.store, metrics)
+        ops.add_readiness_check(app, "store", watch.problem)
+    else:
+        metrics.store_durable.labels(settings.store.durability).set(1)  # synchronous=FULL
     ops_page.setup(app)
     off = [ch.value for spec, c in pairs if c is None for ch in spec.channels]
     app[_STARTUP_LINES] = lines = [
@@ -261,17 +283,35 @@ def create_app(
     # cleanup_ctx runs in order at startup and in reverse at shutdown: on SIGTERM the tasks
     # are cancelled first, then the connectors shut down (in registry order), then the
     # coordination and last the store closes (after the events in flight are committed).
+    # A Redis store's server is checked first: nothing opens on a server that would lose
+    # acknowledged writes (gateway.store_durability).
+    if watch is not None:
+        app.cleanup_ctx.append(_durability_ctx(watch))
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_coordination_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     delivery.setup(app)  # the outbox worker: a supervised task like the connectors'
-    supervisor.add(Releaser(store, serving).task())  # quarantine entries people released
+    # Quarantine entries people released go to the connector of their channel, or of the
+    # name they were kept under (Meta keeps webhook bodies as "meta": one body, two channels).
+    releasing = {**{c.name: c for c in built}, **serving}
+    supervisor.add(Releaser(store, releasing).task())
     chat_service.setup(app)  # the inbox and message workers, likewise
     openlines.setup(app)  # Bitrix24 Open Lines, when [openlines] is configured
     ops.add_readiness_check(app, "tasks", supervisor.problem)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.on_startup.append(_freeze_startup_objects)
     return app
+
+
+def _durability_ctx(
+    watch: DurabilityWatch,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def check(app: web.Application) -> AsyncIterator[None]:
+        await watch.start()
+        yield
+        await watch.stop()
+
+    return check
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

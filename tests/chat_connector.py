@@ -4,7 +4,8 @@ exactly the way a real chat connector does (gateway/channels.py, docs/developmen
 Its "vendor" posts JSON updates to POST /v1/testchat/{account} with the header X-Secret:
     {"update_id": 7, "chat": "42", "message_id": 3, "text": "...", "lang": "ru",
      "date": 1767945600, "edit_of": 2, "start": true, "phone": "+7916..."}
-The route stores the update in the inbox (key: update_id) and answers 200; the inbox
+The route stores the update in the inbox (key: update_id, thread: chat) and answers 200;
+`fail_once` names updates whose first handling fails (a passing failure); the inbox
 handler turns it into a LeadEvent on channel `vk` (the test borrows a chat channel of the
 LeadEvent contract). The sender records what it was asked to send and answers what the
 test scripted.
@@ -61,6 +62,7 @@ class ChatTestConnector:
         self.ctx = ctx
         self.sender = sender
         self.handled: list[int] = []
+        self.fail_once: set[int] = set()  # update ids whose next handling fails
         ctx.inbox.register(INBOX, self.handle)
         ctx.chats.register_sender(CHANNEL, sender)
         ctx.chats.register_account(CHANNEL, "quiet", ChatAccount(after_hours_answer=False))
@@ -86,12 +88,22 @@ class ChatTestConnector:
         key = update.get("update_id")
         if not isinstance(key, int):
             raise ApiError(400, "invalid_update", "no update_id")
-        entry = InboxEntry(INBOX, request.match_info["account"], str(key), body)
+        chat = update.get("chat")
+        entry = InboxEntry(
+            INBOX,
+            request.match_info["account"],
+            str(key),
+            body,
+            thread=str(chat) if chat is not None else None,
+        )
         await self.ctx.inbox.put([entry])
         return web.json_response({})
 
     async def handle(self, item: InboxItem) -> None:
         update = orjson.loads(item.body)
+        if update.get("update_id") in self.fail_once:
+            self.fail_once.discard(update["update_id"])
+            raise RuntimeError("the store hiccuped")
         if "chat" not in update:
             raise Unprocessable("no chat")
         chat = str(update["chat"])

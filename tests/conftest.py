@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Settings, load_settings
-from tests.redis_server import RedisTarget, SessionRedis, session_redis
+from tests.redis_server import RedisTarget, SentinelGroup, SessionRedis, session_redis
 
 ORDERS_TOKEN = "orders-secret-token"
 ADMIN_TOKEN = "admin-secret-token"
@@ -63,3 +63,14 @@ def redis_target(redis_session: SessionRedis) -> Iterator[RedisTarget]:
         yield target
     finally:
         target.cleanup()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A master, a replica and three sentinels of this test's own, failing over in seconds
+    (tests/redis_server.SentinelGroup); stopped afterwards."""
+    group = SentinelGroup(tmp_path / "sentinel")
+    try:
+        yield group.start()
+    finally:
+        group.stop()

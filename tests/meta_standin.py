@@ -20,7 +20,8 @@ Errors are Meta's shape `{"error": {"message", "type", "code", "error_subcode",
 "fbtrace_id"}}`, taken from ERRORS: a table of data, so a test (or a later finding about
 Meta's codes) changes a row, not code. `fail()` queues any of them for the next matching
 calls; `limit()` turns on a call budget per token that answers a rate-limit error past it;
-`hold` keeps profile reads waiting (for kill tests).
+`hold` keeps profile reads waiting (for kill tests); `lose_answers()` makes the next sends
+deliver and then drop the connection before answering (a timeout, a proxy dying).
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class MetaGraphStandIn:
         # set when one waits (a test can kill the caller right there).
         self.hold: asyncio.Event | None = None
         self.held = asyncio.Event()
+        self.lost_answers = 0  # sends still to deliver and then leave unanswered
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -278,6 +280,10 @@ class MetaGraphStandIn:
     def limit(self, token: str, calls: int, per_seconds: float, error: str = "page_rate") -> None:
         self.budgets[token] = Budget(calls, per_seconds, ERRORS[error])
 
+    def lose_answers(self, times: int = 1) -> None:
+        """The next `times` sends reach the person, then the connection closes unanswered."""
+        self.lost_answers += times
+
     def count(self, method: str, path_prefix: str = "") -> int:
         return sum(1 for c in self.calls if c.method == method and c.path.startswith(path_prefix))
 
@@ -359,6 +365,10 @@ class MetaGraphStandIn:
         account, refusal = self._gate(request, path)
         response = refusal or await self._deliver(request, account or "")
         self._log(request, path, account, response.status)
+        if response.status == 200 and self.lost_answers:
+            self.lost_answers -= 1
+            assert request.transport is not None
+            request.transport.close()  # delivered; the caller never hears of it
         return response
 
     async def _deliver(self, request: web.Request, account: str) -> web.Response:

@@ -6,6 +6,9 @@ afterwards; nothing on the machine's own Redis (127.0.0.1:6379) is touched. With
 every test works under a key prefix of its own and deletes only the keys under that
 prefix: never FLUSHALL/FLUSHDB, since the server may be shared.
 
+`SentinelGroup` is a master, a replica and three sentinels of the tests' own (fixture
+`redis_sentinel`), for failover tests.
+
 `redis-server` missing is a failure, not a skip: `.ci/run` installs it (Debian's
 redis-server), and a test that needs a real component must not pass without one.
 """
@@ -20,9 +23,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -86,6 +90,10 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: the server dies as in a crash (the AOF keeps what it acknowledged)."""
@@ -177,3 +185,194 @@ def shared_session() -> SessionRedis:
             atexit.register(stop)
             _SHARED.append(SessionRedis(server.url, server))
     return _SHARED[0]
+
+
+# --- Sentinel -------------------------------------------------------------------------------
+
+SENTINEL_MASTER = "lgtest"
+
+
+@dataclass
+class SentinelGroup:
+    """A master, one replica and three `redis-sentinel`s (quorum 2) on free ports under
+    `directory`, tuned to fail over in seconds: the master is down after
+    `down_after_ms` without an answer, a failover that stalls is retried after
+    `failover_timeout_ms`. Always servers of our own (REDIS_URL does not apply: the tests
+    kill the master). Reusable: `kill_master()` then `wait_for_promotion()`, as often as
+    there is a replica left to promote.
+    """
+
+    directory: Path
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 2000
+    master: RedisServer | None = None
+    replica: RedisServer | None = None
+    sentinel_ports: list[int] = field(default_factory=list)
+    sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return SENTINEL_MASTER
+
+    @property
+    def addresses(self) -> list[str]:
+        """For `[store] sentinels`."""
+        return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [s for s in (self.master, self.replica) if s is not None]
+
+    def start(self, timeout: float = 30) -> SentinelGroup:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.master = RedisServer(free_port(), self.directory / "master").start()
+        self.replica = RedisServer(
+            free_port(),
+            self.directory / "replica",
+            extra=["--replicaof", "127.0.0.1", str(self.master.port)],
+        ).start()
+        _wait(
+            lambda: _info(self.replica, "replication").get("master_link_status") == "up",
+            timeout,
+            "the replica never synced with the master",
+            self.replica,
+        )
+        binary = redis_binary("redis-sentinel")
+        for _ in range(3):
+            port = free_port()
+            home = self.directory / f"sentinel-{port}"
+            home.mkdir()
+            conf = home / "sentinel.conf"  # sentinel rewrites its file: one each, writable
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {home}\n"
+                f"logfile {home / 'sentinel.log'}\n"
+                f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {self.name} 1\n",
+                encoding="utf-8",
+            )
+            self.sentinel_ports.append(port)
+            self.sentinels.append(
+                subprocess.Popen(
+                    [binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        # Ready when every sentinel knows the replica and the two other sentinels: only then
+        # can a majority agree the master is down and promote the replica.
+        _wait(self._quorum_ready, timeout, "the sentinels never found each other and the replica")
+        return self
+
+    def _quorum_ready(self) -> bool:
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+            try:
+                replicas = client.execute_command("SENTINEL", "REPLICAS", self.name)
+                peers = client.execute_command("SENTINEL", "SENTINELS", self.name)
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            if len(replicas) < 1 or len(peers) < 2:
+                return False
+        return True
+
+    def wait_replicated(self, timeout: float = 10) -> None:
+        """Until every replica has every write the master took so far (replication is
+        asynchronous: what the master acknowledged and did not pass on dies with it)."""
+
+        def caught_up() -> bool:
+            master = self.server_at(self.master_address())
+            offset = int(_info(master, "replication").get("master_repl_offset", -1))
+            others = [s for s in self.servers if s is not master and s.running]
+            return offset >= 0 and all(
+                int(_info(s, "replication").get("slave_repl_offset", -1)) >= offset for s in others
+            )
+
+        _wait(caught_up, timeout, "the replicas did not catch up with the master")
+
+    def master_address(self) -> tuple[str, int]:
+        """The master as the sentinels' majority names it now."""
+        seen: dict[tuple[str, int], int] = {}
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+            try:
+                host, at = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+                seen[(host, int(at))] = seen.get((host, int(at)), 0) + 1
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+        return max(seen, key=lambda a: seen[a])
+
+    def server_at(self, address: tuple[str, int]) -> RedisServer:
+        return next(s for s in self.servers if s.port == address[1])
+
+    def kill_master(self) -> tuple[str, int]:
+        """SIGKILL the current master (a crash: no goodbye to anyone); its address."""
+        address = self.master_address()
+        self.server_at(address).kill()
+        return address
+
+    def wait_for_promotion(self, old: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
+        """Until the sentinels name another master and it answers as one; its address."""
+        found: list[tuple[str, int]] = []
+
+        def promoted() -> bool:
+            address = self.master_address()
+            if address == old:
+                return False
+            server = self.server_at(address)
+            if _info(server, "replication").get("role") != "master":
+                return False
+            found.append(address)
+            return True
+
+        _wait(promoted, timeout, f"no replica was promoted within {timeout}s")
+        return found[-1]
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.sentinels:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        for server in self.servers:
+            server.stop()
+
+    def logs(self) -> str:
+        """The sentinels' and servers' logs (for a failure message)."""
+        parts = []
+        for path in sorted(self.directory.glob("*/*.log")):
+            parts.append(f"--- {path.relative_to(self.directory)}\n")
+            parts.append(path.read_text(errors="replace")[-3000:])
+        return "".join(parts)
+
+
+def _info(server: RedisServer | None, section: str) -> dict[str, Any]:
+    assert server is not None
+    client = redis.Redis(port=server.port, socket_timeout=1)
+    try:
+        info: dict[str, Any] = client.info(section)
+        return info
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+def _wait(
+    done: Callable[[], bool], timeout: float, failure: str, server: RedisServer | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            detail = ""
+            if server is not None:
+                detail = (server.directory / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{failure}\n{detail}")
+        time.sleep(0.1)

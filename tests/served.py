@@ -26,9 +26,9 @@ def free_port() -> int:
 class Served:
     """`with Served(tmp_path, toml) as app:` — app.base is its URL, app.stderr() its log."""
 
-    def __init__(self, workdir: Path, config: str) -> None:
+    def __init__(self, workdir: Path, config: str, *, port: int | None = None) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "leadgate.toml"
         self.config.write_text(config, encoding="utf-8")

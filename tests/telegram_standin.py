@@ -20,7 +20,9 @@ tests/connectors/fixtures/telegram/SOURCES.md):
 - sendMessage: 1-4096 characters, 400 `chat not found` for a chat that never wrote,
   403 `bot was blocked by the user` / `user is deactivated`, 429 with
   `parameters.retry_after` when a test throttles a chat;
-- getFile and /file/bot<token>/<path> downloads.
+- getFile and /file/bot<token>/<path> downloads;
+- `lose_answers(method)`: the next call does its work (a message is sent) and the
+  connection closes unanswered — what a client sees when its timeout or a proxy cuts in.
 
 Deliberate differences, for a test machine without TLS or public ports: webhook URLs may
 be plain http on any port (Telegram wants https on 443, 80, 88 or 8443), and retry delays
@@ -105,6 +107,7 @@ class BotApiStandin:
         self.sent: list[Sent] = []
         self.calls: list[tuple[str, str]] = []  # (token, method)
         self.retry_delay = retry_delay
+        self.lost: dict[str, int] = {}  # method -> calls still to do, then leave unanswered
         # Called with each update id a webhook acknowledged, right after its 2xx (a test
         # hook: the kill test kills the server there, between receipt and handling).
         self.on_delivered: Callable[[int], None] | None = None
@@ -131,11 +134,17 @@ class BotApiStandin:
             update["update_id"] = state.next_update_id
         state.next_update_id = max(state.next_update_id, update["update_id"]) + 1
         for key in ("message", "edited_message"):
-            if key in update:
+            # A malformed update (a test's poison) names no chat the Bot API would know.
+            with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.known_chats.add(int(update[key]["chat"]["id"]))
         state.updates.append(update)
         state.new_update.set()
         return int(update["update_id"])
+
+    def lose_answers(self, method: str, times: int = 1) -> None:
+        """The next call(s) of `method` (any case) do their work, then the connection is
+        closed before a byte of the answer is sent (a timeout, a proxy dying)."""
+        self.lost[method.lower()] = self.lost.get(method.lower(), 0) + times
 
     def throttle(self, chat_id: int, *retry_after: int) -> None:
         """The next sends to `chat_id` get 429 with these retry_after values."""
@@ -194,6 +203,10 @@ class BotApiStandin:
         answer: dict[str, Any] = {"ok": True, "result": result}
         if description:
             answer["description"] = description
+        if self.lost.get(method.lower()):
+            self.lost[method.lower()] -= 1
+            assert request.transport is not None
+            request.transport.close()  # the work is done; the caller never hears of it
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def _m_getme(self, state: BotState, params: dict[str, Any]) -> tuple[Any, str | None]:

@@ -110,3 +110,60 @@ def test_init_file_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     assert main(["init"]) == 0
     assert (tmp_path / "leadgate.toml").stat().st_mode & 0o777 == 0o600
+
+
+SHORT = "short-secret-15"  # 15 characters: one too few
+BOT_TOKEN = "8162115592:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
+
+
+@pytest.mark.parametrize("value", ["", "   ", SHORT])
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        (lambda v: {"admin": {"tokens": {"ops": v}}}, "admin.tokens.ops"),
+        (lambda v: {"orders": {"tokens": {"site": v}}}, "orders.tokens.site"),
+        (
+            lambda v: {"telegram": {"bots": {"shop": {"token": BOT_TOKEN, "secret_token": v}}}},
+            "telegram.bots.shop.secret_token",
+        ),
+        (
+            lambda v: {"vk": {"communities": [{"group_id": 1, "confirmation": "ab", "secret": v}]}},
+            "vk.communities.0.secret",
+        ),
+        (
+            lambda v: {"meta": {"app_secret": v, "verify_token": "v" * 16}},
+            "meta.app_secret",
+        ),
+        (
+            lambda v: {"meta": {"app_secret": "a" * 32, "verify_token": v}},
+            "meta.verify_token",
+        ),
+        (lambda v: {"telephony": {"cti": {"token": v}}}, "telephony.cti.token"),
+        (
+            lambda v: {"delivery": {"webhook": {"url": "https://crm.example/hook", "secret": v}}},
+            "delivery.webhook.secret",
+        ),
+    ],
+)
+def test_short_or_empty_secrets_are_refused_naming_the_key(
+    overrides: object, where: str, value: str
+) -> None:
+    assert callable(overrides)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, **overrides(value))
+    named = [p for p in caught.value.problems if p.startswith(where)]
+    assert named, caught.value.problems
+    if value.strip():
+        assert "at least 16 characters" in named[0]
+    assert SHORT not in str(caught.value)  # never the value itself
+
+
+def test_secrets_of_16_characters_pass() -> None:
+    good = "0123456789abcdef"
+    settings = load_settings(
+        None,
+        admin={"tokens": {"ops": good}},
+        orders={"tokens": {"site": good}},
+        telephony={"cti": {"token": good}},
+    )
+    assert settings.admin.tokens["ops"].get_secret_value() == good

@@ -42,6 +42,17 @@ def open_now_calendar() -> dict[str, Any]:
     return {"channels": {"vk": week}, "extra_workdays": [str(today)]}
 
 
+def openapi_check(schema: str, instance: Any) -> None:
+    """`instance` is valid as docs/openapi.yaml's components/schemas/`schema`."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text())
+    root = {"components": spec["components"], "$ref": f"#/components/schemas/{schema}"}
+    errors = [e.message for e in Draft202012Validator(root).iter_errors(instance)]
+    assert not errors, errors
+
+
 async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 10.0) -> T:
     deadline = asyncio.get_running_loop().time() + within
     while True:
@@ -214,6 +225,51 @@ async def test_no_answer_in_working_time_nor_to_echoes_or_edits(
     assert chat.sender.sent == []
 
 
+async def test_a_chats_message_retried_after_a_failure_is_not_overtaken(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The first message of chat 42 fails once and waits for its retry: the second message
+    of chat 42 waits for it, while another chat's message goes on."""
+    chat = await chat_factory(
+        calendar=open_now_calendar(),
+        inbox={"backoff_initial_seconds": 0.3, "backoff_max_seconds": 0.3},
+    )
+    chat.connector.fail_once.add(1)
+    await chat.post(update_id=1, chat="42", text="первое", phone="+79161234567")
+    await chat.post(update_id=2, chat="42", text="второе")
+    await chat.post(update_id=3, chat="77", text="другой чат")
+    for update_id in (1, 2, 3):
+        await chat.handled(update_id)
+    handled = chat.connector.handled
+    assert handled.index(3) < handled.index(1) < handled.index(2), handled
+    resp = await chat.client.get("/v1/leads", headers=ADMIN_AUTH)
+    (lead,) = [x for x in (await resp.json())["leads"] if "vk:42" in x["contact"]["handles"]]
+    lines = (await chat.lead(lead["id"]))["messages"]
+    assert [m["text"] for m in lines if m["direction"] == "in"] == ["первое", "второе"]
+    # The first message's own lead opened with its phone: it was not dropped by the wait.
+    assert lead["contact"]["phones"] == ["+79161234567"]
+
+
+async def test_an_edit_that_comes_before_its_message_is_kept_on_one_line(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The vendor delivered the edit first (the original's delivery was retried later):
+    the edited text stays, on one line, and the original joins it rather than adding one."""
+    chat = await chat_factory(calendar=open_now_calendar())
+    written = int(datetime.now(UTC).timestamp()) - 60
+    await chat.handled(
+        await chat.post(update_id=2, message_id=2, text="исправлено", edit_of=1, date=written + 30)
+    )
+    await chat.handled(await chat.post(update_id=1, message_id=1, text="опечтка", date=written))
+    lead = await chat.lead(await chat.only_lead_id())
+    (line,) = [m for m in lead["messages"] if m["direction"] == "in"]
+    assert line["text"] == "исправлено"
+    assert line["edited_at"] is not None
+    # The line is dated when the customer wrote it, not when they edited it.
+    assert datetime.fromisoformat(line["at"]) == datetime.fromtimestamp(written, UTC)
+    assert len(lead["events"]) == 2  # both are kept as events
+
+
 async def test_a_greeting_goes_once_with_its_event_even_when_the_update_comes_twice(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
@@ -280,6 +336,95 @@ async def test_the_reply_api_refuses_clearly(chat_factory: Callable[..., Awaitab
         headers=ADMIN_AUTH,
     )
     assert (resp.status, (await resp.json())["error"]) == (409, "no_conversation")
+
+
+async def test_a_reply_to_a_lead_of_several_chats_must_name_one(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """The customer wrote in two chats (one phone): a reply without conversation_id is not
+    guessed into one of them but refused with the choices; naming one sends it there."""
+    chat = await chat_factory(calendar=open_now_calendar())
+    await chat.handled(await chat.post(chat="42", text="Сколько стоит?", phone="+79161234567"))
+    await chat.handled(await chat.post(chat="43", text="Это я же", phone="+79161234567"))
+    lead_id = await chat.only_lead_id()
+    conversations = (await chat.lead(lead_id))["conversations"]
+    assert {c["chat"] for c in conversations} == {"42", "43"}
+
+    resp = await chat.client.post(
+        f"/v1/leads/{lead_id}/messages", json={"text": "Здравствуйте"}, headers=ADMIN_AUTH
+    )
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["error"] == "conversation_required"
+    openapi_check("ConversationRequired", body)
+    by_id = {c["id"]: c for c in conversations}
+    assert [c["id"] for c in body["conversations"]] == sorted(
+        by_id, key=lambda i: by_id[i]["last_inbound_at"], reverse=True
+    )
+    for offered in body["conversations"]:
+        full = by_id[offered["id"]]
+        assert offered == {k: full[k] for k in ("id", "channel", "account", "last_inbound_at")}
+    assert chat.sender.sent == []  # nothing was queued
+
+    first = next(c for c in conversations if c["chat"] == "42")
+    resp = await chat.client.post(
+        f"/v1/leads/{lead_id}/messages",
+        json={"text": "Здравствуйте", "conversation_id": first["id"]},
+        headers=ADMIN_AUTH,
+    )
+    assert resp.status == 202
+    assert (await resp.json())["conversation_id"] == first["id"]
+    await chat.sends(1)
+    assert chat.sender.sent[0].chat == "42"
+
+
+async def test_a_retried_reply_with_its_idempotency_key_reaches_the_customer_once(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    chat = await chat_factory(calendar=open_now_calendar())
+    await chat.handled(await chat.post(text="Сколько стоит?"))
+    lead_id = await chat.only_lead_id()
+    url = f"/v1/leads/{lead_id}/messages"
+    keyed = {**ADMIN_AUTH, "Idempotency-Key": "reply-7f3a"}
+    reply = {"text": "450 000 ₽", "seller": "anna"}
+
+    # The client timed out and tries again — twice at once, then once more later.
+    first, second = await asyncio.gather(
+        chat.client.post(url, json=reply, headers=keyed),
+        chat.client.post(url, json=reply, headers=keyed),
+    )
+    assert (first.status, second.status) == (202, 202)
+    original = await first.json()
+    assert await second.json() == original
+    await chat.sends(1)
+    again = await chat.client.post(url, json=reply, headers=keyed)
+    assert again.status == 202
+    assert await again.json() == original  # the original answer, though it is sent by now
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    # The same key for another message is a client's bug, named, and queues nothing.
+    other = await chat.client.post(url, json={**reply, "text": "500 000 ₽"}, headers=keyed)
+    assert other.status == 422
+    refusal = await other.json()
+    assert refusal["error"] == "idempotency_key_reused"
+    assert "reply-7f3a" in refusal["detail"]
+    other = await chat.client.post(url, json={"text": "450 000 ₽"}, headers=keyed)
+    assert (other.status, (await other.json())["error"]) == (422, "idempotency_key_reused")
+
+    # Another key is another message; a bad key is refused before anything is queued.
+    fresh = await chat.client.post(
+        url, json=reply, headers={**ADMIN_AUTH, "Idempotency-Key": "reply-8b21"}
+    )
+    assert fresh.status == 202
+    assert (await fresh.json())["message_id"] != original["message_id"]
+    bad = await chat.client.post(url, json=reply, headers={**ADMIN_AUTH, "Idempotency-Key": "a b"})
+    assert (bad.status, (await bad.json())["error"]) == (400, "invalid_idempotency_key")
+
+    lead = await chat.settled(lead_id)
+    out = [m for m in lead["messages"] if m["direction"] == "out"]
+    assert [m["text"] for m in out] == ["450 000 ₽", "450 000 ₽"]
+    assert out[0]["id"] == original["message_id"]
+    assert [m.text for m in chat.sender.sent] == ["450 000 ₽", "450 000 ₽"]
 
 
 async def test_a_reply_to_a_lead_without_a_chat_is_409(
@@ -370,6 +515,48 @@ async def test_vendor_refusals_end_in_clear_states(
     assert 'leadgate_messages_total{account="shop",channel="vk",result="retry"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_a_send_of_unknown_outcome_is_repeated_only_where_the_vendor_deduplicates(
+    chat_factory: Callable[..., Awaitable[Chat]], idempotent: bool
+) -> None:
+    """No answer after the request went out (UNKNOWN), or the sender raised: a vendor with
+    an idempotency key gets it again; any other ends `unconfirmed`, sent once, whoever
+    wrote it."""
+    sender = ScriptedSender(
+        idempotent=idempotent,
+        script=[
+            SendResult(SendStatus.UNKNOWN, reason="ServerDisconnectedError"),
+            RuntimeError("the sender broke mid-send"),
+        ],
+    )
+    chat = await chat_factory(sender, calendar=open_now_calendar())
+    await chat.handled(await chat.post(text="Привет"))
+    lead_id = await chat.only_lead_id()
+    for text in ("Первый", "Второй"):
+        resp = await chat.client.post(
+            f"/v1/leads/{lead_id}/messages", json={"text": text}, headers=ADMIN_AUTH
+        )
+        assert resp.status == 202
+        await chat.settled(lead_id)
+    lead = await chat.settled(lead_id)
+    first, second = lead["messages"][-2:]
+    metrics = await (await chat.client.get("/metrics")).text()
+    if idempotent:
+        assert (first["status"], second["status"]) == ("sent", "sent")
+        # No answer, then the sender broke: tried again both times, the vendor keeps one.
+        assert [m.text for m in sender.sent] == ["Первый", "Первый", "Первый", "Второй"]
+        assert [m.attempted for m in sender.sent] == [False, True, True, False]
+        assert 'result="unconfirmed"' not in metrics
+        return
+    assert (first["status"], second["status"]) == ("unconfirmed", "unconfirmed")
+    assert "no answer after sending (ServerDisconnectedError)" in first["status_reason"]
+    assert "the sender broke mid-send" in second["status_reason"]
+    assert [m.text for m in sender.sent] == ["Первый", "Второй"]
+    assert 'leadgate_messages_total{account="shop",channel="vk",result="unconfirmed"} 2.0' in (
+        metrics
+    )
+
+
 async def test_refused_credentials_halt_the_account_until_a_probe_gets_through(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
@@ -413,6 +600,33 @@ async def test_messages_of_one_conversation_go_in_order(
     assert [m.text for m in sender.sent] == ["ответ 0", "ответ 0", "ответ 1", "ответ 2"]
 
 
+async def test_the_parts_of_a_long_reply_go_back_to_back_not_a_poll_apart(
+    chat_factory: Callable[..., Awaitable[Chat]],
+) -> None:
+    """A reply split into parts (the CRM's long answer) is queued at once on one
+    conversation; the store hands them out one at a time, and each next part goes as
+    soon as the one before is sent — not after the worker's idle poll."""
+    from gateway.keys import PIPELINE
+
+    chat = await chat_factory(
+        calendar=open_now_calendar(),
+        conversations={"poll_seconds": 60, "backoff_initial_seconds": 0.05},
+    )
+    await chat.handled(await chat.post(text="Расскажите подробно"))
+    lead_id = await chat.only_lead_id()
+    (conversation,) = (await chat.lead(lead_id))["conversations"]
+    now = datetime.now(UTC)
+    for part in ("часть 1", "часть 2", "часть 3"):
+        await chat.store.queue_message(
+            lead_id, part, author="crm:7", now=now, conversation_id=conversation["id"]
+        )
+    started = asyncio.get_running_loop().time()
+    chat.client.app[PIPELINE].chats.queued()
+    await chat.sends(3)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert [m.text for m in chat.sender.sent] == ["часть 1", "часть 2", "часть 3"]
+
+
 async def test_an_unreadable_update_is_kept_dead_not_dropped(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
@@ -440,16 +654,7 @@ async def test_an_unreadable_update_is_kept_dead_not_dropped(
 async def test_the_lead_with_its_transcript_matches_the_openapi_document(
     chat_factory: Callable[..., Awaitable[Chat]],
 ) -> None:
-    import yaml
-    from jsonschema import Draft202012Validator
-
-    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text())
-
-    def check(schema: str, instance: Any) -> None:
-        root = {"components": spec["components"], "$ref": f"#/components/schemas/{schema}"}
-        errors = [e.message for e in Draft202012Validator(root).iter_errors(instance)]
-        assert not errors, errors
-
+    check = openapi_check
     chat = await chat_factory()
     await chat.handled(await chat.post(text="Здравствуйте", lang="ru"))
     lead_id = await chat.only_lead_id()

@@ -260,7 +260,7 @@ def _core_routes(tmp_path: Path) -> set[tuple[str, str]]:
         "public_url": "https://leads.example.ru",
         "line": 1,
     }
-    bot = {"token": "123456789:AAExampleExampleExampleExampleExamp", "secret_token": "s"}
+    bot = {"token": "123456789:AAExampleExampleExampleExampleExamp", "secret_token": "s" * 16}
     app = create_app(
         settings_model()(
             store={"path": str(tmp_path / "routes.db")},

@@ -192,3 +192,21 @@ def test_compose_mounts_what_is_provisioned() -> None:
     )["providers"][0]
     assert mounts["grafana"]["./grafana/dashboards"] == provider["options"]["path"]
     assert mounts["grafana"]["./grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_compose_stops_when_a_secret_is_missing() -> None:
+    """Every secret compose passes from the environment is `${VAR:?why}` (compose refuses to
+    start without it), including the commented examples a user uncomments; Grafana never
+    starts with its admin/admin default."""
+    text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
+    compose = yaml.safe_load(text)
+    secret = re.compile(r"(PASSWORD|TOKEN|SECRET)", re.IGNORECASE)
+    found = []
+    for line in text.splitlines():
+        key, sep, value = line.strip().lstrip("# ").partition(": ")
+        if sep and secret.search(key) and "${" in value:
+            found.append(key)
+            assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", value.strip()), line
+    assert {"GF_SECURITY_ADMIN_PASSWORD", "LEADGATE_ADMIN__TOKENS__OPS"} <= set(found)
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")

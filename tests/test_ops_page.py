@@ -104,7 +104,9 @@ async def test_a_session_ends_at_its_expiry_and_with_its_token(
     later = time.time() + ops_page.SESSION_SECONDS + 1
     assert not ops_page.session_ok(request, value, now=later)  # type: ignore[arg-type]
     # The token is revoked (another config): the cookie dies with it.
-    other = await _client(aiohttp_client, tmp_path / "x", admin={"tokens": {"ops": "new-tok"}})
+    other = await _client(
+        aiohttp_client, tmp_path / "x", admin={"tokens": {"ops": "a-new-token-0123456"}}
+    )
     cookie = {"Cookie": f"{ops_page.COOKIE}={value}"}
     assert (await other.get("/ops/data", headers=cookie)).status == 401
 
@@ -148,7 +150,10 @@ async def test_data_counts_from_the_store_and_survive_a_restart(
     aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
     settings = {
-        "delivery": {"sink": "webhook", "webhook": {"url": "http://127.0.0.1:9/", "secret": "s"}}
+        "delivery": {
+            "sink": "webhook",
+            "webhook": {"url": "http://127.0.0.1:9/", "secret": "s" * 16},
+        }
     }
     client = await _client(aiohttp_client, tmp_path, **settings)
     for i in range(3):

@@ -514,3 +514,25 @@ async def test_our_own_outgoing_contact_does_not_reset_the_deadline(
     assert (await pipeline.accept(outgoing)).outcome is Outcome.MERGED
     lead = await get_lead(pipeline, first.lead_id)
     assert lead.sla_due_at == at("2026-11-20T12:15:00+03:00")
+
+
+async def test_a_late_event_goes_to_a_seller_on_duty_now(
+    pipeline_factory: Callable[..., Any],
+) -> None:
+    """A call notification retried a day late (it happened Monday in anna's shift, it
+    reached us Tuesday in boris's): the lead is worked now, by who is on duty now."""
+    pipeline: Pipeline = await pipeline_factory(
+        sellers=[
+            {"id": "anna", "name": "Анна", "schedule": {"mon": ["10:00-19:00"]}},
+            {"id": "boris", "name": "Борис", "schedule": {"tue": ["10:00-19:00"]}},
+        ]
+    )
+    late = event("call-late", at("2026-01-12T15:00:00+03:00"), phones=("+79031110001",))
+    late = late.model_copy(update={"received_at": at("2026-01-13T11:00:00+03:00")})
+    lead = await get_lead(pipeline, (await pipeline.accept(late)).lead_id)
+    assert lead.assigned_to == "boris"
+    # ... and one that came in after hours today waits for the next seller on duty.
+    evening = event("call-evening", at("2026-01-12T15:00:00+03:00"), phones=("+79031110002",))
+    evening = evening.model_copy(update={"received_at": at("2026-01-13T20:00:00+03:00")})
+    lead = await get_lead(pipeline, (await pipeline.accept(evening)).lead_id)
+    assert (lead.assigned_to, lead.assignment_reason) == ("anna", "next on duty")

@@ -18,7 +18,8 @@ async def test_a_server_that_fsyncs_every_write_is_durable(redis_target: RedisTa
         if redis_target.server is None:
             pytest.skip("REDIS_URL given: its persistence settings are the operator's")
         d = await check_durability(client, DurabilityMode.ALWAYS)
-        assert d.durable and d.detail == "appendonly=yes appendfsync=always"
+        assert d.durable
+        assert d.detail == "appendonly=yes appendfsync=always no-appendfsync-on-rewrite=no"
     finally:
         await client.aclose()
 
@@ -44,6 +45,23 @@ async def test_a_server_that_fsyncs_once_a_second_is_refused_unless_relaxed(
         assert not relaxed.durable and relaxed.mode is DurabilityMode.RELAXED
     finally:
         await client.aclose()
+
+
+async def test_skipping_the_fsync_during_rewrites_is_not_durable(tmp_path: Path) -> None:
+    """Under `appendfsync always` too: while a BGSAVE or AOF rewrite runs, nothing is fsynced."""
+    server = RedisServer(
+        free_port(), tmp_path / "redis", extra=["--no-appendfsync-on-rewrite", "yes"]
+    )
+    server.start()
+    client = connect(StoreSettings(kind="redis", url=server.url))
+    try:
+        with pytest.raises(RedisNotDurable, match="no-appendfsync-on-rewrite no"):
+            await check_durability(client, DurabilityMode.ALWAYS)
+        await client.config_set("no-appendfsync-on-rewrite", "no")
+        assert (await check_durability(client, DurabilityMode.ALWAYS)).durable
+    finally:
+        await client.aclose()
+        server.stop()
 
 
 def test_redis_store_needs_a_server_and_sentinels_are_host_port() -> None:

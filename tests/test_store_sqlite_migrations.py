@@ -37,3 +37,68 @@ async def test_orders_stored_before_the_scoping_still_replay(
     assert (await retry.json())["event_id"] == original["event_id"]
     other = await client.post("/v1/orders", json=order(1001, "+79031234567"), headers=MARKET)
     assert other.status == 201
+
+
+async def test_an_inbox_made_before_threads_gets_its_column_and_keeps_its_entries(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.inbox import InboxEntry
+    from gateway.store.sqlite import SQLiteStore
+
+    path = tmp_path / "leadgate.db"
+    store = SQLiteStore(path)
+    await store.open()
+    now = datetime.now(UTC)
+    await store.inbox_put([InboxEntry("telegram", "shop", "1", b"{}")], now)
+    await store.close()
+    db = sqlite3.connect(path)
+    with db:  # the inbox as the previous release made it: no thread column, no index
+        db.execute("DROP INDEX inbox_thread")
+        db.execute("ALTER TABLE inbox DROP COLUMN thread")
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.inbox_put([InboxEntry("telegram", "shop", "2", b"{}", thread="42")], now)
+        items = await store.inbox_claim(now, 10, owner="a", lease_seconds=60)
+        assert [(i.key, i.thread) for i in items] == [("1", None), ("2", "42")]
+    finally:
+        await store.close()
+
+
+async def test_leads_made_before_count_days_still_count_by_when_they_came(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.store.sqlite import SQLiteStore
+    from tests.store.contract import make_event, record, rr
+
+    path = tmp_path / "leadgate.db"
+    store = SQLiteStore(path)
+    await store.open()
+    now = datetime.now(UTC)
+    await record(
+        store, make_event("old-1", phone="+79030000001", at=now), assignment=rr("anna", at=now)
+    )
+    await store.close()
+    db = sqlite3.connect(path)
+    with db:  # the leads table as the previous release made it
+        db.execute("ALTER TABLE leads DROP COLUMN count_day")
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        r = await record(
+            store,
+            make_event("new-1", phone="+79030000002", at=now),
+            assignment=rr("anna", "boris", at=now),
+        )
+        assert r.assignment is not None and r.assignment.seller_id == "boris"
+        assert await store.assignment_counts(now.date()) == {"anna": 1, "boris": 1}
+    finally:
+        await store.close()

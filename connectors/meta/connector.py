@@ -52,11 +52,12 @@ from connectors.meta.webhook import (
     parse,
 )
 from connectors.meta.window import WindowRules
-from gateway.channels import Connector, ConnectorContext, TaskSpec
+from gateway.channels import Connector, ConnectorContext, ReplayRefused, TaskSpec
 from gateway.errors import ApiError
 from gateway.inbox import InboxEntry, InboxItem, Unprocessable
-from gateway.models import Channel, Outcome
+from gateway.models import Channel, Outcome, Receipt
 from gateway.redact import register as register_secret
+from gateway.store.base import QuarantineEntry
 from gateway.textsafe import header_bytes
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,17 @@ def ad_click_key(channel: str, account: str, chat: str) -> str:
     return f"meta:ad_click:{channel}:{account}:{chat}"
 
 
-def _summary(body: bytes) -> tuple[str, str]:
-    """(object, account) of a body for the inbox and metrics: the entry id when there is
-    one, "batch" for several, "unknown" when it cannot be read (it is stored anyway)."""
+def _summary(body: bytes) -> tuple[str, str, str | None]:
+    """(object, account, thread) of a body for the inbox and metrics: the entry id when
+    there is one, "batch" for several, "unknown" when it cannot be read (it is stored
+    anyway); the thread is the one person writing, when the body is about one person
+    (Meta batches several only under load): one person's bodies are handled in order."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "unknown", "unknown"
+        return "unknown", "unknown", None
     if not isinstance(data, dict):
-        return "unknown", "unknown"
+        return "unknown", "unknown", None
     obj = data.get("object")
     entries = data.get("entry")
     ids = {
@@ -89,7 +92,17 @@ def _summary(body: bytes) -> tuple[str, str]:
         if isinstance(e, dict) and isinstance(e.get("id"), str | int)
     }
     account = next(iter(ids)) if len(ids) == 1 else "batch" if ids else "unknown"
-    return (obj[:40] if isinstance(obj, str) and obj else "unknown"), account[:64]
+    people = {
+        str(sender["id"])
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("messaging"), list)
+        for item in e["messaging"]
+        if isinstance(item, dict)
+        and isinstance(sender := item.get("sender"), dict)
+        and isinstance(sender.get("id"), str | int)
+    }
+    thread = next(iter(people))[:64] if len(people) == 1 else None
+    return (obj[:40] if isinstance(obj, str) and obj else "unknown"), account[:64], thread
 
 
 class LeadNotYet(Exception):
@@ -132,7 +145,11 @@ class MetaConnector:
         self.instagram_graph = GraphClient(
             settings.instagram_graph_base, settings.graph_api_version, timeout
         )
-        self.names = NameCache(settings.name_cache_size, settings.name_cache_hours * 3600)
+        self.names = NameCache(
+            settings.name_cache_size,
+            settings.name_cache_hours * 3600,
+            settings.name_timeout_seconds,
+        )
         # account -> what Meta said when it refused the account's token (for /readyz).
         self.refused: dict[str, str] = {}
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
@@ -218,11 +235,12 @@ class MetaConnector:
         if not signature.verify(self.app_secret, body, request.headers.get(signature.HEADER)):
             self.metrics.webhooks.labels("unknown", "unauthorized").inc()
             raise ApiError(403, "forbidden", f"missing or wrong {signature.HEADER}")
-        obj, account = _summary(body)
+        obj, account, thread = _summary(body)
         headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
         key = hashlib.sha256(body).hexdigest()
         # Durable before the 200; StoreUnavailable becomes a 503 and Meta sends it again.
-        (kept,) = await self.inbox.put([InboxEntry(INBOX, account, key, body, headers)])
+        entry = InboxEntry(INBOX, account, key, body, headers, thread=thread)
+        (kept,) = await self.inbox.put([entry])
         self.metrics.webhooks.labels(obj, "accepted" if kept else "duplicate").inc()
         return web.json_response({"status": "ok"})
 
@@ -254,11 +272,33 @@ class MetaConnector:
             for change in delivery.leadgen:
                 self.metrics.items.labels("facebook", self._page_of(change), "leadgen").inc()
 
-    async def handle_item(self, item: Messaging, received_at: datetime) -> None:
+    async def replay_quarantined(self, entry: QuarantineEntry) -> Receipt | None:
+        """A body a person released (`leadgate quarantine release`): run through again, as
+        live input, so what was taken before replays. Still unreadable, wholly or in part,
+        it is refused: the release leaves it quarantined (`kept`, with the reason), never
+        dropped — its readable items are taken meanwhile."""
+        if entry.channel != INBOX:
+            raise ReplayRefused(f"not a Meta webhook body (kept as {entry.channel!r})")
+        try:
+            delivery = parse(entry.body)
+        except WebhookInvalid as exc:
+            raise ReplayRefused(f"still not a Meta webhook body: {exc}") from None
+        receipt = None
+        received_at = self.clock()
+        for item in delivery.messaging:
+            receipt = await self.handle_item(item, received_at) or receipt
+        if delivery.leadgen:
+            await self.inbox.put([self._leadgen_entry(change) for change in delivery.leadgen])
+        if delivery.problems:
+            reason = "; ".join(delivery.problems[:5])
+            raise ReplayRefused(f"still partly unreadable: {reason} (the readable rest is taken)")
+        return receipt
+
+    async def handle_item(self, item: Messaging, received_at: datetime) -> Receipt | None:
         channel = channel_of(item.object).value
         self.metrics.items.labels(channel, item.account, item.kind.value).inc()
         if item.kind not in CUSTOMER_KINDS:
-            return  # echoes, receipts, reactions: not the customer's contact
+            return None  # echoes, receipts, reactions: not the customer's contact
         if came_from_ad(item) and item.at is not None:
             # The longer messaging window after a Click-to-Messenger ad runs from here.
             await self.pipeline.save_checkpoint(
@@ -266,8 +306,7 @@ class MetaConnector:
             )
         name = None if item.kind is ItemKind.EDIT else await self.sender_name(item)
         event = message_event(item, received_at=received_at, name=name, region=self.region)
-        if event is not None:
-            await self.pipeline.accept(event)
+        return None if event is None else await self.pipeline.accept(event)
 
     # --- Lead Ads ---------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.delivery.http_session import LazySession
+from gateway.delivery.http_session import LazySession, request_may_have_arrived
+from gateway.textsafe import ascii_digits
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,11 @@ class GraphError(Exception):
         subcode: int | None = None,
         type: str | None = None,
         fbtrace_id: str | None = None,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(message)
+        # The request went out and no answer came: Meta may have acted on it.
+        self.unanswered = unanswered
         self.status = status
         self.message = message
         self.code = code
@@ -116,7 +120,7 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and ascii_digits(value):
         return int(value)
     return None
 
@@ -196,7 +200,11 @@ class GraphClient:
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # The exception text may quote the URL, and so the token: only its type is kept.
-            raise GraphError(0, f"no answer: {type(exc).__name__}") from None
+            raise GraphError(
+                0,
+                f"no answer: {type(exc).__name__}",
+                unanswered=request_may_have_arrived(exc),
+            ) from None
         if len(raw) > MAX_ANSWER:
             raise GraphError(status, f"answer larger than {MAX_ANSWER} bytes")
         if status >= 400:

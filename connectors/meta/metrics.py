@@ -35,7 +35,8 @@ class MetaMetrics:
         )
         self.names = Counter(
             "leadgate_meta_names",
-            "Sender name lookups by account and result (fetched, cached, refused, failed, off)",
+            "Sender name lookups by account and result"
+            " (fetched, cached, refused, failed, timeout, off)",
             ["account", "result"],
             registry=registry,
         )

@@ -5,11 +5,15 @@ Instagram: `GET /{IGSID}?fields=name,username`. Meta gives them only where the a
 (the permission, the person's settings): a refusal is remembered too, so a person whose name
 is not given is not asked about on every message, and a permission the app lacks stops the
 asking for that account for a while. A name is a convenience: no failure here stops a
-message from becoming a lead.
+message from becoming a lead, and no slow Graph holds one up — the lookup is given
+`timeout_seconds`, and an account whose lookup timed out or failed for a passing reason
+(Graph slow or down) is not asked again for FAILED_SECONDS, so the messages after it go
+on at once, without names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -38,13 +42,19 @@ class NameCache:
     """At most `size` people, each for `ttl_seconds`; least recently used go first."""
 
     def __init__(
-        self, size: int, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        size: int,
+        ttl_seconds: float,
+        timeout_seconds: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.size = size
         self.ttl = ttl_seconds
+        self.timeout = timeout_seconds
         self.clock = clock
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()
         self._refused: dict[str, float] = {}  # account -> until when it is not asked
+        self._unreachable: dict[str, float] = {}  # account -> until when Graph is let be
 
     def __len__(self) -> int:
         return len(self._known)
@@ -53,7 +63,8 @@ class NameCache:
         return self._refused.get(account, 0.0) > self.clock()
 
     async def name(self, account: str, person: str, fetch: Fetch) -> tuple[str | None, str]:
-        """(the name or None, what happened: cached | fetched | refused | failed | off)."""
+        """(the name or None, what happened: cached | fetched | refused | failed | timeout |
+        off)."""
         key = (account, person)
         now = self.clock()
         known = self._known.get(key)
@@ -62,14 +73,28 @@ class NameCache:
             return known.name, "cached"
         if self.refused(account):
             return None, "refused"
+        if self._unreachable.get(account, 0.0) > now:
+            return None, "failed"
         try:
-            name = await fetch()
+            name = await asyncio.wait_for(fetch(), self.timeout)
+        except TimeoutError:
+            self._unreachable[account] = now + FAILED_SECONDS
+            log.info(
+                "meta %s: no name within %g s; names are not asked for %g s",
+                account,
+                self.timeout,
+                FAILED_SECONDS,
+            )
+            return None, "timeout"
         except GraphError as exc:
             if exc.kind in (ErrorKind.PERMISSION, ErrorKind.AUTH):
                 # Not this person: the account may not read profiles at all.
                 self._refused[account] = now + REFUSED_SECONDS
                 log.info("meta %s: names are not given (%s); not asked for an hour", account, exc)
                 return None, "refused"
+            if exc.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMIT):
+                # Graph itself is unwell: the next person would wait for nothing too.
+                self._unreachable[account] = now + FAILED_SECONDS
             self._remember(key, None, now + FAILED_SECONDS)
             return None, "failed"
         self._remember(key, name, now + self.ttl)

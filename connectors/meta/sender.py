@@ -50,8 +50,8 @@ OnOk = Callable[[str], None]
 class MetaSender:
     """The MessageSender of one channel (facebook or instagram)."""
 
-    # Meta's Send API has no idempotency key: an interrupted send cannot be told apart from
-    # one that never left, so the core does not repeat an automatic answer after a crash.
+    # Meta's Send API has no idempotency key: a send that went out and got no answer (a
+    # timeout, a dropped connection, a crash) is not repeated by the core: `unconfirmed`.
     idempotent = False
 
     def __init__(
@@ -118,6 +118,9 @@ class MetaSender:
     def _failed(self, exc: GraphError, *, tagged: bool) -> SendResult:
         kind = exc.kind
         reason = f"{exc.label}: {exc.message}"
+        if exc.unanswered:
+            # The Send API has no idempotency key: the core does not send it again.
+            return SendResult(SendStatus.UNKNOWN, reason=reason)
         if kind is ErrorKind.AUTH:
             return SendResult(SendStatus.HALT, reason=reason)
         if kind is ErrorKind.WINDOW:

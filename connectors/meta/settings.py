@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.secret_rules import check_optional_secret
+
 # Meta's object ids are decimal digits (pages, Instagram accounts, PSIDs, leads).
 _ID = re.compile(r"^[0-9]{1,32}$")
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,2}$")
@@ -85,6 +87,8 @@ class MetaSettings(_Section):
     graph_base: str = "https://graph.facebook.com"
     instagram_graph_base: str = "https://graph.instagram.com"
     graph_timeout_seconds: float = Field(20.0, gt=0, le=300)
+    # The longest a message waits for its sender's name (the lead goes on without it).
+    name_timeout_seconds: float = Field(3.0, gt=0, le=60)
     pages: list[PageSettings] = []
     instagram: list[InstagramSettings] = []
     # Meta's messaging window: a reply goes as RESPONSE within window_hours of the
@@ -119,9 +123,8 @@ class MetaSettings(_Section):
     @field_validator("verify_token", "app_secret")
     @classmethod
     def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 8:
-            raise ValueError("must be at least 8 characters")
-        return value
+        # Meta's app secret is 32 hex digits; the verify token is ours to choose.
+        return check_optional_secret(value)
 
     @model_validator(mode="after")
     def _complete(self) -> MetaSettings:

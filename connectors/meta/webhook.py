@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.http import MAX_JSON_DEPTH, too_deep
+from gateway.textsafe import ascii_digits
 
 
 class WebhookInvalid(ValueError):
@@ -207,7 +208,7 @@ def _text(value: Any) -> str | None:
 def moment(value: Any) -> datetime | None:
     """A Unix time in seconds or milliseconds (Meta uses both: messaging timestamps are
     milliseconds, leadgen created_time is seconds; some examples write it as a string)."""
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and ascii_digits(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -319,7 +320,7 @@ def _messaging(obj: MetaObject, account: str, item: Any, standby: bool) -> Messa
             kind=ItemKind.EDIT,
             mid=_text(edit.get("mid")),
             text=_text(edit.get("text")),
-            edits=int(count) if isinstance(count, int | str) and str(count).isdigit() else 0,
+            edits=int(count) if isinstance(count, int | str) and ascii_digits(str(count)) else 0,
             **common,
         )
     if referral is not None:

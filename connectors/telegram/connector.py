@@ -25,7 +25,7 @@ from connectors.telegram.metrics import TelegramMetrics
 from connectors.telegram.polling import Poller
 from connectors.telegram.sender import TelegramSender
 from connectors.telegram.settings import BotSettings, TelegramSettings
-from connectors.telegram.updates import parse_update
+from connectors.telegram.updates import chat_of, parse_update
 from gateway.channels import ConnectorContext, TaskSpec
 from gateway.chats import ChatAccount, pick_locale
 from gateway.errors import ApiError
@@ -124,7 +124,8 @@ class TelegramConnector:
                 CHANNEL, f"{name}: not a Telegram update", body, {"bot": name}
             )
             return web.json_response({})
-        kept = await self.ctx.inbox.put([InboxEntry(CHANNEL, name, str(update_id), body)])
+        entry = InboxEntry(CHANNEL, name, str(update_id), body, thread=chat_of(orjson.loads(body)))
+        kept = await self.ctx.inbox.put([entry])
         self.metrics.received.labels(name, "webhook", "new" if kept[0] else "duplicate").inc()
         self.metrics.last_update.labels(name).set(datetime.now(UTC).timestamp())
         # An empty JSON object: Telegram runs a method given in a webhook answer's body.
@@ -164,6 +165,7 @@ class TelegramConnector:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
+            self.metrics.poison.labels(item.account, "handling").inc()
             raise Unprocessable(f"not a Telegram update: {where}: {first['msg']}") from None
         self.metrics.updates.labels(item.account, parsed.kind).inc()
         if parsed.event is not None:

@@ -31,7 +31,7 @@ class TelegramMetrics:
         )
         self.replies = Counter(
             "leadgate_telegram_replies",
-            "sendMessage outcomes, by bot and result (sent, retry, undeliverable, halt)",
+            "sendMessage outcomes, by bot and result (sent, retry, undeliverable, halt, unknown)",
             ["bot", "result"],
             registry=r,
         )
@@ -39,6 +39,13 @@ class TelegramMetrics:
             "leadgate_telegram_polling_errors",
             "getUpdates failures, by bot and reason (conflict, unauthorized, network, ...)",
             ["bot", "reason"],
+            registry=r,
+        )
+        self.poison = Counter(
+            "leadgate_telegram_poison_updates",
+            "Updates that are no Telegram update leadgate can read, by bot and stage"
+            " (getupdates: kept in the quarantine and skipped; handling: dead-lettered)",
+            ["bot", "stage"],
             registry=r,
         )
         self.last_update = Gauge(

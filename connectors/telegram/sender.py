@@ -7,10 +7,11 @@ description, keep the raw text), become SendResults:
 - 400 chat not found, message too long, and other bad requests: final (resending the
   same request cannot succeed);
 - 401: the token is refused: halt this bot, probe later;
-- 5xx, network errors: retry.
-Telegram offers no idempotency key for sendMessage: a send cut off by a crash is decided by
-the message worker (gateway.delivery.messages), which this sender tells by
-`idempotent = False`.
+- 5xx, and network errors before the request left (no connection): retry;
+- a timeout or a dropped connection after the request left: unknown — Telegram may have
+  delivered it. Telegram offers no idempotency key for sendMessage, so the message worker
+  (gateway.delivery.messages), told by `idempotent = False`, does not send it again: the
+  line ends `unconfirmed`. So does a send cut off by a crash.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from aiogram.types import KeyboardButton, ReplyKeyboardMarkup
 from connectors.telegram.metrics import TelegramMetrics
 from gateway.conversations import OutboundMessage, SendResult, SendStatus
 from gateway.coordination import Coordination
+from gateway.delivery.http_session import request_may_have_arrived
 from gateway.i18n import N_, chat_locale, gettext_for
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,12 @@ class TelegramSender:
             result = SendResult(SendStatus.UNDELIVERABLE, reason=exc.message)
         except TelegramMigrateToChat as exc:  # a group that became a supergroup: not a lead
             result = SendResult(SendStatus.UNDELIVERABLE, reason=exc.message)
-        except (TelegramServerError, TelegramNetworkError) as exc:
+        except TelegramNetworkError as exc:
+            # aiogram keeps aiohttp's own error as the cause: it tells whether it left.
+            arrived = request_may_have_arrived(exc)
+            status = SendStatus.UNKNOWN if arrived else SendStatus.RETRY
+            result = SendResult(status, reason=exc.message)
+        except TelegramServerError as exc:
             result = SendResult(SendStatus.RETRY, reason=exc.message)
         except TelegramAPIError as exc:  # a status aiogram does not classify
             result = SendResult(SendStatus.RETRY, reason=exc.message)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.chat_settings import check_answer_texts, check_locale_texts
+from gateway.secret_rules import check_optional_secret
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 # Telegram's own rule for setWebhook's secret_token: 1-256 of A-Z, a-z, 0-9, _ and -.
@@ -69,7 +70,7 @@ class BotSettings(_Section):
     def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not SECRET_TOKEN.match(value.get_secret_value()):
             raise ValueError("1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
-        return value
+        return check_optional_secret(value)
 
     @field_validator("webhook_url", "api_base")
     @classmethod

@@ -74,6 +74,21 @@ def lenient(data: dict[str, Any]) -> dict[str, Any]:
     return mended
 
 
+def chat_of(data: Any) -> str | None:
+    """The chat an update is about (message, edited_message, my_chat_member, a callback's
+    message, ...): the inbox handles one chat's updates in order. None when it names none."""
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if key == "update_id" or not isinstance(value, dict):
+            continue
+        holder = value.get("message") if isinstance(value.get("message"), dict) else value
+        chat = holder.get("chat")
+        if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+            return str(chat["id"])
+    return None
+
+
 def read_update(data: dict[str, Any]) -> Update:
     """aiogram's typed Update; raises pydantic.ValidationError for what is not one."""
     return Update.model_validate(lenient(data))

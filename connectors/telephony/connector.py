@@ -200,6 +200,12 @@ class TelephonyConnector:
         z = self.settings.zadarma
         assert z.api_secret is not None
         self._check_source(zadarma.PROVIDER, request)
+        # Token first: no Signature, nothing of the body is read. (The signed string is made
+        # of form fields, so checking it has to wait for the form.)
+        given = request.headers.get("Signature")
+        if not given:
+            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized", "no Signature")
+            raise ApiError(401, "unauthorized", "missing Signature header")
         fields = await read_form(request)
         texts = {k: v for k, v in fields.items() if isinstance(v, str)}
         event = texts.get("event")
@@ -207,10 +213,6 @@ class TelephonyConnector:
             raise ApiError(400, "invalid_event", "the notification has no event field")
         if event not in zadarma.SIGNED_FIELDS:
             return self._unknown(zadarma.PROVIDER, _json({}))
-        given = request.headers.get("Signature")
-        if not given:
-            self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized", "no Signature")
-            raise ApiError(401, "unauthorized", "missing Signature header")
         if not zadarma.verify(z.api_secret.get_secret_value(), texts, given):
             self.metrics.webhook(zadarma.PROVIDER, "unknown", "unauthorized", "wrong Signature")
             raise ApiError(403, "forbidden", "wrong Signature")

@@ -21,6 +21,7 @@ from pydantic import (
 
 from gateway.hours import TimeZoneName
 from gateway.identity import PhoneList
+from gateway.secret_rules import check_optional_secret
 
 DEFAULT_ZADARMA_RECORDING_URL = (
     "https://api.zadarma.com/v1/pbx/record/request/?call_id={recording_id}"
@@ -92,9 +93,7 @@ class CtiSettings(_Section):
     @field_validator("token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("the CTI token must be at least 16 characters")
-        return value
+        return check_optional_secret(value)
 
 
 class TelephonySettings(_Section):

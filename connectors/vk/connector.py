@@ -212,7 +212,14 @@ class VkConnector:
         if not taken(found, envelope.type):
             self.metrics.event(community.key, kind, "ignored")
             return _plain("ok")
-        entry = InboxEntry(CHANNEL, community.key, envelope.key, raw_without_secret(data), headers)
+        entry = InboxEntry(
+            CHANNEL,
+            community.key,
+            envelope.key,
+            raw_without_secret(data),
+            headers,
+            thread=envelope.peer,
+        )
         (kept,) = await self.ctx.inbox.put([entry])
         self.metrics.event(community.key, kind, "stored" if kept else "duplicate")
         return _plain("ok")

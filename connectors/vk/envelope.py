@@ -92,6 +92,18 @@ class Envelope:
     secret: str | None
 
     @property
+    def peer(self) -> str | None:
+        """The dialog an event is about (message_new, _reply, _edit: the message's peer_id;
+        message_allow/deny and typing: user_id), for the inbox's order per chat."""
+        obj = self.object
+        message = obj.get("message") if isinstance(obj.get("message"), dict) else obj
+        for field in ("peer_id", "user_id", "from_id"):
+            value = _int(message.get(field))
+            if value is not None:
+                return str(value)
+        return None
+
+    @property
     def key(self) -> str:
         """The event's idempotency key: VK's event_id ("if it passed twice or more, ignore
         it"); for a body without one, a hash of what it says."""

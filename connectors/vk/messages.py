@@ -127,10 +127,13 @@ def message_event(
     """A customer's message (or, with `edit_key`, their edit of it) -> a conversation
     message: thread (community, peer_id), external id `<group>:msg:<peer>:<cmid>`."""
     original = f"{group_id}:msg:{msg.peer_id}:{msg.cmid}"
+    # The customer's identity comes from their own words only: a number inside a forwarded
+    # or quoted message is somebody else's (a friend's, another shop's), and taking it
+    # would merge strangers who forwarded the same message into one lead.
+    phones = find_phones(msg.text, region)[:MAX_TEXT_PHONES] if msg.text else ()
     text = msg.text
     if msg.forwarded:
         text = "\n".join([text, *(f"> {line}" for line in msg.forwarded)]).strip()
-    phones = find_phones(text, region)[:MAX_TEXT_PHONES] if text else ()
     meta: dict[str, Any] = {
         "kind": KIND_MESSAGE_EDIT if edit_key else KIND_MESSAGE,
         "group_id": group_id,

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.identity import find_phones, normalize_email, normalize_phone
 from gateway.models import Attachment, Channel, Contact, Interest, LeadEvent
+from gateway.textsafe import ascii_digits
 
 # A VK date is believed within this much before receipt (a catch-up after an outage, a
 # retried event); outside it, or ahead of our clock, the receipt time stands.
@@ -62,7 +63,7 @@ def _opt(obj: Mapping[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 20:
+    if isinstance(value, str) and ascii_digits(value.removeprefix("-")) and len(value) < 20:
         return int(value)
     return None
 

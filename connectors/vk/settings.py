@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.chat_settings import check_answer_texts
+from gateway.secret_rules import check_secret
 
 DEFAULT_API_BASE = "https://api.vk.ru"
 # The version every call is made with and the Callback API server should be set to: from
@@ -20,10 +21,6 @@ DEFAULT_API_BASE = "https://api.vk.ru"
 # message too, for a server left on an old version.
 DEFAULT_API_VERSION = "5.199"
 _VERSION = re.compile(r"^5\.[0-9]{1,3}$")
-# VK's own check of the "Секретный ключ" field is not documented; we ask for a key that
-# is worth comparing at all (the settings page takes latin letters and digits).
-MIN_SECRET = 8
-
 WallReplies = Literal["lead", "activity", "off"]
 
 
@@ -82,9 +79,9 @@ class CommunitySettings(_Section):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < MIN_SECRET:
-            raise ValueError(f"the secret must be at least {MIN_SECRET} characters")
-        return value
+        # VK's own check of the "Секретный ключ" field is not documented (the settings page
+        # takes latin letters and digits): one worth comparing, as every secret we check.
+        return check_secret(value)
 
     @field_validator("confirmation")
     @classmethod

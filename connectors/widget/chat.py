@@ -7,6 +7,10 @@ JSON text, at most MAX_FRAME bytes:
   {"type": "hello", "token": T}                   {"type": "welcome", "messages": [...]}
   {"type": "message", "client_id": C,             {"type": "ack", "client_id": C, "message": M}
    "text": "...", "contact": {...}?}              {"type": "message", "message": M}
+
+The first message of a conversation must carry "contact": {"consent": true, ...} (the
+visitor ticked the consent box, 152-ФЗ); without it the answer is the error
+"consent_required" and nothing is stored.
   {"type": "ping"}                                {"type": "pong"}
                                                   {"type": "error", "code", "detail",
                                                    "client_id"?, "retry_after"?}
@@ -45,6 +49,7 @@ from connectors.widget.schedule import widget_state
 from connectors.widget.settings import Tab, WidgetSettings
 from connectors.widget.texts import (
     MSG_CHAT_CLOSED,
+    MSG_CONSENT,
     MSG_FAILED,
     MSG_TOO_LONG,
     MSG_TOO_MANY_CHATS,
@@ -316,6 +321,13 @@ class WidgetChat:
         now = self.clock()
         limits = widget.limits
         coordination = self.ctx.coordination
+        given = frame.get("contact")
+        if known_lead is None and not (isinstance(given, dict) and given.get("consent") is True):
+            # 152-ФЗ: a conversation starts with the visitor's consent, as the form does.
+            # Checked first, whatever the limits say: without it nothing is stored, and
+            # "consent needed" is the one answer the visitor can act on.
+            await self._error(session, "consent_required", _(MSG_CONSENT), client_id)
+            return
         if known_lead is None:
             # A new conversation: only while the chat is open, and so many per address.
             state = widget_state(self.ctx.pipeline, widget, now).tab(Tab.CHAT)

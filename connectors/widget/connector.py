@@ -41,6 +41,7 @@ from connectors.widget.submissions import (
     form_event,
 )
 from connectors.widget.texts import (
+    MSG_CALLBACK_BY,
     MSG_CALLBACK_LATER,
     MSG_CALLBACK_SOON,
     MSG_FORM_LATER,
@@ -54,7 +55,7 @@ from connectors.widget.texts import (
 from gateway.channels import Connector, ConnectorContext, TaskSpec
 from gateway.errors import ApiError
 from gateway.http import client_ip, idempotency_key
-from gateway.i18n import describe_opening, gettext_for
+from gateway.i18n import describe_deadline, describe_opening, gettext_for
 from gateway.models import Channel, LeadEvent, Outcome
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,10 @@ class WidgetConnector:
             )
         except FormInvalid as exc:
             errors = exc.fields | errors
-        if wait:
+        # No consent: 422 whatever the rate limit says, and nothing is kept, not even the
+        # rate-limited JUNK copy below (152-ФЗ: no consent, no processing). The limit's
+        # token is taken all the same, so a bot gains nothing by leaving consent out.
+        if wait and "consent" not in errors:
             if event is not None:
                 await self._keep_rate_limited(name, ip, event, limits.submissions_window_seconds)
             seconds = retry_seconds(wait)
@@ -280,7 +284,13 @@ class WidgetConnector:
             )
         elif tab is Tab.CALLBACK:
             due = verdict.sla_due_at.astimezone(zone)
-            text = _(MSG_CALLBACK_SOON).format(time=due.strftime("%H:%M"))
+            if due.date() == now.astimezone(zone).date():
+                text = _(MSG_CALLBACK_SOON).format(time=due.strftime("%H:%M"))
+            else:
+                # Open now, but the reaction time runs past closing: 18:55 + 15 minutes
+                # of working time is the next working day's 10:10, not "до 10:10" today.
+                when = describe_deadline(verdict.sla_due_at, now, zone.key, locale)
+                text = _(MSG_CALLBACK_BY).format(when=when)
         else:
             text = _(MSG_FORM_SOON)
         # Nothing about the lead itself: whether this phone already had one is not for a

@@ -25,15 +25,33 @@ CORS_HEADERS = "Content-Type, Idempotency-Key, X-Leadgate-Visitor"
 
 
 def allowed_origin(request: web.Request, widget: WidgetSettings) -> str:
-    """The request's Origin when the widget lists it; else ApiError 403."""
+    """The request's Origin when the widget lists it; else ApiError 403.
+
+    A page on the gateway's own origin: browsers send no Origin on a same-origin GET (the
+    state), only `Sec-Fetch-Site: same-origin`, which a page cannot forge. Such a request
+    comes from the origin it was sent to, the Host header's; it is accepted when a listed
+    origin has that host (and port). Without that word from the browser a request with no
+    Origin stays refused, as does every cross-origin one not listed.
+    """
     origin = request.headers.get("Origin", "").lower()
     if origin and origin in widget.allowed_origins:
         return origin
+    if not origin and request.headers.get("Sec-Fetch-Site", "").lower() == "same-origin":
+        host = request.headers.get("Host", "").lower()
+        own = next((o for o in widget.allowed_origins if _netloc(o) == host), None)
+        if host and own is not None:
+            return own
     raise ApiError(
         403,
         "origin_not_allowed",
         "this widget is not set up for the page's site: add its origin to allowed_origins",
     )
+
+
+def _netloc(origin: str) -> str:
+    """"https://shop.example.ru:8443" -> "shop.example.ru:8443" (origins are validated and
+    lower-cased in the settings: scheme, "://", host, optional port)."""
+    return origin.split("://", 1)[-1]
 
 
 def cors(origin: str) -> dict[str, str]:

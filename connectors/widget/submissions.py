@@ -9,10 +9,14 @@ which policy (URL and version), in which words and language, from which site.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+import idna
 
 from connectors.webform import MSG_NOT_TEXT, MSG_TOO_LONG, UTM_KEYS, FormInvalid, parse_submission
 from connectors.widget.settings import WidgetSettings
@@ -58,12 +62,58 @@ def check_consent(data: Mapping[str, Any], _: Gettext) -> dict[str, str]:
 
 
 def page_of(data: Mapping[str, Any]) -> str | None:
-    """The page the visitor was on, when it is an http(s) URL (for the seller and the
-    consent record); anything else is not kept."""
+    """The page the visitor was on, when it is a well-formed http(s) URL (for the seller
+    and the consent record); anything else is not kept, and never fails the request.
+
+    The script sends location.href, but a post can carry anything: over MAX_PAGE
+    characters, another scheme (javascript:, data:), spaces, control or invisible
+    characters, a broken IPv6 literal or port (urlsplit and .port raise ValueError: that
+    was a 500), a host IDNA refuses. The page is a courtesy to the seller, not the
+    visitor's answer, so a bad one is dropped rather than the request refused.
+    """
     page = data.get("page")
-    if not isinstance(page, str) or len(page) > MAX_PAGE:
+    if not isinstance(page, str) or not page or len(page) > MAX_PAGE:
         return None
-    return page if urlsplit(page).scheme in ("http", "https") else None
+    if not all(ch.isprintable() and not ch.isspace() for ch in page):
+        return None
+    try:
+        parts = urlsplit(page)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return page if _host_ok(parts.hostname) else None
+
+
+def _host_ok(host: str) -> bool:
+    if ":" in host:  # an IPv6 literal ("[::1]" without its brackets)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    if host.isascii():
+        # What browsers resolve: letters, digits, "-" and "_" (not IDNA's stricter rule),
+        # and an "xn--" label only when it is real punycode.
+        labels = host.rstrip(".").split(".")
+        if not all(_ASCII_LABEL.fullmatch(label) for label in labels):
+            return False
+        try:
+            for label in labels:
+                if label.lower().startswith("xn--"):
+                    idna.decode(label)
+        except (idna.IDNAError, UnicodeError):
+            return False
+        return True
+    try:
+        idna.encode(host, uts46=True)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
+
+
+_ASCII_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 def utm_of(data: Mapping[str, Any]) -> dict[str, str]:

@@ -30,6 +30,8 @@ MSG_TOO_LONG = N_("Сообщение слишком длинное: не бол
 MSG_CHAT_CLOSED = N_("Чат сейчас закрыт. Оставьте заявку — мы свяжемся с вами.")
 MSG_FAILED = N_("Не получилось отправить. Попробуйте ещё раз.")
 MSG_CALLBACK_SOON = N_("Спасибо! Перезвоним до {time}.")
+# The deadline falls on another day (asked just before closing): the day is named.
+MSG_CALLBACK_BY = N_("Спасибо! Перезвоним {when}.")
 MSG_CALLBACK_LATER = N_("Спасибо! Мы сейчас не на связи и перезвоним {when}.")
 MSG_FORM_SOON = N_("Спасибо! Заявка принята.")
 MSG_FORM_LATER = N_("Спасибо! Заявка принята. Мы ответим {when}.")

@@ -35,7 +35,9 @@ def _load_client(args: argparse.Namespace) -> ClientSettings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import serving
+    from gateway.redisconn import RedisNotDurable
     from gateway.store.sqlite import StoreLocked
+    from gateway.store_durability import RedisUnreachable
     from gateway.web import create_app
 
     settings = _load(args)
@@ -46,12 +48,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     log = logging.getLogger("leadgate")
+    # store_name never shows the Redis URL's password.
+    store = store_name(settings.store)
+    if settings.store.kind == "redis":
+        store += f", durability {settings.store.durability}"
     log.info(
         "leadgate %s on http://%s:%d (store %s, %d sellers)",
         VERSION,
         host,
         port,
-        store_name(settings.store),
+        store,
         len(settings.sellers),
     )
     if ignored := ignored_env():
@@ -69,7 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # 60 s; nothing of it is stored, and Docker kills after 10 s anyway.
             shutdown_timeout=8.0,
         )
-    except StoreLocked as exc:
+    except (StoreLocked, RedisNotDurable, RedisUnreachable) as exc:
+        # Startup refusals an operator fixes in a setting: the reason, not a traceback.
         print(f"leadgate: {exc}", file=sys.stderr)
         return 1
     return 0

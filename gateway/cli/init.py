@@ -70,6 +70,7 @@ ops = "{admin_token}"
 
 [screen]                     # what makes a lead JUNK
 blocked_phones = []
+own_phones = []               # the company's own numbers: never a customer's phone
 blocked_emails = []
 blocked_domains = []
 stop_words = []

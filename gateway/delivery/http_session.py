@@ -1,5 +1,5 @@
 """The one aiohttp session a sink talks through: opened on first use, closed with the sink;
-and how a sink reads the CRM's Retry-After."""
+how a sink reads the CRM's Retry-After; and whether a failed request may have arrived."""
 
 from __future__ import annotations
 
@@ -50,3 +50,21 @@ class LazySession:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def request_may_have_arrived(exc: BaseException) -> bool:
+    """Whether a request that failed with `exc` (or what it wraps, as `__cause__`) may still
+    have reached the server and been acted on: it went out and the answer was lost (a
+    timeout, the connection dropped). False only when it provably never left: no
+    connection could be made. A sender without the vendor's idempotency must not repeat a
+    request for which this is True."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return False
+        if isinstance(current, TimeoutError | aiohttp.ClientError | OSError):
+            return True
+        current = current.__cause__
+    return True

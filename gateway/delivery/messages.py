@@ -12,10 +12,15 @@ hands out a conversation's messages one at a time, in order. Outcomes:
 - halt (our token refused): nothing is sent on that account until a probe succeeds
   (halt_probe_seconds); no attempt is used, /readyz and leadgate_messages_halted say so.
 
-A send interrupted by a crash may have reached the vendor. The claim flags the row as
+- unknown (the request went out and no answer came: a timeout, a dropped connection; or
+  the sender raised): repeated when the sender is idempotent (the vendor deduplicates:
+  VK's random_id), else final `unconfirmed` with the reason — never sent blindly twice.
+
+A send interrupted by a crash may have reached the vendor too. The claim flags the row as
 attempted before sending; the next try of such a row repeats it when the sender is
-idempotent (the vendor deduplicates) or a person wrote it (better twice than never), and
-otherwise — an automatic answer on a channel that cannot tell — ends it `unconfirmed`.
+idempotent, and otherwise — whoever wrote it — ends it `unconfirmed`: the transcript and
+leadgate_messages_total{result="unconfirmed"} show it, and a person decides whether to
+write again.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from gateway.chat_metrics import ChatMetrics
 from gateway.chat_settings import ConversationSettings
 from gateway.chats import Chats
 from gateway.conversations import (
-    AUTO,
     MessageStatus,
     MessageView,
     OutboundMessage,
@@ -136,7 +140,11 @@ class MessageWorker:
             due = update.next_attempt_at
             if due is not None and (self._due is None or due < self._due):
                 self._due = due
-        return 0.0 if len(items) == s.batch_size else self._until_due()
+        # A conversation gives out one message at a time: one that ended (sent or final)
+        # may have freed the next (the parts of a long reply), so look again at once —
+        # the vendor's pace is the sender's (rate buckets, retry_after), not the poll's.
+        ended = any(u.state is not OutboxState.PENDING for u in updates)
+        return 0.0 if ended or len(items) == s.batch_size else self._until_due()
 
     def _until_due(self) -> float:
         """Rest until the first retry we scheduled is due (a 429's retry_after of 1 s must
@@ -170,21 +178,18 @@ class MessageWorker:
                 error=error,
                 message_status=MessageStatus.UNDELIVERABLE,
             )
-        if item.attempted and not sender.idempotent and message.author == AUTO:
-            self.metrics.message(channel, account, "unconfirmed")
-            return OutboxUpdate(
-                item.id,
-                OutboxState.CLOSED,
-                error="a send was interrupted and may have reached the customer; "
-                "an automatic answer is not repeated",
-                message_status=MessageStatus.UNCONFIRMED,
+        if item.attempted and not sender.idempotent:
+            return self._unconfirmed(
+                item,
+                channel,
+                account,
+                "a send was interrupted (the gateway stopped) and may have reached the customer",
             )
         try:
             result = await sender.send(self._outbound(view, item))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Unknown whether it reached the vendor: the attempted flag stays set.
             log.warning(
                 "sending message %s on %s/%s failed: %s",
                 message.id,
@@ -192,8 +197,17 @@ class MessageWorker:
                 account,
                 describe(exc),
             )
-            return self._retry(item, channel, account, describe(exc), None, reset=False)
-        return self._outcome(item, channel, account, result)
+            result = SendResult(SendStatus.UNKNOWN, reason=describe(exc))
+        return self._outcome(item, channel, account, result, idempotent=sender.idempotent)
+
+    def _unconfirmed(self, item: OutboxItem, channel: str, account: str, why: str) -> OutboxUpdate:
+        self.metrics.message(channel, account, "unconfirmed")
+        return OutboxUpdate(
+            item.id,
+            OutboxState.CLOSED,
+            error=f"{why}; {channel} cannot tell, so it is not sent again",
+            message_status=MessageStatus.UNCONFIRMED,
+        )
 
     def _outbound(self, view: MessageView, item: OutboxItem) -> OutboundMessage:
         conversation, message = view.conversation, view.message
@@ -211,10 +225,25 @@ class MessageWorker:
         )
 
     def _outcome(
-        self, item: OutboxItem, channel: str, account: str, result: SendResult
+        self,
+        item: OutboxItem,
+        channel: str,
+        account: str,
+        result: SendResult,
+        *,
+        idempotent: bool,
     ) -> OutboxUpdate:
         reason = redact(result.reason)[:500] if result.reason else None
         key = (channel, account)
+        if result.status is SendStatus.UNKNOWN:
+            if not idempotent:
+                return self._unconfirmed(
+                    item, channel, account, f"no answer after sending ({reason or 'unknown'})"
+                )
+            # The vendor drops a repeat itself: try again; the attempted flag stays set.
+            return self._retry(
+                item, channel, account, reason or "no answer", result.retry_after, reset=False
+            )
         if result.status is SendStatus.SENT:
             if self.halted.pop(key, None) is not None:
                 self.metrics.sending_halted.labels(channel, account).set(0)

@@ -16,7 +16,7 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.sink import Sink
 from gateway.delivery.webhook import WebhookSink
 from gateway.delivery.worker import OutboxWorker
-from gateway.keys import COORDINATION, METRICS, SETTINGS, STORE, SUPERVISOR
+from gateway.keys import COORDINATION, METRICS, PIPELINE, SETTINGS, STORE, SUPERVISOR
 from gateway.ops import add_readiness_check
 
 WORKER = web.AppKey("outbox_worker", OutboxWorker)
@@ -51,9 +51,10 @@ def setup(app: web.Application) -> None:
     metrics = DeliveryMetrics(app[METRICS].registry, settings.delivery.sink)
     coordination = app[COORDINATION]
     sink = make_sink(settings, metrics.request, coordination)
-    worker = OutboxWorker(
-        app[STORE], sink, settings.delivery, metrics, owner=coordination.owner
-    )
+    worker = OutboxWorker(app[STORE], sink, settings.delivery, metrics, owner=coordination.owner)
     app[WORKER] = worker
+    if not isinstance(sink, LocalSink):
+        # The local sink's rows are born delivered: nothing to wake for.
+        app[PIPELINE].on_commit(worker.stored)
     add_readiness_check(app, "delivery", worker.problem)
     app[SUPERVISOR].add(TaskSpec("outbox", worker.run, singleton=False))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from gateway.channels import default_titles
 from gateway.models import Channel, EquipmentCategory
+from gateway.secret_rules import LongSecret
 
 # What a TITLE template may use; see gateway.delivery.b24mapping.title_values.
 TITLE_PLACEHOLDERS = frozenset(
@@ -109,7 +110,7 @@ class Bitrix24Settings(_Section):
 
 class WebhookSinkSettings(_Section):
     url: str | None = None
-    secret: SecretStr | None = None  # HMAC-SHA256 key for X-Leadgate-Signature
+    secret: LongSecret | None = None  # HMAC-SHA256 key for X-Leadgate-Signature
     timeout_seconds: float = Field(10.0, gt=0, le=600)
     concurrency: int = Field(4, ge=1, le=64)
 
@@ -127,6 +128,9 @@ class DeliverySettings(_Section):
     sink: Literal["local", "bitrix24", "webhook"] = "local"
     batch_size: int = Field(50, ge=1, le=50)  # one Bitrix24 batch holds at most 50 commands
     poll_seconds: float = Field(0.5, gt=0, le=60)
+    # Sink calls in flight at once. A CRM answering in a second per batch still gets its
+    # whole budget used (the Bitrix24 bucket paces them); one lead is never in two at once.
+    concurrency: int = Field(4, ge=1, le=32)
     max_attempts: int = Field(25, ge=1, le=1000)
     backoff_initial_seconds: float = Field(2.0, gt=0)
     backoff_max_seconds: float = Field(900.0, gt=0)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,7 @@ class OutboxWorker:
         owner: str,
         rng: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -86,6 +88,13 @@ class OutboxWorker:
         self.stopped: str | None = None  # the worker itself died: never expected
         self._probe_at: datetime | None = None
         self._purged_at: datetime | None = None
+        self._clock = clock
+        self._rest_until = 0.0  # on _clock: no lane starts before (throttled, failing)
+        self._busy: set[str] = set()  # leads whose items are in a lane now
+        self._held: list[OutboxItem] = []  # claimed while their lead was busy
+        # lead -> {item id: due} of items this worker sent back to wait (retry, throttle)
+        self._resting: dict[str, dict[int, datetime]] = {}
+        self._refreshed_at: datetime | None = None
 
     # --- what ops see ---------------------------------------------------------------------
 
@@ -115,18 +124,32 @@ class OutboxWorker:
         return None
 
     def wake(self) -> None:
-        """Look at the outbox now instead of at the next poll."""
+        """Look at the outbox now instead of at the next poll, even while resting after a
+        throttle (an operator made items due again)."""
+        self._rest_until = 0.0
+        self._wake.set()
+
+    def stored(self) -> None:
+        """A lead was stored: look now, unless resting because the sink asked us to."""
         self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Dispatch batches until cancelled: up to `concurrency` sink calls in flight, each
+        a lane of its own (claim -> deliver -> record). The sink's own budget (the portal's
+        leaky bucket) paces the lanes through ready(); a lead is in one lane at a time."""
         self.stopped = None  # started (again, by the supervisor, after it stopped)
         await self.sink.start()
+        lanes: set[asyncio.Task[None]] = set()
         try:
             while True:
+                lanes = {lane for lane in lanes if not lane.done()}
+                if len(lanes) >= self.settings.concurrency:
+                    await asyncio.wait(lanes, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    pause = await self.run_once()
+                    pause = await self._dispatch(lanes)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the store hiccuped: keep going, slower
@@ -143,32 +166,176 @@ class OutboxWorker:
             self.stopped = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            for lane in lanes:
+                lane.cancel()
+            # Cancelled lanes leave their items claimed: taken over after the lease, as after
+            # a crash. Waiting for them here keeps the sink open while they unwind.
+            await asyncio.gather(*lanes, return_exceptions=True)
+            await self._release_held()
             await self.sink.close()
 
     async def run_once(self) -> float:
-        """One cycle; returns how long to rest before the next one (0: go on at once)."""
+        """One cycle in the caller's task: claim, deliver, record; returns how long to rest
+        before the next one (0: go on at once)."""
+        batch, rest = await self._take()
+        if batch is None:
+            return rest
+        return await self._lane(batch)
+
+    async def _dispatch(self, lanes: set[asyncio.Task[None]]) -> float:
+        """Start one lane if there is work and budget; return how long to rest (0: at once)."""
+        batch, rest = await self._take()
+        if batch is None:
+            return rest
+        lane = asyncio.get_running_loop().create_task(self._run_lane(batch))
+        lanes.add(lane)
+        return 0.0
+
+    async def _run_lane(self, batch: list[OutboxItem]) -> None:
+        try:
+            pause = await self._lane(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store hiccuped: its items come back after the lease
+            log.exception("outbox worker lane failed")
+            self._failing(f"{type(exc).__name__}: {exc}")
+            pause = max(self.settings.poll_seconds, 1.0)
+        if pause > 0:
+            self._rest_until = max(self._rest_until, self._clock() + pause)
+        self._wake.set()  # its leads are free again, and a lane is
+
+    async def _take(self) -> tuple[list[OutboxItem] | None, float]:
+        """The next batch to send (its leads marked busy), or None and how long to rest."""
+        rest = self._rest_until - self._clock()
+        if rest > 0:  # throttled or failing: a wake (a new lead) does not cut this short
+            return None, rest
         now = self._now()
         await self._refresh(now)
         if self._probe_at is not None and now < self._probe_at:
-            return (self._probe_at - now).total_seconds()
+            return None, (self._probe_at - now).total_seconds()
         await self.sink.ready()
-        items = await self.store.claim_outbox(
-            self._now(),
-            self.settings.batch_size,
-            owner=self.owner,
-            lease_seconds=self.settings.claim_lease_seconds,
-            mark=self.sink.marks_attempts,
-            kinds=CRM_KINDS,  # messages to customers are the message worker's
+        # Items claimed earlier whose lead was busy then: oldest first, before new ones.
+        batch = [item for item in self._held if item.lead_id not in self._busy]
+        self._held = [item for item in self._held if item.lead_id in self._busy]
+        room = self.settings.batch_size - len(batch)
+        if room > 0 and len(self._held) < self.settings.batch_size:
+            claimed = await self.store.claim_outbox(
+                self._now(),
+                room,
+                owner=self.owner,
+                lease_seconds=self.settings.claim_lease_seconds,
+                mark=self.sink.marks_attempts,
+                kinds=CRM_KINDS,  # messages to customers are the message worker's
+            )
+            # A lead already in another lane waits for that lane: its events reach the
+            # sink in order, and a merge finds the lead its create made.
+            self._held += [item for item in claimed if item.lead_id in self._busy]
+            batch += [item for item in claimed if item.lead_id not in self._busy]
+        # A lane may have ended while this awaited, asking for a rest (a throttle, refused
+        # credentials): what was claimed goes back untouched, to go when the rest is over.
+        rest = max(
+            self._rest_until - self._clock(),
+            (self._probe_at - now).total_seconds() if self._probe_at is not None else 0.0,
         )
+        if rest > 0:
+            await self._put_back(batch, now + timedelta(seconds=rest))
+            return None, rest
+        batch = await self._behind_resting(batch, now)
+        if not batch:
+            if not self._held and not self._busy:
+                await self._purge(now)
+            return None, self.settings.poll_seconds
+        self._busy.update(item.lead_id for item in batch)
+        # In the order they were stored: an item held back may be newer than one claimed
+        # now (its lead's earlier item came back from a throttle or a halt meanwhile).
+        batch.sort(key=lambda item: item.id)
+        return batch, 0.0
+
+    async def _behind_resting(self, batch: list[OutboxItem], now: datetime) -> list[OutboxItem]:
+        """Put back, until then, the items whose lead has an older item resting until later
+        (a retry's backoff, a throttle): an event never overtakes an earlier one of its lead
+        that this worker sent back. When both are due they are claimed together, in order."""
+        if not self._resting:
+            return batch
+        ids = {item.id for item in batch}
+        go: list[OutboxItem] = []
+        back: list[OutboxUpdate] = []
+        for item in batch:
+            resting = self._resting.get(item.lead_id, {})
+            due = max(
+                (d for i, d in resting.items() if i < item.id and i not in ids and d > now),
+                default=None,
+            )
+            if due is None:
+                go.append(item)
+                continue
+            back.append(
+                OutboxUpdate(
+                    item.id,
+                    OutboxState.PENDING,
+                    error="waits for an earlier event of its lead",
+                    next_attempt_at=due,
+                    count_attempt=False,
+                    attempted=item.attempted,
+                )
+            )
+        if back:
+            await self.store.update_outbox(self.sink.name, back, now, owner=self.owner)
+        # Forget what is due by now: the rule only ever holds an item until then, so a
+        # resting item another worker took over never blocks its lead here for good.
+        for lead_id in list(self._resting):
+            kept = {i: d for i, d in self._resting[lead_id].items() if d > now}
+            if kept:
+                self._resting[lead_id] = kept
+            else:
+                del self._resting[lead_id]
+        return go
+
+    def _rests(self, item: OutboxItem, update: OutboxUpdate) -> None:
+        """Remember an item this worker sent back to wait, and forget one that is done."""
+        if update.state is OutboxState.PENDING and update.next_attempt_at is not None:
+            self._resting.setdefault(item.lead_id, {})[item.id] = update.next_attempt_at
+        elif (resting := self._resting.get(item.lead_id)) is not None:
+            resting.pop(item.id, None)
+            if not resting:
+                del self._resting[item.lead_id]
+
+    async def _release_held(self) -> None:
+        """Items claimed but never sent go back at once, not after their lease."""
+        held, self._held = self._held, []
+        try:
+            await self._put_back(held, self._now())
+        except Exception:  # the store is closing too: the lease runs out instead
+            log.warning("%d claimed outbox items wait for their lease to end", len(held))
+
+    async def _put_back(self, items: Sequence[OutboxItem], due: datetime) -> None:
+        """End our claim on items we did not send: pending, due at `due`, no attempt used."""
         if not items:
-            await self._purge(now)
-            return self.settings.poll_seconds
-        deliveries, missing = await self._deliveries(items)
-        results = await self._deliver(deliveries)
-        results += [
-            Result(item.id, Status.DEAD, error="its lead is not in the store") for item in missing
+            return
+        back = [
+            OutboxUpdate(
+                item.id,
+                OutboxState.PENDING,
+                error=item.last_error,
+                next_attempt_at=due,
+                count_attempt=False,
+                attempted=item.attempted,
+            )
+            for item in items
         ]
-        return await self._record(items, results)
+        await self.store.update_outbox(self.sink.name, back, self._now(), owner=self.owner)
+
+    async def _lane(self, items: list[OutboxItem]) -> float:
+        try:
+            deliveries, missing = await self._deliveries(items)
+            results = await self._deliver(deliveries)
+            results += [
+                Result(item.id, Status.DEAD, error="its lead is not in the store")
+                for item in missing
+            ]
+            return await self._record(items, results)
+        finally:
+            self._busy.difference_update(item.lead_id for item in items)
 
     async def _deliveries(
         self, items: Sequence[OutboxItem]
@@ -233,9 +400,7 @@ class OutboxWorker:
             error = redact(r.error) if r.error else r.error
             status = r.status
             if status in _DONE:
-                updates.append(
-                    OutboxUpdate(item.id, OutboxState.DELIVERED, remote_id=r.remote_id)
-                )
+                updates.append(OutboxUpdate(item.id, OutboxState.DELIVERED, remote_id=r.remote_id))
                 self.metrics.latency.observe(max(0.0, (now - item.created_at).total_seconds()))
             elif status is Status.RETRY and item.attempts + 1 >= s.max_attempts:
                 status = Status.DEAD
@@ -274,7 +439,10 @@ class OutboxWorker:
             counts[status.value] = counts.get(status.value, 0) + 1
             if status is Status.DEAD:
                 log.error("outbox item %d (%s) is dead: %s", item.id, item.kind, error)
+        for update in updates:
+            self._rests(by_id[update.id], update)
         refused = await self.store.update_outbox(self.sink.name, updates, now, owner=self.owner)
+        self._refreshed_at = None  # outcomes change the backlog: count it on the next cycle
         if refused:
             # Our claim ran out while the sink worked and another worker took the items
             # over: its outcome stands. Seen here means claim_lease_seconds is too short.
@@ -328,6 +496,12 @@ class OutboxWorker:
         self.metrics.failing.set(1)
 
     async def _refresh(self, now: datetime) -> None:
+        # Counting the backlog costs a scan of the pending rows; with a wake per stored
+        # lead it would run per lead. New rows alone are counted at most once a second;
+        # after outcomes, at once.
+        if self._refreshed_at is not None and abs(now - self._refreshed_at) < timedelta(seconds=1):
+            return
+        self._refreshed_at = now
         stats = await self.store.outbox_stats(CRM_KINDS)
         self.metrics.depth.set(stats.pending)
         self.metrics.dead.set(stats.dead)

@@ -318,8 +318,12 @@ class Store(Protocol):
         `assign.pick` and the round-robin counts of its day (`assign.counting_day`), and
         persist the lead, the event, an outbox row and the count in one transaction before
         returning. Only the committed attempt moves the counts: a failed write leaves them as
-        they were. A `checkpoint` (name, value) — a poller's position — is saved in that same
-        transaction, so a crash can neither skip the event nor take it twice.
+        they were. The day the count went to is stored with the lead in that transaction,
+        and a store that starts counting a day (after opening) takes its counts from the
+        leads stored with that day — starting at the latest day stored, if later — so a
+        restart or a retry counts every lead in the same day as before. A `checkpoint`
+        (name, value) — a poller's position — is saved in that same transaction, so a crash
+        can neither skip the event nor take it twice.
 
         A chat message (`event.thread` set) also, in that same transaction: finds or opens
         its conversation (channel, thread.account, thread.chat) and hands it to `plan` as
@@ -328,7 +332,9 @@ class Store(Protocol):
         then identity keys as above; keeps the message as an inbound transcript line (its
         id is the event's id, its external_id the event's) — or, for an edit
         (`event.edits`), rewrites the text, attachments and edited_at of the line whose
-        external_id it names in that conversation (a new line when there is none); moves
+        external_id it names in that conversation (a new line when there is none, which
+        stands for the message: when the message itself comes later, it adds no line and
+        keeps the edited text, only the line's `at` moves back to the message's); moves
         the conversation's lead_id (when the event joined or made a lead),
         last_inbound_at and locale (when given). The plan's `answers` become outbound lines
         (status queued, on the event's lead) each with a `message.out` outbox row, and its
@@ -523,9 +529,10 @@ class Store(Protocol):
         checkpoint: tuple[str, str] | None = None,
     ) -> list[bool]:
         """Keep each entry durably (all in one transaction with `checkpoint`) before
-        returning, as pending and due at `at`; one bool per entry: False for a duplicate
-        of (channel, account, key) already kept (at any state, done included: the key
-        is remembered for good) or earlier in `entries`, which changes nothing."""
+        returning, as pending and due at `at`, with its thread; one bool per entry: False
+        for a duplicate of (channel, account, key) already kept (at any state, done
+        included: the key is remembered until purge_inbox) or earlier in `entries`, which
+        changes nothing."""
 
     async def inbox_claim(
         self,
@@ -538,7 +545,13 @@ class Store(Protocol):
     ) -> list[InboxItem]:
         """Claim pending entries due at `now` (of `channel`; None: any), oldest first, for
         `owner` until `now` plus `lease_seconds`, as claim_outbox does: never an entry whose
-        claim still runs, never one entry to two claims, durable before it returns."""
+        claim still runs, never one entry to two claims, durable before it returns.
+
+        An entry with a `thread` is claimable only while no older pending entry of the same
+        (channel, account, thread) is due later or held by a claim that still runs (being
+        claimed or updated counts as held): a chat's messages are handled in the order
+        kept, a retried one is never overtaken. Several due ones of a thread may go in
+        one claim, in order."""
 
     async def update_inbox(
         self, updates: Sequence[InboxUpdate], at: datetime, *, owner: str
@@ -554,6 +567,10 @@ class Store(Protocol):
 
     async def inbox_stats(self) -> dict[str, InboxStats]:
         """Pending and dead entries per channel (channels with none left out)."""
+
+    async def purge_inbox(self, done_before: datetime) -> int:
+        """Forget done entries received before a moment (keys included: a repeat is then
+        new); returns how many."""
 
     async def retry_inbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         """Make dead entries (these, or all when None) pending and due now with fresh

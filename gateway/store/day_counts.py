@@ -12,8 +12,8 @@ from datetime import date, datetime, time
 
 from gateway.assign import Assignment, AssignmentRequest, pick
 
-# What a day starts from, given its local midnight: leads per seller stored since then, and
-# the number of leads assigned before it (the running total that carries the turn).
+# What a day starts from, given its local midnight: leads per seller counted in that day,
+# and the number of leads counted before it (the running total that carries the turn).
 Seeder = Callable[[datetime], tuple[Mapping[str, int], int]]
 
 
@@ -24,20 +24,29 @@ class DayCounts:
         self._earlier = 0
 
     def resolve(
-        self, request: AssignmentRequest, seed: Seeder, received_at: datetime
+        self,
+        request: AssignmentRequest,
+        seed: Seeder,
+        received_at: datetime,
+        latest: Callable[[], date | None] = lambda: None,
     ) -> tuple[Assignment, date]:
         """The seller for `request` and the day it counts in; moves no count (see add()).
 
-        The first request after opening starts the day in progress — the request's day, or
-        the day the event was received if that is later (an old mail must not make today
-        look like yesterday) — from `seed`, the leads stored so far: a restart keeps the day
-        even and the turn where it was. A later day starts from zero with the turn carried
-        over, as counting_day() says. Starting the same day again gives the same state, so
-        resolving twice (a retry) is harmless.
+        The first request after opening starts the day in progress — the request's day, the
+        day the event was received if that is later (an old mail must not make today look
+        like yesterday), or the latest day a stored lead counted in (`latest`: after-hours
+        leads count in the next opening, and the day never goes back) — from `seed`, the
+        leads stored with that day: a restart keeps the day even and the turn where it was.
+        A later day starts from zero with the turn carried over, as counting_day() says.
+        Starting the same day again gives the same state, so resolving twice (a retry) is
+        harmless.
         """
         day = self.day
         if day is None:
             day = max(request.day, received_at.astimezone(request.tz).date())
+            stored = latest()
+            if stored is not None and stored > day:
+                day = stored
             counts, earlier = seed(datetime.combine(day, time.min, request.tz))
             if earlier < 0 or any(v < 0 for v in counts.values()):
                 raise ValueError(f"negative assignment counts for {day}")

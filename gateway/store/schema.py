@@ -8,7 +8,9 @@ CREATE TABLE IF NOT EXISTS leads (
     assigned_to TEXT,
     created_at REAL NOT NULL,
     last_event_at REAL NOT NULL,
-    doc BLOB NOT NULL
+    doc BLOB NOT NULL,
+    -- The local day (ISO) whose round-robin count this lead's assignment moved.
+    count_day TEXT
 );
 CREATE INDEX IF NOT EXISTS leads_channel ON leads (channel, id);
 CREATE INDEX IF NOT EXISTS leads_status ON leads (status, id);
@@ -155,6 +157,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     claimed_until REAL,
     headers BLOB NOT NULL,
     body BLOB NOT NULL,
+    thread TEXT,
     UNIQUE (channel, account, key)
 );
 CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);

@@ -54,13 +54,14 @@ from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_chat import INSERT_MESSAGE, UPSERT_CONVERSATION, ChatMethods
 from gateway.store.sqlite_client import ClientRole, StoreRole
-from gateway.store.sqlite_inbox import INSERT_INBOX, InboxMethods
+from gateway.store.sqlite_inbox import INSERT_INBOX, InboxMethods, migrate_inbox
 from gateway.store.sqlite_match import MatchMethods
 from gateway.store.sqlite_ops import UPSERT_INTAKE, OpsMethods, intake_rows, migrate_ops
 from gateway.store.sqlite_outbox import OutboxMethods
 from gateway.store.sqlite_queries import (
     idempotency_key,
     list_leads,
+    migrate_leads,
     migrate_outbox,
     open_reader,
     read_delivery_view,
@@ -177,6 +178,8 @@ class SQLiteStore(
         self._writer.executescript(SCHEMA)
         migrate_outbox(self._writer)
         migrate_ops(self._writer)
+        migrate_inbox(self._writer)
+        migrate_leads(self._writer)
         # This process is the file's one writer, and only the writer delivers: a claim left
         # in the file belongs to a process that is gone. Its items are due again at once.
         self._writer.execute(*release_claims())
@@ -296,6 +299,10 @@ class SQLiteStore(
         if assignment is not None and assignment.seller_id is not None and day is not None:
             self._counts.add(day, assignment.seller_id)
             item.counted = (day, assignment.seller_id)
+            # The day it counted in goes with the lead, in its write: a restart recounts
+            # the day from what is stored, and gets the same.
+            assert decision.lead is not None
+            item.statements.append((_SET_COUNT_DAY, (day.isoformat(), decision.lead.id)))
         if checkpoint is not None:
             item.checkpoints.append(checkpoint)
         for rk in rkeys:
@@ -552,6 +559,7 @@ _INSERT_LEAD = (
     " status = excluded.status, assigned_to = excluded.assigned_to,"
     " last_event_at = excluded.last_event_at, doc = excluded.doc"
 )
+_SET_COUNT_DAY = "UPDATE leads SET count_day = ? WHERE id = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (id, lead_id, channel, external_id, received_at, outcome, matched_on, doc)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

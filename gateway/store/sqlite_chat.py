@@ -54,6 +54,12 @@ _EDIT_MESSAGE = (
     "UPDATE messages SET text = ?, attachments = ?, edited_at = ?"
     " WHERE conversation_id = ? AND external_id = ?"
 )
+# The original of a line an early edit made: the edited text stays, the line gets the
+# moment the customer wrote it.
+_ORIGINAL_LATE = (
+    "UPDATE messages SET at = MIN(at, ?) WHERE conversation_id = ? AND external_id = ?"
+    " AND direction = 'in'"
+)
 INSERT_MESSAGE_OUTBOX = (
     "INSERT INTO outbox (lead_id, event_id, kind, next_attempt_at, created_at, state,"
     " message_id, conversation_id) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)"
@@ -243,9 +249,7 @@ class ChatMethods:
         )
         return row is not None
 
-    def _add_thread(
-        self, item: Any, event: LeadEvent, decision: Plan, lead_id: str | None
-    ) -> None:
+    def _add_thread(self, item: Any, event: LeadEvent, decision: Plan, lead_id: str | None) -> None:
         """Add to `item` (a pending write) what a chat message brings: its conversation as it
         becomes, its transcript line (or an edit of one), the plan's answers and their
         outbox rows; and mark them in the overlay."""
@@ -266,6 +270,9 @@ class ChatMethods:
                     (event.text, _attachments(event.attachments), to_epoch(at), before.id, edited),
                 )
             )
+        elif edited is None and before is not None and self._has_line(before.id, event.external_id):
+            # Its edit came first and made the line: one line, with the edited text.
+            item.statements.append((_ORIGINAL_LATE, (to_epoch(at), before.id, event.external_id)))
         else:
             line = inbound_line(event, conversation.id, lead_id)
             external_id = line.external_id or event.external_id
@@ -437,7 +444,6 @@ class ChatMethods:
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return read_conversation(self._db(), conversation_id)
-
 
 
 # --- everything, for moving house (leadgate store copy) ------------------------------------------

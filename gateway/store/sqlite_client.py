@@ -18,8 +18,15 @@ from typing import TypeVar
 
 from gateway.store.base import StoreUnavailable
 from gateway.store.schema import SCHEMA
+from gateway.store.sqlite_inbox import inbox_needs_migration, migrate_inbox
 from gateway.store.sqlite_ops import migrate_ops, ops_needs_migration
-from gateway.store.sqlite_queries import migrate_outbox, open_reader, outbox_needs_migration
+from gateway.store.sqlite_queries import (
+    leads_need_migration,
+    migrate_leads,
+    migrate_outbox,
+    open_reader,
+    outbox_needs_migration,
+)
 
 T = TypeVar("T")
 
@@ -79,11 +86,18 @@ class ClientRole:
             self._client_writer = None
             # A server that is still creating the file, or not a leadgate store at all.
             raise StoreUnavailable(f"{self.path} has no leadgate tables (yet)")
-        if migrate or ops_needs_migration(self._client_writer):
+        if (
+            migrate
+            or ops_needs_migration(self._client_writer)
+            or inbox_needs_migration(self._client_writer)
+            or leads_need_migration(self._client_writer)
+        ):
             # A file of an older version: bring it to this version's schema first.
             self._client_writer.executescript(SCHEMA)
             await self._transact(migrate_outbox)
             await self._transact(migrate_ops)
+            await self._transact(migrate_inbox)
+            await self._transact(migrate_leads)
         self._reader = open_reader(self.path)
 
     async def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:

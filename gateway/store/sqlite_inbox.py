@@ -3,7 +3,9 @@
 Puts go through the group commit like events: the duplicate check reads the committed
 table and the overlay of entries waiting for their commit, and nothing awaits between
 that check and the overlay update, so two puts of one key in this process never both
-count as new. Claims work like the outbox's (gateway.store.sqlite_outbox).
+count as new. Claims work like the outbox's (gateway.store.sqlite_outbox), and like its
+conversations an entry with a thread waits while an older entry of its thread is pending:
+due later (it failed and waits for its retry) or held by another claim.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ T = TypeVar("T")
 
 INSERT_INBOX = (
     "INSERT OR IGNORE INTO inbox (channel, account, key, received_at, next_attempt_at,"
-    " headers, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " headers, body, thread) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (name, value) VALUES (?, ?)"
@@ -33,7 +35,7 @@ _UPSERT_CHECKPOINT = (
 )
 _COLUMNS = (
     "id, channel, account, key, body, headers, state, attempts, received_at,"
-    " next_attempt_at, last_error, claimed_by, claimed_until"
+    " next_attempt_at, last_error, claimed_by, claimed_until, thread"
 )
 _RELEASE = "claimed_by = NULL, claimed_until = NULL"
 
@@ -56,9 +58,35 @@ def _rows(db: sqlite3.Connection, tail: str, params: Sequence[Any]) -> list[Inbo
             last_error=r[10],
             claimed_by=r[11],
             claimed_until=from_epoch(r[12]) if r[12] is not None else None,
+            thread=r[13],
         )
         for r in db.execute(f"SELECT {_COLUMNS} FROM inbox{tail}", tuple(params))
     ]
+
+
+def migrate_inbox(db: sqlite3.Connection) -> None:
+    """The thread column and its index, for a file made before they existed."""
+    if inbox_needs_migration(db):
+        db.execute("ALTER TABLE inbox ADD COLUMN thread TEXT")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS inbox_thread ON inbox (channel, account, thread, id)"
+        " WHERE thread IS NOT NULL AND state = 'pending'"
+    )
+
+
+def inbox_needs_migration(db: sqlite3.Connection) -> bool:
+    return "thread" not in {row[1] for row in db.execute("PRAGMA table_info(inbox)")}
+
+
+# An older entry of the same thread still pending and not claimable now: it waits for its
+# retry, or another worker holds it.
+_THREAD_WAITS = (
+    " AND (thread IS NULL OR NOT EXISTS (SELECT 1 FROM inbox AS older"
+    " WHERE older.channel = inbox.channel AND older.account = inbox.account"
+    " AND older.thread = inbox.thread AND older.state = 'pending' AND older.id < inbox.id"
+    " AND (older.next_attempt_at > ? OR (older.claimed_by IS NOT NULL"
+    " AND older.claimed_until > ?))))"
+)
 
 
 def _claimable(
@@ -67,14 +95,25 @@ def _claimable(
     at = to_epoch(now)
     tail = (
         " WHERE state = 'pending' AND next_attempt_at <= ?"
-        " AND (claimed_by IS NULL OR claimed_until <= ?)"
+        " AND (claimed_by IS NULL OR claimed_until <= ?)" + _THREAD_WAITS
     )
-    params: list[Any] = [at, at]
+    params: list[Any] = [at, at, at, at]
     if channel is not None:
         tail += " AND channel = ?"
         params.append(channel)
     items = _rows(db, tail + " ORDER BY id LIMIT ?", [*params, limit + len(skip)])
-    return [item for item in items if item.id not in skip][:limit]
+    # An entry being claimed or updated right now (skip) holds up the later ones of its
+    # thread just the same.
+    busy: set[tuple[str, str, str]] = set()
+    found: list[InboxItem] = []
+    for item in items:
+        thread = (item.channel, item.account, item.thread) if item.thread else None
+        if item.id in skip:
+            if thread is not None:
+                busy.add(thread)
+        elif thread is None or thread not in busy:
+            found.append(item)
+    return found[:limit]
 
 
 def _claim_statement(
@@ -160,6 +199,7 @@ class InboxMethods:
                 to_epoch(at),
                 orjson.dumps(e.headers),
                 e.body,
+                e.thread,
             )
             for e in entries
         ]
@@ -310,6 +350,22 @@ class InboxMethods:
             )
             for channel, pending, dead, oldest in rows
         }
+
+    async def purge_inbox(self, done_before: datetime) -> int:
+        sql = "DELETE FROM inbox WHERE state = 'done' AND received_at < ?"
+        params = (to_epoch(done_before),)
+        count_sql = "SELECT COUNT(*) FROM inbox WHERE state = 'done' AND received_at < ?"
+        if self._is_client:
+
+            def purge(db: sqlite3.Connection) -> int:
+                return int(db.execute(sql, params).rowcount)
+
+            purged: int = await self._transact(purge)
+            return purged
+        (count,) = self._db().execute(count_sql, params).fetchone()
+        if count:
+            await self.write([(sql, params)])
+        return int(count)
 
     async def retry_inbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         where, params = _retry_filter(ids)

@@ -17,7 +17,12 @@ from gateway.models import Lead, LeadEvent
 from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
 from gateway.store.changes import conversation_match, person_match
 from gateway.store.day_counts import DayCounts
-from gateway.store.sqlite_queries import assigned_since, replay_key, to_epoch
+from gateway.store.sqlite_queries import (
+    assigned_since,
+    latest_count_day,
+    replay_key,
+    to_epoch,
+)
 
 
 class MatchMethods:
@@ -44,26 +49,35 @@ class MatchMethods:
         if decision.action is not PlanAction.CREATE or request is None:
             return decision, None, None
         assignment, day = self._counts.resolve(
-            request, self._stored_assignments, event.received_at
+            request, self._stored_assignments, event.received_at, self._latest_count_day
         )
         return decision, assignment, day
 
     def _stored_assignments(self, since: datetime) -> tuple[dict[str, int], int]:
-        """Leads per seller created since a moment, and assigned leads created before it,
-        committed or in the overlay: what the day in progress starts from after opening
-        (what Pipeline.seed did from outside before the store resolved assignments)."""
+        """Leads per seller counted in the day that starts at `since` (its local midnight),
+        and assigned leads counted before it, committed or in the overlay: what the day in
+        progress starts from after opening. Each lead's day is the one stored with it."""
         db = self._db()
-        counts, earlier = assigned_since(db, to_epoch(since))
-        for lead, _ in self._pending_leads.values():
+        day = since.date()
+        counts, earlier = assigned_since(db, day, to_epoch(since))
+        for lead, item in self._pending_leads.values():
             if (
                 lead.assigned_to is not None
                 and db.execute("SELECT 1 FROM leads WHERE id = ?", (lead.id,)).fetchone() is None
             ):
-                if lead.created_at >= since:
+                counted = item.counted[0] if item.counted is not None else None
+                if counted == day or (counted is None and lead.created_at >= since):
                     counts[lead.assigned_to] = counts.get(lead.assigned_to, 0) + 1
-                else:
+                elif counted is None or counted < day:
                     earlier += 1
         return counts, earlier
+
+    def _latest_count_day(self) -> date | None:
+        stored = latest_count_day(self._db())
+        pending = [
+            item.counted[0] for _, item in self._pending_leads.values() if item.counted is not None
+        ]
+        return max([d for d in (stored, *pending) if d is not None], default=None)
 
     def _match(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
         if event.thread is None:
@@ -77,9 +91,7 @@ class MatchMethods:
                 return joined
         return self._match_person(event, keys, since)._replace(conversation=conversation)
 
-    def _match_person(
-        self, event: LeadEvent, keys: Sequence[str], since: datetime
-    ) -> PersonMatch:
+    def _match_person(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
         for ext in event.replies_to:
             lead_id = self._lead_of_event(event.channel, ext)
             if lead_id is not None:

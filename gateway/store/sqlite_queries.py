@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,20 +106,40 @@ def list_leads(db: sqlite3.Connection, query: LeadQuery) -> list[Lead]:
     return [Lead.model_validate_json(doc) for (doc,) in db.execute(sql, params)]
 
 
-def assigned_since(db: sqlite3.Connection, since: float) -> tuple[dict[str, int], int]:
-    """Leads per seller created since an epoch, and the number of assigned leads created
-    before it (both read from the seller index alone)."""
+def migrate_leads(db: sqlite3.Connection) -> None:
+    """count_day, for a file made before leads kept the day they counted in."""
+    if leads_need_migration(db):
+        db.execute("ALTER TABLE leads ADD COLUMN count_day TEXT")
+
+
+def leads_need_migration(db: sqlite3.Connection) -> bool:
+    return "count_day" not in {row[1] for row in db.execute("PRAGMA table_info(leads)")}
+
+
+def assigned_since(db: sqlite3.Connection, day: date, since: float) -> tuple[dict[str, int], int]:
+    """Leads per seller counted in `day`, and the number of assigned leads counted before
+    it: by the day stored with each lead (a lead that came Friday night counts on Monday),
+    and for leads stored before that was kept, by creation since the epoch `since`."""
     counts: dict[str, int] = {}
     earlier = 0
+    iso = day.isoformat()
     for seller, recent, older in db.execute(
-        "SELECT assigned_to, SUM(created_at >= ?), SUM(created_at < ?) FROM leads"
-        " WHERE assigned_to IS NOT NULL GROUP BY assigned_to",
-        (since, since),
+        "SELECT assigned_to,"
+        " SUM(CASE WHEN count_day IS NULL THEN created_at >= ? ELSE count_day = ? END),"
+        " SUM(CASE WHEN count_day IS NULL THEN created_at < ? ELSE count_day < ? END)"
+        " FROM leads WHERE assigned_to IS NOT NULL GROUP BY assigned_to",
+        (since, iso, since, iso),
     ):
         if recent:
             counts[seller] = int(recent)
-        earlier += int(older)
+        earlier += int(older or 0)
     return counts, earlier
+
+
+def latest_count_day(db: sqlite3.Connection) -> date | None:
+    """The latest day a stored lead counted in: the day in progress does not go back."""
+    (found,) = db.execute("SELECT MAX(count_day) FROM leads").fetchone()
+    return date.fromisoformat(found) if found else None
 
 
 def list_outbox(

@@ -5,6 +5,7 @@ test_meta_replies.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ from meta_support import (
     as_meta_sends,
     drained,
     envelope,
+    eventually,
     fixture,
     fixture_bytes,
     graph,  # noqa: F401  (a fixture)
@@ -145,6 +147,19 @@ async def test_the_same_message_in_another_batch_is_one_message(
     assert ids == ["mid.1480279487147:4388d3b344", "mid.same"]
 
 
+async def test_a_body_of_one_person_is_kept_in_their_order_a_batch_of_several_is_not(
+    make_client: MakeClient,  # noqa: F811
+) -> None:
+    client = await make_client(meta={"pages": [{"id": PAGE_ID, "token": "t-1234567890"}]})
+    one = text_body("mid.one", "Нужен станок")
+    several = json.loads(text_body("mid.two", "А цена?", sender="7345012345678901"))
+    several["entry"].append(fixture("messenger_text.botman-test.json")["entry"][0])
+    assert (await post(client, one)).status == 200
+    assert (await post(client, as_meta_sends(several))).status == 200
+    kept = await client.app[STORE].list_inbox()
+    assert [entry.thread for entry in kept] == [PSID, None]
+
+
 async def test_the_published_vector_of_another_meta_product_is_ignored(
     make_client: MakeClient,  # noqa: F811
 ) -> None:
@@ -227,6 +242,28 @@ async def test_names_are_asked_once_and_a_refusal_stops_nothing(
     assert metric(client, "leadgate_meta_names_total", account=PAGE_ID, result="cached") == 2
 
 
+async def test_a_slow_graph_does_not_hold_up_messages_they_go_on_without_names(
+    make_client: MakeClient,  # noqa: F811
+    graph: MetaGraphStandIn,  # noqa: F811
+) -> None:
+    graph.person(PSID, {"first_name": "Иван"})
+    graph.person("2000000000000002", {"first_name": "Мария"})
+    graph.hold = asyncio.Event()  # Graph takes the profile reads and never answers
+    client = await make_client(meta={"name_timeout_seconds": 0.3, "graph_timeout_seconds": 60})
+    started = asyncio.get_running_loop().time()
+    assert (await post(client, text_body("m.1", "Здравствуйте"))).status == 200
+    body = text_body("m.2", "Нужен станок", sender="2000000000000002")
+    assert (await post(client, body)).status == 200
+    await drained(client)
+    # One bounded wait, then the page is let be: the second person is not asked at all.
+    assert asyncio.get_running_loop().time() - started < 5
+    assert graph.count("GET", "2000000000000002") == 0
+    found = {lead.contact.handles[0]: lead.contact.name for lead in await leads(client)}
+    assert found == {f"fb:{PSID}": None, "fb:2000000000000002": None}
+    assert metric(client, "leadgate_meta_names_total", account=PAGE_ID, result="timeout") == 1
+    graph.hold.set()
+
+
 async def test_instagram_direct_with_instagram_login(
     make_client: MakeClient,  # noqa: F811
     graph: MetaGraphStandIn,  # noqa: F811
@@ -285,6 +322,37 @@ async def test_a_batch_of_many_entries_is_taken_whole(
 
 
 # --- unreadable input -----------------------------------------------------------------------
+
+
+async def test_a_released_body_that_still_fails_is_quarantined_again_not_lost(
+    make_client: MakeClient,  # noqa: F811
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.store.base import QuarantineState
+
+    client = await make_client()
+    store = client.app[STORE]
+    good = fixture("messenger_text.botman-test.json")["entry"][0]
+    mixed = as_meta_sends({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [7]}, good]})
+    assert (await post(client, mixed)).status == 200
+    await drained(client)
+    (kept,) = await all_quarantine(store, "meta")
+    # A person releases it (`leadgate quarantine release`): the Meta connector runs it
+    # again, and since part of it still cannot be read, it is kept again with the reason.
+    now = datetime.now(UTC)
+    assert await store.mark_quarantine(kept.id, QuarantineState.RELEASE, "try", now)
+
+    async def answered() -> object:
+        entry = await store.get_quarantine(kept.id)
+        return entry if entry is not None and entry.state is not QuarantineState.RELEASE else None
+
+    entry = await eventually(answered, what="the release answered")
+    assert entry.state is QuarantineState.KEPT
+    assert "still partly unreadable" in (entry.note or "") and "messaging[0]" in entry.note
+    assert entry.body == mixed
+    (lead,) = await leads(client)  # its readable rest was taken once, not twice
+    assert len((await store.get_lead(lead.id)).events) == 1  # type: ignore[union-attr]
 
 
 async def test_authentic_but_unreadable_input_is_kept_for_a_person(

@@ -265,6 +265,38 @@ async def test_a_refused_token_halts_the_page_until_it_works(
     assert line["status"] == "sent" and len(graph.sent) == 1
 
 
+async def test_a_permission_refusal_halts_that_page_only_and_says_so(
+    make_client: MakeClient,  # noqa: F811
+    graph: MetaGraphStandIn,  # noqa: F811
+) -> None:
+    """(#10) for a Page token without a tag: not retried as a passing failure (no attempt is
+    used, nothing goes to the dead letters); sending stops for that Page, /readyz names it,
+    and a probe resumes it once Meta allows it again."""
+    client = await make_client(calendar=open_now())
+    lead_id = await customer_writes(client, graph)
+    graph.fail("permission", method="POST", times=3)
+    resp = await reply(client, lead_id)
+    message_id = (await resp.json())["message_id"]
+
+    async def halted() -> list[str] | None:
+        ready = await (await client.get("/readyz")).json()
+        return [p for p in ready["problems"] if "facebook/" in p] or None
+
+    (problem,) = await eventually(halted, what="sending halted")
+    assert "(#10)" in problem
+    assert metric(client, "leadgate_messages_halted", channel="facebook", account=PAGE_ID) == 1
+    line = await settled_line(client, lead_id, message_id)
+    assert line["status"] == "sent"
+    assert graph.count("POST") == 4  # three refused probes, then sent: one message
+    assert (
+        metric(
+            client, "leadgate_messages_total", result="retry", channel="facebook", account=PAGE_ID
+        )
+        == 0
+    )
+    assert metric(client, "leadgate_messages_halted", channel="facebook", account=PAGE_ID) == 0
+
+
 async def test_rate_limits_are_retried(
     make_client: MakeClient,  # noqa: F811
     graph: MetaGraphStandIn,  # noqa: F811
@@ -335,3 +367,40 @@ async def test_a_phone_typed_in_chat_is_the_customers_phone(
     await drained(client)
     (lead,) = await leads(client)
     assert lead.contact.phones == ("+79161234567",)
+
+
+# --- no answer ------------------------------------------------------------------------------
+
+
+async def test_a_send_that_got_no_answer_is_not_repeated_but_shown_unconfirmed(
+    make_client: MakeClient,  # noqa: F811
+    graph: MetaGraphStandIn,  # noqa: F811
+) -> None:
+    """Meta took the message and the connection dropped before its answer: the Send API has
+    no idempotency key, so sending again could give the customer the reply twice."""
+    client = await make_client(calendar=open_now())
+    lead_id = await customer_writes(client, graph)
+    graph.lose_answers()
+    line = await answered(client, lead_id)
+    assert line["status"] == "unconfirmed"
+    assert "no answer after sending" in line["status_reason"]
+    assert len(graph.sent) == 1 and graph.count("POST") == 1  # once, not again
+    labels = {"channel": "facebook", "account": PAGE_ID}
+    assert metric(client, "leadgate_messages_total", result="unconfirmed", **labels) == 1
+    # A refused connection proves nothing left: that one is retried (and then sent).
+    await graph.stop()
+    resp = await reply(client, lead_id, "Вы здесь?")
+    assert resp.status == 202
+    queued = (await resp.json())["message_id"]
+
+    async def retried() -> bool:
+        return metric(client, "leadgate_messages_total", result="retry", **labels) >= 1
+
+    await eventually(retried, what="a retry of the refused connection")
+    port = int(graph.url.rsplit(":", 1)[1])
+    await graph.start(port=port)
+    assert (await settled_line(client, lead_id, queued))["status"] == "sent"
+    assert [s.body["message"]["text"] for s in graph.sent] == [
+        "Здравствуйте! 450 000 ₽.",
+        "Вы здесь?",
+    ]

@@ -81,7 +81,7 @@ def test_settings(tmp_path: Path) -> None:
         tmp_path,
         meta={
             "app_secret": "0123456789abcdef",
-            "verify_token": "a-verify-token",
+            "verify_token": "a-verify-token-of-ours",
             "pages": [{"id": 153125381133, "token": "EAAx"}],
         },
     )
@@ -96,13 +96,13 @@ def test_settings(tmp_path: Path) -> None:
     ("section", "words"),
     [
         ({"pages": [{"id": "1", "token": "t"}]}, "app_secret and verify_token"),
-        ({"app_secret": "short"}, "at least 8"),
+        ({"app_secret": "short"}, "at least 16"),
         ({"graph_api_version": "25"}, "Graph API version"),
         ({"graph_base": "ftp://x"}, "http"),
         (
             {
-                "app_secret": "0123456789",
-                "verify_token": "0123456789",
+                "app_secret": "0123456789abcdef",
+                "verify_token": "0123456789abcdef",
                 "pages": [{"id": "1", "token": "t"}, {"id": "1", "token": "u"}],
             },
             "configured twice",

@@ -318,6 +318,40 @@ async def test_a_seller_reply_and_how_sendmessage_can_answer(
     assert 'leadgate_messages_total{account="shop",channel="telegram",result="sent"} 1.0' in metrics
 
 
+async def test_a_reply_telegram_took_without_answering_is_unconfirmed_not_sent_twice(
+    gateway_factory: Callable[..., Awaitable[Gateway]], standin: BotApiStandin
+) -> None:
+    """sendMessage did its work and the connection dropped before the answer: Telegram has
+    no idempotency key, so a resend could reach the customer twice."""
+    gw = await gateway_factory()
+    await gw.post(update(update_id=1, message_id=1))
+    lead = await gw.one_lead()
+    standin.lose_answers("sendMessage")
+    resp = await gw.client.post(
+        f"/v1/leads/{lead['id']}/messages", json={"text": "450 000 ₽"}, headers=ADMIN_AUTH
+    )
+    assert resp.status == 202
+    done = await gw.settled(lead["id"], 2)
+    line = done["messages"][-1]
+    assert line["status"] == "unconfirmed"
+    assert "no answer after sending" in line["status_reason"]
+    assert [s.text for s in standin.sent] == ["450 000 ₽"]
+    assert sum(1 for _, m in standin.calls if m.lower() == "sendmessage") == 1
+    metrics = await gw.metrics()
+    assert 'leadgate_telegram_replies_total{bot="shop",result="unknown"} 1.0' in metrics
+    assert (
+        'leadgate_messages_total{account="shop",channel="telegram",result="unconfirmed"} 1.0'
+        in metrics
+    )
+    # The customer writes again later: the next reply goes as usual.
+    second = await gw.client.post(
+        f"/v1/leads/{lead['id']}/messages", json={"text": "Вы здесь?"}, headers=ADMIN_AUTH
+    )
+    assert second.status == 202
+    done = await gw.settled(lead["id"], 3)
+    assert done["messages"][-1]["status"] == "sent"
+
+
 async def test_a_refused_token_halts_the_bot_and_readyz_says_so(
     gateway_factory: Callable[..., Awaitable[Gateway]], standin: BotApiStandin
 ) -> None:

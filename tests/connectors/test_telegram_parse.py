@@ -12,7 +12,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from connectors.telegram.updates import lenient, parse_update
+from connectors.telegram.updates import chat_of, lenient, parse_update
 from gateway.models import AutoAnswer, Channel
 
 UPDATES = Path(__file__).parent / "fixtures" / "telegram" / "updates"
@@ -167,3 +167,25 @@ def test_lenient_mends_only_what_real_servers_break() -> None:
         "from": {"id": 1, "first_name": "", "is_bot": False},
         "document": {"file_id": "x", "file_unique_id": ""},
     }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "private_text_message.teloxide.json",
+        "edited_message.core-telegram-webhooks-example.json",
+        "my_chat_member_kicked_private.teloxide.json",
+        "start_command.core-telegram-webhooks-example.json",
+    ],
+)
+def test_an_update_names_its_chat_for_the_inbox_order(name: str) -> None:
+    data = load(name)
+    if "update_id" not in data:
+        data = as_update(data)
+    body = next(v for k, v in data.items() if k != "update_id")
+    assert chat_of(data) == str(body["chat"]["id"])
+
+
+def test_an_update_about_no_chat_has_no_order() -> None:
+    assert chat_of({"update_id": 1, "inline_query": {"id": "5", "query": "x"}}) is None
+    assert chat_of([1, 2]) is None

@@ -321,9 +321,11 @@ async def test_authentic_but_malformed_is_quarantined_and_400(
 
 async def test_unreadable_requests_get_clear_4xx(make_client: MakeClient, tmp_path: Path) -> None:
     client = await make_client()
-    resp = await client.post("/v1/telephony/zadarma", json=start_form())
+    # Signed (the header is checked before the body is read): the body is what is wrong.
+    signed = {"Signature": "c2lnbmVk"}
+    resp = await client.post("/v1/telephony/zadarma", json=start_form(), headers=signed)
     assert resp.status == 415
-    resp = await client.post("/v1/telephony/zadarma", data={"caller_id": "1"})
+    resp = await client.post("/v1/telephony/zadarma", data={"caller_id": "1"}, headers=signed)
     assert resp.status == 400 and (await resp.json())["error"] == "invalid_event"
     resp = await client.post(
         f"/v1/telephony/cti/{CTI_TOKEN}",
@@ -334,7 +336,7 @@ async def test_unreadable_requests_get_clear_4xx(make_client: MakeClient, tmp_pa
     resp = await client.post(
         "/v1/telephony/zadarma",
         data=b"--x\r\nbroken",
-        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        headers={"Content-Type": "multipart/form-data; boundary=x"} | signed,
     )
     assert resp.status == 400
     await assert_nothing_stored(tmp_path)
@@ -345,7 +347,7 @@ async def test_unknown_events_are_acknowledged_and_counted(
 ) -> None:
     client = await make_client()
     status, body = await send(
-        client, "zadarma", {"form": {"event": "SPEECH_RECOGNITION", "pbx_call_id": "in_x"}}
+        client, "zadarma", zadarma_request({"event": "SPEECH_RECOGNITION", "pbx_call_id": "in_x"})
     )
     assert (status, body) == (200, {})
     status, _ = await send(
@@ -580,15 +582,17 @@ async def test_concurrent_duplicate_webhooks_make_one_call(
 # --- found in review: inputs that reached a 500 ---------------------------------------------
 
 
-async def test_unreadable_multipart_is_400_before_any_signature_check(
+async def test_unreadable_multipart_is_400_before_the_signature_is_verified(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
+    # Zadarma's Signature header must be there (token first), but what it signs is inside
+    # the form: a form that cannot be read is a 400 before the signature is verified.
     client = await make_client()
     body = (
         b'--XX\r\nContent-Disposition: form-data; name="event"\r\n'
         b"Content-Transfer-Encoding: bogus\r\n\r\nNOTIFY_START\r\n--XX--\r\n"
     )
-    headers = {"Content-Type": "multipart/form-data; boundary=XX"}
+    headers = {"Content-Type": "multipart/form-data; boundary=XX", "Signature": "c2lnbmVk"}
     for path in (
         "/v1/telephony/zadarma",
         "/v1/telephony/mango/events/call",

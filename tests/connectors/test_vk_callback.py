@@ -48,6 +48,7 @@ async def test_confirmation_answers_each_communitys_string(make_client: MakeClie
         community(group_id=OTHER_GROUP, secret=OTHER_SECRET, confirmation=OTHER_CONFIRMATION),
     )
     body = load("callback_confirmation_with_secret.vksdk-test.json")  # group 123456
+    body["secret"] = OTHER_SECRET
     resp = await client.post("/v1/vk", json=body)
     assert resp.status == 200 and await resp.text() == OTHER_CONFIRMATION
     assert resp.content_type == "text/plain"

@@ -301,3 +301,22 @@ def test_vk_errors_become_send_outcomes(code: int, status: SendStatus, words: st
     assert result.status is status and result.reason is not None and words in result.reason
     if code in (6, 9, 29):
         assert result.retry_after == THROTTLE_WAIT[code]
+
+
+@pytest.mark.parametrize(
+    ("name", "peer"),
+    [
+        ("message_new_v5.103plus.vkbottle-test.json", "message.peer_id"),
+        ("message_new_pre5103_bare.issue40.json", "peer_id"),
+        ("message_reply_pre5103_bare.issue40.json", "peer_id"),
+        ("message_allow.schema-built.json", "user_id"),
+    ],
+)
+def test_an_event_names_its_dialog_for_the_inbox_order(name: str, peer: str) -> None:
+    data = load(name)
+    data.setdefault("group_id", 1)  # the recorded object came without its envelope's
+    envelope = read_envelope(data)
+    value: Any = envelope.object
+    for part in peer.split("."):
+        value = value[part]
+    assert envelope.peer == str(value)

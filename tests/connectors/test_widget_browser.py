@@ -333,3 +333,65 @@ async def _drop_sockets(stand: Stand) -> None:
 
     (widget,) = [c for c in stand.api.server.app[CONNECTORS] if c.name == "widget"]
     await widget.chat.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def chat_without_prechat(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> AsyncIterator[Stand]:
+    async for stand in _stand(tmp_path, aiohttp_client, msk(2026, 1, 12, 12, 0), prechat=[]):
+        yield stand
+
+
+async def test_chat_asks_for_consent_before_the_first_message(
+    chat_without_prechat: Stand,
+) -> None:
+    """F03: no message box until the consent box is ticked, even with no pre-chat fields;
+    the consent is recorded on the conversation's first event."""
+    stand = chat_without_prechat
+    page, watched = await open_page(stand.browser, stand.url)
+    await page.locator("button.launcher").click()
+    chat = page.locator("#lg-pane-chat")
+    box = chat.get_by_label("Сообщение")
+    await expect(box).to_be_hidden()
+    await chat.get_by_role("button", name="Начать чат").click()
+    await expect(chat.get_by_text("Нужно ваше согласие")).to_be_visible()
+    await expect(box).to_be_hidden()
+    await chat.locator("input[name=consent]").check()
+    await chat.get_by_role("button", name="Начать чат").click()
+    await expect(box).to_be_focused()
+    await box.fill("Здравствуйте! Нужен компрессор")
+    await page.keyboard.press("Enter")
+    await expect(chat.locator(".msg.in")).to_have_count(1)
+    await expect(chat.locator(".msg.in").first).not_to_have_class("msg in pending")
+    (lead,) = await _leads(stand.api, "chat")
+    full = await (await stand.api.get(f"/v1/leads/{lead['id']}", headers=ADMIN_AUTH)).json()
+    assert full["events"][0]["meta"]["consent"]["policy_version"] == "2025-01-10"
+    await assert_clean(page, watched)
+
+
+async def test_a_page_that_skipped_consent_is_asked_and_its_message_goes_after(
+    chat_without_prechat: Stand,
+) -> None:
+    """A visitor whose browser remembers a started chat that never was (an older widget,
+    storage cleared by half): the server refuses the message for want of consent, the
+    page asks, and the waiting message is delivered once the box is ticked."""
+    stand = chat_without_prechat
+    page, watched = await open_page(stand.browser, stand.url)
+    await page.evaluate("() => localStorage.setItem('leadgate:site:started', 'true')")
+    await page.reload()
+    await page.locator("button.launcher").click()
+    chat = page.locator("#lg-pane-chat")
+    box = chat.get_by_label("Сообщение")
+    await box.fill("Алло, есть кто?")
+    await page.keyboard.press("Enter")
+    await expect(chat.locator("input[name=consent]")).to_be_visible()
+    assert await _leads(stand.api, "chat") == []  # nothing stored without consent
+    await chat.locator("input[name=consent]").check()
+    await chat.get_by_role("button", name="Начать чат").click()
+    await expect(chat.locator(".msg.in").first).not_to_have_class("msg in pending")
+    (lead,) = await _leads(stand.api, "chat")
+    full = await (await stand.api.get(f"/v1/leads/{lead['id']}", headers=ADMIN_AUTH)).json()
+    assert [m["text"] for m in full["messages"]] == ["Алло, есть кто?"]
+    assert "consent" in full["events"][0]["meta"]
+    await assert_clean(page, watched)

@@ -64,6 +64,9 @@ async def _open(client: Client, visitor: str) -> tuple[WS, dict[str, Any]]:
 
 
 async def _say(ws: WS, text: str, client_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A visitor's message; with the consent the first one of a conversation needs, as the
+    widget sends it after its consent box (tests/connectors/test_widget_consent.py)."""
+    extra.setdefault("contact", {"consent": True})
     await ws.send_json(
         {"type": "message", "client_id": client_id or secrets.token_hex(8), "text": text, **extra}
     )

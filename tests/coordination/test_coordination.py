@@ -1,4 +1,6 @@
-"""The Coordination protocol, run against every implementation (in-process today).
+"""The Coordination protocol, run against every implementation: in-process, and Redis
+with two clients playing two replicas (the tests' own redis-server, or REDIS_URL under a
+prefix of the test's own).
 
 Each implementation comes with a way to let time pass: the in-process one reads a fake
 clock; a shared one (Redis) lets the real clock run, so durations here stay sub-second.
@@ -13,7 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.config import StoreSettings
 from gateway.coordination import Coordination, InProcessCoordination
+from gateway.coordination_redis import RedisCoordination
+from gateway.redisconn import connect
+from tests.redis_server import RedisTarget
 
 
 @dataclass
@@ -24,6 +30,9 @@ class Harness:
     other: Coordination
     advance: Callable[[float], Awaitable[None]]
     exact: bool  # True when time passes only through `advance`
+    # How much slower the token-bucket tests run: on a real clock a busy machine's pauses
+    # between two calls must stay small beside the time one token takes.
+    slow: float = 1.0
 
 
 class FakeClock:
@@ -45,19 +54,36 @@ async def in_process() -> AsyncIterator[Harness]:
     await coord.close()
 
 
-IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[Harness]]] = {
-    "in-process": in_process,
+def redis_replica(target: RedisTarget, owner: str) -> RedisCoordination:
+    """One replica's coordination: a client (and connection pool) of its own."""
+    client = connect(StoreSettings(kind="redis", url=target.url, timeout_seconds=5))
+    return RedisCoordination(client, prefix=target.prefix, owner=owner)
+
+
+async def on_redis(target: RedisTarget) -> AsyncIterator[Harness]:
+    coord, other = redis_replica(target, "replica-a"), redis_replica(target, "replica-b")
+    await coord.open()
+    await other.open()
+    yield Harness(coord=coord, other=other, advance=asyncio.sleep, exact=False, slow=5.0)
+    await coord.close()
+    await other.close()
+
+
+# Each factory asks for the fixtures it needs: only the Redis one starts (or reaches) a server.
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest], AsyncIterator[Harness]]] = {
+    "in-process": lambda _: in_process(),
+    "redis": lambda request: on_redis(request.getfixturevalue("redis_target")),
 }
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    async for harness in IMPLEMENTATIONS[request.param]():
+    async for harness in IMPLEMENTATIONS[request.param](request):
         yield harness
 
 
 def near(expected: float, harness: Harness) -> object:
-    return pytest.approx(expected, abs=1e-9 if harness.exact else 0.05)
+    return pytest.approx(expected, abs=1e-9 if harness.exact else 0.05 * harness.slow)
 
 
 # --- leases ---------------------------------------------------------------------------------
@@ -136,17 +162,18 @@ async def test_incr_counts_and_expires(h: Harness) -> None:
 
 
 async def test_take_spends_a_full_bucket_then_says_how_long_to_wait(h: Harness) -> None:
+    r, t = 10 / h.slow, 0.1 * h.slow  # the rate, and the time one token takes
     for _ in range(3):
-        assert await h.coord.take("form:192.0.2.1", capacity=3, rate=10) == 0.0
-    wait = await h.coord.take("form:192.0.2.1", capacity=3, rate=10)
-    assert wait == near(0.1, h)  # one token at 10 a second
-    again = await h.other.take("form:192.0.2.1", capacity=3, rate=10)
-    assert again == near(0.1, h)  # a refusal takes nothing
-    await h.advance(0.11)
-    assert await h.other.take("form:192.0.2.1", capacity=3, rate=10) == 0.0
-    assert await h.coord.take("form:192.0.2.1", capacity=3, rate=10) > 0
+        assert await h.coord.take("form:192.0.2.1", capacity=3, rate=r) == 0.0
+    wait = await h.coord.take("form:192.0.2.1", capacity=3, rate=r)
+    assert wait == near(t, h)  # one token at 10 a second
+    again = await h.other.take("form:192.0.2.1", capacity=3, rate=r)
+    assert again == near(t, h)  # a refusal takes nothing
+    await h.advance(t * 1.1)
+    assert await h.other.take("form:192.0.2.1", capacity=3, rate=r) == 0.0
+    assert await h.coord.take("form:192.0.2.1", capacity=3, rate=r) > 0
     # Another client's bucket is its own.
-    assert await h.coord.take("form:192.0.2.2", capacity=3, rate=10) == 0.0
+    assert await h.coord.take("form:192.0.2.2", capacity=3, rate=r) == 0.0
 
 
 async def test_a_bucket_refills_up_to_its_capacity_only(h: Harness) -> None:
@@ -158,16 +185,17 @@ async def test_a_bucket_refills_up_to_its_capacity_only(h: Harness) -> None:
 
 
 async def test_start_empty_and_drain(h: Harness) -> None:
-    wait = await h.coord.take("b24:busy", capacity=4, rate=10, start_empty=True)
-    assert wait == near(0.1, h)  # after a restart: as if the remote burst was just spent
-    await h.advance(0.45)
+    r, t = 10 / h.slow, 0.1 * h.slow
+    wait = await h.coord.take("b24:busy", capacity=4, rate=r, start_empty=True)
+    assert wait == near(t, h)  # after a restart: as if the remote burst was just spent
+    await h.advance(4.5 * t)
     for _ in range(4):
-        assert await h.coord.take("b24:busy", capacity=4, rate=10) == 0.0
-    await h.advance(0.5)
-    await h.other.drain("b24:busy", capacity=4, rate=10)  # the remote side said 503
-    assert await h.coord.take("b24:busy", capacity=4, rate=10) == near(0.1, h)
-    await h.coord.drain("b24:unknown", capacity=4, rate=10)  # an unknown bucket drains too
-    assert await h.coord.take("b24:unknown", capacity=4, rate=10) > 0
+        assert await h.coord.take("b24:busy", capacity=4, rate=r) == 0.0
+    await h.advance(5 * t)
+    await h.other.drain("b24:busy", capacity=4, rate=r)  # the remote side said 503
+    assert await h.coord.take("b24:busy", capacity=4, rate=r) == near(t, h)
+    await h.coord.drain("b24:unknown", capacity=4, rate=r)  # an unknown bucket drains too
+    assert await h.coord.take("b24:unknown", capacity=4, rate=r) > 0
 
 
 async def test_a_cost_above_the_capacity_is_refused(h: Harness) -> None:

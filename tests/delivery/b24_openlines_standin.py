@@ -34,6 +34,7 @@ apostrophes; 25).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Mapping
@@ -137,6 +138,10 @@ class Bitrix24AppStandIn(Bitrix24StandIn):
         self.access_ttl = access_ttl
         self.app = _App()
         self.oauth_faults: list[tuple[int, str]] = []
+        # A slow auth server: a renewal waits for this gate (when set) before answering;
+        # oauth_entered says a renewal is waiting at it.
+        self.oauth_gate: asyncio.Event | None = None
+        self.oauth_entered = asyncio.Event()
         self.connectors: dict[str, dict[str, Any]] = {}
         self.active: dict[tuple[str, int], bool] = {}
         self.connector_data: dict[tuple[str, int], dict[str, Any]] = {}
@@ -274,6 +279,9 @@ class Bitrix24AppStandIn(Bitrix24StandIn):
 
     async def _oauth(self, request: web.Request) -> web.Response:
         q = request.query
+        if self.oauth_gate is not None:
+            self.oauth_entered.set()
+            await self.oauth_gate.wait()
         if self.oauth_faults:
             status, error = self.oauth_faults.pop(0)
             if not error:

@@ -291,9 +291,11 @@ class Bitrix24StandIn:
                     fault.error.replace("{path}", request.raw_path),
                     fault.description.replace("{path}", request.raw_path),
                 )
-        before = len(self.leads)
         if self.latency:
+            # A real portal takes from a few hundred ms to seconds per batch; the work is
+            # done at the end of it (the lead exists when the answer leaves).
             await asyncio.sleep(self.latency)
+        before = len(self.leads)  # after the wait: requests in flight together count apart
         try:
             result = self._batch(params) if method == "batch" else self._call(method, params)
         except MethodError as exc:

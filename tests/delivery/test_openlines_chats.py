@@ -7,6 +7,7 @@ the CRM lead leadgate made linked to the chat and no second one made."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -372,3 +373,33 @@ async def test_an_answer_handled_again_after_a_crash_is_queued_once(
     assert len(portal.delivered) == 1
     lead = await line.lead()
     assert len([m for m in lead["messages"] if m["direction"] == "out"]) == 1
+
+
+# Every kind of BB-code a customer could type to act in the seller's chat (Bitrix24's
+# formatting reference: links, mentions, chat links, buttons, icons, attachments).
+HOSTILE = (
+    "[URL=https://evil.example/pay]Оплатить заказ[/URL] [b]срочно[/B] [USER=1]Анна[/USER] "
+    "[CHAT=5]общий чат[/CHAT] [SEND=Оплачено]Я оплатил[/SEND] [PUT=/pay]Ввести[/PUT] "
+    "[ICON=https://evil.example/i.png size=1] [ br ] [ / url] [*] [1] [см. выше] a[b"
+)
+
+
+async def test_customer_bb_code_reaches_the_sellers_chat_inert_and_readable(
+    line_factory: Callable[..., Awaitable[Line]],
+) -> None:
+    line = await line_factory()
+    await line.customer(HOSTILE, name="[USER=1]Директор[/USER] [B]Петров[/B]")
+    (sent,) = await line.mirrored(1)
+    shown = [
+        sent.message["text"],
+        sent.user["name"],
+        sent.user.get("last_name", ""),
+        sent.chat["name"],
+    ]
+    tag = re.compile(r"\[\s*/?\s*[A-Za-z*]")
+    for text in shown:
+        assert not tag.search(text), text  # nothing Bitrix24 would parse as a tag
+    # Readable: exactly what the customer typed, the tags' "[" shown as "［".
+    assert sent.message["text"].replace("［", "[") == HOSTILE
+    assert "[1] [см. выше]" in sent.message["text"]  # ordinary brackets stay
+    assert "Директор" in sent.user["name"] + sent.user.get("last_name", "")

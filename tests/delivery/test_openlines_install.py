@@ -171,7 +171,7 @@ async def test_event_bodies_that_are_not_bitrix24_forms_are_refused(
     assert (await install(portal, gateway))[0] == 200
     resp = await gateway.post("/v1/openlines/events", json={"event": "X"})
     assert resp.status == 415
-    deep = "data" + "[a]" * 20 + "=1"
+    deep = "data" + "[a]" * 20 + "=1" + f"&auth[application_token]={portal.application_token}"
     resp = await gateway.post(
         "/v1/openlines/events",
         data=deep.encode(),

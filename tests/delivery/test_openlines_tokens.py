@@ -4,6 +4,7 @@ the new pair stored before use, a refusal believed only when nobody else renewed
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -246,3 +247,52 @@ async def test_a_portal_that_moved_is_a_halt_and_is_not_followed(
     assert caught.value.code == "PORTAL_MOVED"
     assert "elsewhere.example" in str(caught.value)
     assert followed == []
+
+
+async def test_a_reinstall_during_a_renewal_wins_over_the_renewed_old_pair(
+    gateway: Client, portal: Bitrix24AppStandIn
+) -> None:
+    """F09: the renewal of the old installation's tokens must not overwrite the tokens of
+    a reinstallation that arrived while the auth server was answering."""
+    first = await installed(gateway, portal)
+    portal.oauth_gate = asyncio.Event()
+    portal.expire_access()
+    call = asyncio.create_task(app_client_of(gateway).call("app.info"))
+    await asyncio.wait_for(portal.oauth_entered.wait(), 10)  # the renewal is in flight
+    second = portal.issue()
+    reinstall = asyncio.create_task(install(portal, gateway, tokens=second))
+    await asyncio.sleep(0.3)  # the reinstallation reaches the gateway meanwhile
+    portal.oauth_gate.set()
+    status, body = await asyncio.wait_for(reinstall, 30)
+    assert status == 200, body
+    assert (await asyncio.wait_for(call, 30))["CODE"] == portal.client_id
+    now = await stored(gateway)
+    assert now.refresh_token == second["refresh_token"]
+    assert now.installed_at > first.installed_at
+    assert keeper_of(gateway).tokens == now
+    # And the reinstalled pair is the one in use from here on.
+    assert (await app_client_of(gateway).call("app.info"))["CODE"] == portal.client_id
+    assert (await stored(gateway)).refresh_token == second["refresh_token"]
+
+
+async def test_a_renewal_never_overwrites_an_installation_written_behind_its_lease(
+    gateway: Client, portal: Bitrix24AppStandIn
+) -> None:
+    """The same race when the new installation did not wait for the lease (another
+    replica whose lease ran out, a restore): the store's generation decides."""
+    first = await installed(gateway, portal)
+    portal.oauth_gate = asyncio.Event()
+    portal.expire_access()
+    call = asyncio.create_task(app_client_of(gateway).call("app.info"))
+    await asyncio.wait_for(portal.oauth_entered.wait(), 10)
+    second = replace(
+        first,
+        access_token=portal.issue()["access_token"],
+        refresh_token="refresh-of-the-new-installation",
+        installed_at=first.installed_at + timedelta(seconds=5),
+    )
+    await gateway.app[STORE].save_checkpoint(TOKENS, second.dumps())
+    portal.oauth_gate.set()
+    assert (await asyncio.wait_for(call, 30))["CODE"] == portal.client_id
+    assert await stored(gateway) == second
+    assert keeper_of(gateway).tokens == second

@@ -208,6 +208,29 @@ async def test_after_a_restart_an_old_mail_counts_in_today(harness: Harness) -> 
     assert await store.assignment_counts(DAY) == {"anna": 2, "boris": 1}
 
 
+async def test_the_day_a_lead_counted_in_is_kept_with_it_across_a_restart(
+    harness: Harness,
+) -> None:
+    """Leads that came after hours count in the day they will be worked (the next opening,
+    days away); after a restart they must count there again, not by when they came."""
+    monday = T0 + timedelta(days=3)
+    for n in range(2):  # anna alone is on duty then
+        await record(
+            harness.store,
+            make_event(f"w{n}", phone=f"+7903{n:07d}"),
+            assignment=rr("anna", at=monday),
+        )
+    assert await harness.store.assignment_counts(monday.date()) == {"anna": 2}
+    store = await harness.reopen()
+    r = await record(
+        store,
+        make_event("w2", phone="+79039999999", received_at=T0 + timedelta(hours=1)),
+        assignment=rr("anna", "boris", at=monday),
+    )
+    assert r.assignment == Assignment("boris", "round_robin")  # the fewest on Monday
+    assert await store.assignment_counts(monday.date()) == {"anna": 2, "boris": 1}
+
+
 async def test_a_failed_write_leaves_the_counts_unmoved(harness: Harness) -> None:
     store = harness.store
     first = await record(

@@ -220,6 +220,15 @@ async def test_an_edit_rewrites_its_line_and_an_edit_of_an_unseen_line_stands_fo
         ("shop:42:1", "исправленный текст"),
         ("shop:42:9", "девять!"),
     ]
+    # ...and the message itself, coming after its edits, joins that line: no second line,
+    # the edited text stays, the line is dated when the customer wrote it.
+    await record_chat(store, chat_event(9, at=T0, text="девят"))
+    lines = (await store.transcript(lead_id)).messages
+    assert [(m.external_id, m.text, m.at) for m in lines] == [
+        ("shop:42:1", "исправленный текст", T0),
+        ("shop:42:9", "девять!", T0),
+    ]
+    assert lines[1].edited_at == edited_at
 
 
 async def test_queue_message_answers_in_the_latest_conversation(store: Store) -> None:

@@ -16,9 +16,11 @@ from .contract import T0
 LEASE = 60.0
 
 
-def entry(key: str, *, channel: str = "telegram", account: str = "shop") -> InboxEntry:
+def entry(
+    key: str, *, channel: str = "telegram", account: str = "shop", thread: str | None = None
+) -> InboxEntry:
     body = f'{{"update_id": {key}}}'.encode()
-    return InboxEntry(channel, account, key, body, {"X-Thing": "1"})
+    return InboxEntry(channel, account, key, body, {"X-Thing": "1"}, thread=thread)
 
 
 async def test_put_keeps_each_key_once(store: Store) -> None:
@@ -126,3 +128,82 @@ async def test_stats_count_per_channel(store: Store) -> None:
     stats = await store.inbox_stats()
     assert set(stats) == {"telegram", "vk"}
     assert stats["vk"].pending == 1 and stats["vk"].oldest_pending_at == T0
+
+
+async def test_a_threads_entries_are_claimed_in_order_never_past_one_that_waits(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    await store.inbox_put(
+        [
+            entry("1", thread="42"),
+            entry("2", thread="42"),
+            entry("3", thread="77"),
+            entry("4"),
+            entry("5", thread="42", account="other"),  # another bot's chat 42
+        ],
+        T0,
+    )
+    now = T0 + timedelta(seconds=1)
+    # All due: a thread's entries may go together, in order.
+    items = await store.inbox_claim(now, 10, owner="a", lease_seconds=LEASE)
+    assert [(i.key, i.thread) for i in items] == [
+        ("1", "42"),
+        ("2", "42"),
+        ("3", "77"),
+        ("4", None),
+        ("5", "42"),
+    ]
+    # 1 failed and waits for its retry; 2 was put back untouched: 2 waits for 1.
+    later = now + timedelta(seconds=30)
+    refused = await store.update_inbox(
+        [
+            InboxUpdate(items[0].id, InboxState.PENDING, "boom", next_attempt_at=later),
+            InboxUpdate(items[1].id, InboxState.PENDING, count_attempt=False),
+            *(InboxUpdate(i.id, InboxState.DONE) for i in items[2:]),
+        ],
+        now,
+        owner="a",
+    )
+    assert refused == []
+    assert await store.inbox_claim(now, 10, owner="b", lease_seconds=LEASE) == []
+    await store.inbox_put([entry("6", thread="42"), entry("7", thread="77")], now)
+    (other_chat,) = await store.inbox_claim(now, 10, owner="b", lease_seconds=LEASE)
+    assert other_chat.key == "7"
+    await store.update_inbox([InboxUpdate(other_chat.id, InboxState.DONE)], now, owner="b")
+    # A claim that still runs holds up its thread too: 1 is taken, 2 and 6 wait for it.
+    store = await harness.reopen()  # and the order survives a restart
+    first = await store.inbox_claim(later, 1, owner="c", lease_seconds=LEASE)
+    assert [i.key for i in first] == ["1"]
+    assert await store.inbox_claim(later, 10, owner="d", lease_seconds=LEASE) == []
+    await store.update_inbox([InboxUpdate(first[0].id, InboxState.DONE)], later, owner="c")
+    rest = await store.inbox_claim(later, 10, owner="d", lease_seconds=LEASE)
+    assert [i.key for i in rest] == ["2", "6"]
+    # A dead entry holds up nothing (a person looks at it; the chat goes on).
+    await store.update_inbox(
+        [InboxUpdate(rest[0].id, InboxState.DEAD, "bad"), InboxUpdate(rest[1].id, InboxState.DONE)],
+        later,
+        owner="d",
+    )
+    await store.inbox_put([entry("8", thread="42")], later)
+    assert [i.key for i in await store.inbox_claim(later, 10, owner="e", lease_seconds=LEASE)] == [
+        "8"
+    ]
+
+
+async def test_done_entries_are_purged_after_their_time(store: Store) -> None:
+    await store.inbox_put([entry("1"), entry("2"), entry("3")], T0)
+    await store.inbox_put([entry("4")], T0 + timedelta(days=2))
+    items = await store.inbox_claim(T0 + timedelta(days=3), 10, owner="a", lease_seconds=LEASE)
+    done = [InboxUpdate(i.id, InboxState.DONE) for i in items if i.key in ("1", "4")]
+    dead = [InboxUpdate(i.id, InboxState.DEAD, "bad") for i in items if i.key == "2"]
+    pending = [InboxUpdate(i.id, InboxState.PENDING, "later") for i in items if i.key == "3"]
+    await store.update_inbox([*done, *dead, *pending], T0, owner="a")
+    assert await store.purge_inbox(T0 + timedelta(days=1)) == 1
+    assert [(i.key, i.state) for i in await store.list_inbox()] == [
+        ("2", InboxState.DEAD),
+        ("3", InboxState.PENDING),
+        ("4", InboxState.DONE),
+    ]
+    # Forgotten: the vendor's repeat of it is new again (and only replays its events).
+    assert await store.inbox_put([entry("1"), entry("4")], T0) == [True, False]

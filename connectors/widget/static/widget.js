@@ -438,7 +438,8 @@
     let open = false;
     const shownIds = new Set();
     let pending = store.get("pending") || []; // sent, not yet acknowledged: survive a reload
-    let contact = store.get("contact"); // pre-chat answers, sent with the first message
+    let contact = store.get("contact"); // pre-chat answers and consent, sent with the first message
+    let settings = null; // the state answer the chat was built from (to ask for consent again)
     const started = () => Boolean(store.get("started"));
 
     function build(target, answer) {
@@ -459,7 +460,9 @@
         h("a", { href: answer.policy_url, target: "_blank", rel: "noopener noreferrer", text: t("consent_link") }), after || "");
       log.append(line("greeting", t("greeting"), null, null));
       pane.append(log, status, compose, policy);
-      if (answer.prechat.length && !started()) buildPrechat(answer);
+      settings = answer;
+      // 152-ФЗ: the first message needs the visitor's consent, as the form does.
+      if (!started()) buildPrechat(answer);
     }
 
     function buildPrechat(answer) {
@@ -471,8 +474,8 @@
       const consent = consentBox();
       const alert = h("p", { class: "alert", role: "alert" });
       const form = h("form", { class: "prechat", novalidate: true },
-        h("p", { text: t("prechat_intro") }), ...fields.map((f) => f.label), consent.label, consent.err, alert,
-        h("button", { class: "submit", type: "submit", text: t("start_chat") }));
+        fields.length ? h("p", { text: t("prechat_intro") }) : null, ...fields.map((f) => f.label),
+        consent.label, consent.err, alert, h("button", { class: "submit", type: "submit", text: t("start_chat") }));
       form.addEventListener("submit", (event) => {
         event.preventDefault();
         let firstBad = null;
@@ -483,17 +486,26 @@
           if (message && !firstBad) firstBad = f.input;
           if (f.input.value.trim()) given[f.spec.name] = f.input.value.trim();
         }
-        const needsConsent = Boolean(given.phone || given.email);
-        const consentMessage = needsConsent && !consent.input.checked ? t("consent_required") : "";
+        const consentMessage = consent.input.checked ? "" : t("consent_required");
         setError(consent, consentMessage);
         if (consentMessage && !firstBad) firstBad = consent.input;
         if (firstBad) { firstBad.focus(); return; }
-        contact = Object.keys(given).length ? { ...given, consent: needsConsent } : null;
+        contact = { ...given, consent: true };
         store.set("contact", contact);
         store.set("started", true);
         form.remove();
         prechat = null;
         for (const el of pane.children) el.hidden = false;
+        if (pending.length) {
+          // Refused for want of consent: the waiting messages go now, the first with it.
+          pending[0].contact = contact;
+          contact = null;
+          store.set("contact", null);
+          store.set("pending", pending);
+          say("", false);
+          for (const item of pending) transmit(item);
+          connect();
+        }
         input.focus();
       });
       prechat = form;
@@ -619,6 +631,13 @@
         show(message.message);
       } else if (message.type === "error") {
         say(message.detail, true);
+        if (message.code === "consent_required") {
+          // No conversation without consent (a page of an older widget, storage cleared
+          // by half): ask for it; the message waits and goes once it is given.
+          store.set("started", false);
+          if (!prechat && settings) buildPrechat(settings);
+          return;
+        }
         if (message.client_id) {
           const item = pending.find((p) => p.client_id === message.client_id);
           if (item && message.retry_after) {

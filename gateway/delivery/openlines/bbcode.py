@@ -1,10 +1,17 @@
-"""A seller's answer as plain text for the customer's messenger.
+"""BB-code both ways: a seller's answer as plain text for the customer's messenger, and a
+customer's text made inert before it is shown in the seller's chat.
 
 Open Lines hands the operator's message over in Bitrix24's BB-code
 (api-reference/chats/messages/formatting): `[b]Анна:[/b] [br]Здравствуйте!` — the
 signature in bold, then [br] for the line break. Messengers do not read BB-code, so the
 tags go: [br] becomes a line break, a link keeps its text and address, a mention its name,
 a quote its text after «»; every other tag is dropped, its text kept.
+
+The other way, Bitrix24 renders whatever BB-code the customer typed: [URL=…]Оплатить[/URL]
+disguises a link, [USER=1] mentions (and notifies) an employee, [CHAT=…] links a chat,
+[SEND=…]/[PUT=…] make buttons that post text as the seller. `neutralize` replaces the "["
+of anything shaped like a tag with "［" (FULLWIDTH LEFT SQUARE BRACKET): Bitrix24 parses
+no tag in it, and the seller still reads what the customer wrote.
 """
 
 from __future__ import annotations
@@ -43,3 +50,15 @@ def to_plain(text: str) -> str:
     out = html.unescape(out)
     lines = [line.rstrip() for line in out.split("\n")]
     return "\n".join(lines).strip()
+
+
+# "[" then (after optional spaces) an optional "/" and a letter or "*": every BB tag
+# Bitrix24 knows ([B], [/URL], [USER=1], [SEND=…], [*]), whatever its case, and no
+# ordinary bracket ("[1]", "[см. выше]" keep theirs).
+_TAG_START = re.compile(r"\[(?=\s*/?\s*[A-Za-z*])")
+INERT_BRACKET = "\uff3b"
+
+
+def neutralize(text: str) -> str:
+    """Customer text that Bitrix24 shows as typed: no tag in it is a tag any more."""
+    return _TAG_START.sub(INERT_BRACKET, text)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.errors import ApiError
 from gateway.http import FORM_READ_ERRORS
+from gateway.textsafe import ascii_digits
 
 MAX_KEYS = 2000
 MAX_DEPTH = 8
@@ -65,15 +66,15 @@ def _lists(node: Any) -> Any:
         node = {k: _lists(v) for k, v in node.items()}
         if (
             node
-            and all(k.isdigit() for k in node)
+            and all(ascii_digits(k) for k in node)
             and sorted(map(int, node)) == list(range(len(node)))
         ):
             return [node[str(i)] for i in range(len(node))]
     return node
 
 
-async def read_event_form(request: web.Request) -> dict[str, Any]:
-    """The request's form body as nested data, or a 4xx ApiError."""
+async def read_pairs(request: web.Request) -> list[tuple[str, str]]:
+    """The request's form body as flat (key, value) pairs, or a 4xx ApiError."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise ApiError(
             415,
@@ -94,10 +95,25 @@ async def read_event_form(request: web.Request) -> dict[str, Any]:
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_form", "form body is not valid text") from None
         pairs.append((key, value))
+    return pairs
+
+
+def first(pairs: Iterable[tuple[str, str]], key: str) -> str | None:
+    """The first value of a flat key ("auth[application_token]"), as nest() would keep it."""
+    return next((value for k, value in pairs if k == key), None)
+
+
+def nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """nest() with its refusal as a 400."""
     try:
         return nest(pairs)
     except FormInvalid as exc:
         raise ApiError(400, "invalid_form", str(exc)) from None
+
+
+async def read_event_form(request: web.Request) -> dict[str, Any]:
+    """The request's form body as nested data, or a 4xx ApiError."""
+    return nested(await read_pairs(request))
 
 
 def text(node: Any, *path: str) -> str | None:
@@ -105,7 +121,7 @@ def text(node: Any, *path: str) -> str | None:
     for part in path:
         if isinstance(node, dict):
             node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and ascii_digits(part) and int(part) < len(node):
             node = node[int(part)]
         else:
             return None

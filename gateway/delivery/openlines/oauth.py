@@ -91,7 +91,10 @@ def auth_server(configured: str, named: str | None) -> str:
     """The auth server to renew at: the one a token answer named when it is a known
     Bitrix24 auth server (or the configured one), else the configured one."""
     if named:
-        host = (urlsplit(named).hostname or "").lower()
+        try:
+            host = (urlsplit(named).hostname or "").lower()
+        except ValueError:  # not a URL (kept from an installation as given): ours then
+            return configured
         if host in KNOWN_AUTH_HOSTS and urlsplit(named).scheme == "https":
             return f"https://{host}"
         if host and host == (urlsplit(configured).hostname or "").lower():

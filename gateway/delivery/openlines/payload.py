@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from gateway.conversations import ChatMessage, Conversation
+from gateway.delivery.openlines.bbcode import neutralize
 from gateway.delivery.openlines.names import user_names
 from gateway.models import Attachment, Contact
 
@@ -77,7 +78,7 @@ def _fetchable(a: Attachment) -> bool:
 
 def attachment_line(a: Attachment) -> str:
     """An attachment Bitrix24 cannot fetch, named for the seller (no words to translate)."""
-    what = a.name or a.kind or "file"
+    what = neutralize(a.name or a.kind or "file")
     details = ", ".join(x for x in (a.kind if a.name else None, a.content_type, _size(a.size)) if x)
     return f"📎 {what}" + (f" ({details})" if details else "")
 
@@ -92,7 +93,9 @@ def message_item(
     disable_crm: bool,
 ) -> dict[str, Any]:
     contact = contact or Contact()
-    name, last_name = user_names(contact.name, channel_label)
+    # Whatever the customer wrote reaches the seller's chat inert (bbcode.neutralize): the
+    # text, the name shown as the author and in the chat's title, file names.
+    name, last_name = (neutralize(n) for n in user_names(contact.name, channel_label))
     user: dict[str, Any] = {"id": conversation.handle or f"chat:{conversation.id}", "name": name}
     if last_name:
         user["last_name"] = last_name
@@ -102,11 +105,11 @@ def message_item(
     if contact.emails:
         user["email"] = contact.emails[0]
     files = [
-        {"url": a.url, "name": a.name or a.kind or "file"}
+        {"url": a.url, "name": neutralize(a.name or a.kind or "file")}
         for a in message.attachments
         if _fetchable(a)
     ]
-    lines = [message.text] if message.text else []
+    lines = [neutralize(message.text)] if message.text else []
     lines += [attachment_line(a) for a in message.attachments if not _fetchable(a)]
     text = "\n".join(lines)
     body: dict[str, Any] = {"id": message.id, "date": int(message.at.timestamp())}

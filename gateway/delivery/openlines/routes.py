@@ -28,7 +28,7 @@ from aiohttp import web
 
 from gateway.delivery.b24client import B24Error
 from gateway.delivery.openlines.client import AppClient
-from gateway.delivery.openlines.form import read_event_form, text
+from gateway.delivery.openlines.form import first, nested, read_event_form, read_pairs, text
 from gateway.delivery.openlines.metrics import OpenLinesMetrics
 from gateway.delivery.openlines.oauth import expiry
 from gateway.delivery.openlines.settings import OpenLinesSettings
@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[str, dict[str, Any], bytes], Awaitable[str]]
 
 
-def _same_endpoint(given: str, expected: str) -> bool:
-    a, b = urlsplit(given), urlsplit(expected)
-    return (
-        a.scheme == b.scheme
-        and (a.hostname or "").lower() == (b.hostname or "").lower()
-        and a.port == b.port
-        and a.path.rstrip("/") == b.path.rstrip("/")
-    )
+def _endpoint(url: str) -> tuple[str, str, int | None, str] | None:
+    """What identifies a REST endpoint, or None when `url` is not a URL at all (an unclosed
+    "[", a port that is no port): urlsplit and .port raise ValueError for those."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, (parts.hostname or "").lower(), parts.port, parts.path.rstrip("/")
+    except ValueError:
+        return None
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -120,8 +120,16 @@ class OpenLinesRoutes:
         ):
             self.metrics.event(event, "unauthorized")
             raise ApiError(401, "unauthorized", "wrong application_token")
-        endpoint = str(auth["client_endpoint"])
-        if not _same_endpoint(endpoint, self.settings.rest_base):
+        given_endpoint = _endpoint(str(auth["client_endpoint"]))
+        if given_endpoint is None:
+            self.metrics.event(event, "invalid")
+            raise ApiError(
+                400,
+                "invalid_installation",
+                "the installation's client_endpoint is not a URL",
+                {"client_endpoint": "not a URL"},
+            )
+        if given_endpoint != _endpoint(self.settings.rest_base):
             self.metrics.event(event, "unauthorized")
             raise ApiError(
                 401,
@@ -143,10 +151,19 @@ class OpenLinesRoutes:
             user_id=text(auth, "user_id"),
             installed_at=now,
         )
-        await self.keeper.install(tokens)
+        try:
+            await self.keeper.install(tokens)
+        except B24Error:  # a renewal held the lease for longer than it may: try again
+            raise self._unavailable(
+                event, "the application's token is being renewed; reinstall in a minute"
+            ) from None
         self.on_install()
         self.metrics.event(event, "accepted")
         return _json({"status": "installed"})
+
+    def _unavailable(self, event: str, detail: str) -> ApiError:
+        self.metrics.event(event, "unavailable")
+        return ApiError(503, "portal_unavailable", detail, headers={"Retry-After": "30"})
 
     async def _vouch(self, access_token: str, event: str) -> None:
         """The portal confirms the token is our application's: app.info answers with our
@@ -161,12 +178,8 @@ class OpenLinesRoutes:
                 raise ApiError(
                     401, "unauthorized", f"the portal did not confirm the token: {exc.code}"
                 ) from None
-            self.metrics.event(event, "unavailable")
-            raise ApiError(
-                503,
-                "portal_unavailable",
-                "could not reach the portal to confirm the installation; reinstall later",
-                headers={"Retry-After": "30"},
+            raise self._unavailable(
+                event, "could not reach the portal to confirm the installation; reinstall later"
             ) from None
         code = info.get("CODE") if isinstance(info, dict) else None
         if not isinstance(code, str) or not hmac.compare_digest(
@@ -179,14 +192,16 @@ class OpenLinesRoutes:
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        fields = await read_event_form(request)
-        name = (text(fields, "event") or "").upper()
-        label = name if name in _KNOWN else "other"
+        pairs = await read_pairs(request)
+        # Token first: the flat auth[application_token] is compared before the rest of the
+        # body is even nested, so nobody without it learns how the body would be read.
         expected = self.keeper.application_token()
         if expected is None:
             await self.keeper.load()
             expected = self.keeper.application_token()
-        given = text(fields, "auth", "application_token")
+        given = first(pairs, "auth[application_token]")
+        name = (first(pairs, "event") or "").upper()
+        label = name if name in _KNOWN else "other"
         if expected is None:
             self.metrics.event(label, "unauthorized")
             raise ApiError(401, "not_installed", "the application is not installed here")
@@ -196,6 +211,7 @@ class OpenLinesRoutes:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             self.metrics.event(label, "unauthorized")
             raise ApiError(401, "unauthorized", "wrong auth[application_token]")
+        fields = nested(pairs)
         tokens = self.keeper.tokens
         member = text(fields, "auth", "member_id")
         if tokens is not None and member is not None and member != tokens.member_id:

@@ -10,6 +10,11 @@ one. So
   the store with a spent refresh token;
 - before renewing, the store is read again: someone (another replica, the CLI) may have
   renewed already, and their pair is the one to use;
+- a (re)installation writes its tokens under the same lease, and a renewal stores its pair
+  only while the store still holds the installation it renewed (`installed_at` is the
+  generation: a renewal keeps it, an installation sets a new one): the renewal of an old
+  installation that was in flight when the application was reinstalled never overwrites
+  the new installation's tokens;
 - a refusal (invalid_grant: revoked, spent, or older than 180 days) is believed only when
   the store still holds the refresh token that was refused; then mirroring stops, and
   /readyz says to reinstall. A new installation clears it (the refusal names the tokens
@@ -32,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.coordination import Coordination
+from gateway.coordination import Coordination, Lease
 from gateway.delivery.b24client import B24Error
 from gateway.delivery.openlines.oauth import Grant, OAuthClient, OAuthError, auth_server
 from gateway.delivery.openlines.settings import OpenLinesSettings
@@ -182,7 +187,7 @@ class TokenKeeper:
     async def load(self) -> AppTokens | None:
         """Read the store again; the tokens when the application is usable, else None."""
         if self._unsaved is not None:
-            await self._save(self._unsaved)
+            await self._save_renewed(self._unsaved)
         raw = await self.checkpoints.get_checkpoint(TOKENS)
         tokens = AppTokens.loads(raw) if raw else None
         revoked_raw = await self.checkpoints.get_checkpoint(REVOKED)
@@ -246,16 +251,29 @@ class TokenKeeper:
         margin = timedelta(seconds=self.settings.refresh_margin_seconds)
         return left <= margin and left < life / 2
 
+    def _lease_ttl(self) -> float:
+        return 2 * self.settings.timeout_seconds + 5
+
+    async def _wait_for_lease(self) -> Lease:
+        """The renewal lease, waiting while another holder renews (or installs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_FOR_PEER
+        while (lease := await self.coordination.acquire(LEASE, self._lease_ttl())) is None:
+            if loop.time() > deadline:
+                self._record("busy")
+                raise B24Error("retry", "REFRESH_BUSY", "another replica is renewing")
+            await self._sleep(0.2)
+        return lease
+
     async def refresh(self, stale: AppTokens) -> AppTokens:
         """Renew after `stale` was refused or ran out; one replica at a time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_FOR_PEER
-        ttl = 2 * self.settings.timeout_seconds + 5
         while True:
             fresh = await self._peer_renewed(stale)
             if fresh is not None:
                 return fresh
-            lease = await self.coordination.acquire(LEASE, ttl)
+            lease = await self.coordination.acquire(LEASE, self._lease_ttl())
             if lease is None:
                 if loop.time() > deadline:
                     self._record("busy")
@@ -308,25 +326,53 @@ class TokenKeeper:
             self._record("failed")
             raise B24Error("halt", "WRONG_PORTAL", "the auth server answered for another portal")
         renewed = tokens.renewed(grant, now)
-        self._tokens = renewed
         self._unsaved = renewed
-        await self._save(renewed)
+        if not await self._save_renewed(renewed):
+            # Reinstalled while the auth server answered: the new installation's tokens
+            # are the ones to use; the pair just got belongs to the old one.
+            self._record("peer")
+            fresh = await self.load()
+            if fresh is None:
+                raise self._not_ready()
+            return fresh
+        self._tokens = renewed
         self._record("ok")
         log.info("Open Lines: the application's access token was renewed")
         return renewed
 
-    async def _save(self, tokens: AppTokens) -> None:
+    async def _save_renewed(self, tokens: AppTokens) -> bool:
+        """Store a renewed pair unless the store holds another installation by now; False
+        (and the pair dropped) then."""
+        raw = await self.checkpoints.get_checkpoint(TOKENS)
+        held = AppTokens.loads(raw) if raw else None
+        if held is not None and held.installed_at != tokens.installed_at:
+            log.warning(
+                "Open Lines: the application was reinstalled while its token was renewed;"
+                " the new installation's tokens are kept"
+            )
+            if self._unsaved is tokens:
+                self._unsaved = None
+            return False
         await self.checkpoints.save_checkpoint(TOKENS, tokens.dumps())
         if self._unsaved is tokens:
             self._unsaved = None
+        return True
 
     # --- installing and revoking ---------------------------------------------------------
 
     async def install(self, tokens: AppTokens) -> None:
-        """Keep a new installation's tokens (durably, before the installer hears back)."""
-        self._unsaved = None
-        await self.checkpoints.save_checkpoint(TOKENS, tokens.dumps())
-        await self.load()
+        """Keep a new installation's tokens (durably, before the installer hears back).
+
+        Under the renewal lease: a renewal in flight finishes (and stores its pair) first,
+        then this installation's tokens replace it; a renewal that starts later reads them.
+        """
+        lease = await self._wait_for_lease()
+        try:
+            self._unsaved = None
+            await self.checkpoints.save_checkpoint(TOKENS, tokens.dumps())
+            await self.load()
+        finally:
+            await self.coordination.release(lease)
         log.info("Open Lines: the local application was installed (member %s)", tokens.member_id)
 
     async def revoke(self, reason: str, tokens: AppTokens | None = None) -> None:
