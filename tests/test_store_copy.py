@@ -3,7 +3,8 @@ holds — leads and events (kept ones too), replay and identity keys, the outbox
 states and CRM links, conversations and transcripts, checkpoints, quarantine, the inbox —
 and the command proves it with counts and a checksum of both sides. Afterwards the Redis
 store carries on where the file stopped: a sender's retry is a replay, the person's next
-contact joins their lead, the round robin gives the next lead to whom SQLite would have."""
+contact joins their lead, the round robin gives the next lead to whom SQLite would have (in
+the day each lead counted in), a chat's waiting inbox entries keep their order."""
 
 from __future__ import annotations
 
@@ -160,6 +161,71 @@ async def test_the_round_robin_turn_survives_the_move(
         await store.close()
     assert on_redis.assignment == on_sqlite.assignment
     assert on_redis.assignment is not None and on_redis.assignment.seller_id == "b"
+
+
+async def test_leads_counted_in_a_later_day_stay_in_it_after_the_move(
+    tmp_path: Path, redis_target: RedisTarget, target: RedisStore
+) -> None:
+    """After-hours leads count in the next opening, days away: on Redis the next lead of
+    that day must see them there, as SQLite does after a restart."""
+    path = tmp_path / "leadgate.db"
+    monday = NOW + timedelta(days=3)
+    store = SQLiteStore(path)
+    await store.open()
+    for n in range(2):  # anna alone is on duty then
+        await record(
+            store, make_event(f"w{n}", phone=f"+7903{n:07d}"), assignment=rr("anna", at=monday)
+        )
+    await store.close()
+    assert await copy(tmp_path, path, redis_target) == 0
+    event = make_event("w2", phone="+79039999999", at=NOW)
+    on_redis = await record(target, event, assignment=rr("anna", "boris", at=monday))
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        on_sqlite = await record(store, event, assignment=rr("anna", "boris", at=monday))
+    finally:
+        await store.close()
+    assert on_redis.assignment == on_sqlite.assignment
+    assert on_redis.assignment is not None and on_redis.assignment.seller_id == "boris"
+    assert await target.assignment_counts(monday.date()) == {"anna": 2, "boris": 1}
+
+
+async def test_a_chats_inbox_order_and_the_purge_survive_the_move(
+    tmp_path: Path, redis_target: RedisTarget, target: RedisStore
+) -> None:
+    path = tmp_path / "leadgate.db"
+    later = T0 + timedelta(seconds=30)
+    store = SQLiteStore(path)
+    await store.open()
+    await store.inbox_put(
+        [
+            InboxEntry("telegram", "shop", "1", b"{}", thread="42"),
+            InboxEntry("telegram", "shop", "2", b"{}", thread="42"),
+            InboxEntry("telegram", "shop", "3", b"{}"),
+        ],
+        T0,
+    )
+    first, second, other = await store.inbox_claim(T0, 10, owner="w", lease_seconds=60)
+    await store.update_inbox(
+        [
+            InboxUpdate(first.id, InboxState.PENDING, "boom", next_attempt_at=later),
+            InboxUpdate(second.id, InboxState.PENDING, count_attempt=False),
+            InboxUpdate(other.id, InboxState.DONE),
+        ],
+        T0,
+        owner="w",
+    )
+    await store.close()
+    assert await copy(tmp_path, path, redis_target) == 0
+    assert [i.thread for i in await target.list_inbox()] == ["42", "42", None]
+    # 2 still waits for 1, which waits for its retry.
+    assert await target.inbox_claim(T0, 10, owner="r", lease_seconds=60) == []
+    taken = await target.inbox_claim(later, 10, owner="r", lease_seconds=60)
+    assert [i.key for i in taken] == ["1", "2"]
+    # The done entry is forgotten in its time, its key with it.
+    assert await target.purge_inbox(T0 + timedelta(days=1)) == 1
+    assert await target.inbox_put([InboxEntry("telegram", "shop", "3", b"{}")], later) == [True]
 
 
 async def test_copy_refuses_a_running_gateway_and_a_prefix_with_data(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 
 import orjson
 
@@ -132,6 +133,24 @@ def conversation_after(
             "auto_answered_for": decision.answered_for or before.auto_answered_for,
         }
     )
+
+
+class LineChange(StrEnum):
+    """What a customer's chat message does to its conversation's transcript."""
+
+    EDIT = "edit"  # rewrites the line its edit names (text, attachments, edited_at)
+    # The message whose early edit already made its line: no second line, the edited text
+    # stays, only the line's `at` moves back to when the customer wrote it.
+    ORIGINAL = "original"
+    NEW = "new"  # a line of its own (inbound_line)
+
+
+def line_change(event: LeadEvent, edited_found: bool, own_found: bool) -> LineChange:
+    """`edited_found`: the conversation has a line with the external id `event` edits;
+    `own_found`: one with `event`'s own external id (an edit that came first made it)."""
+    if event.edits is not None:
+        return LineChange.EDIT if edited_found else LineChange.NEW
+    return LineChange.ORIGINAL if own_found else LineChange.NEW
 
 
 def inbound_line(event: LeadEvent, conversation_id: str, lead_id: str | None) -> ChatMessage:

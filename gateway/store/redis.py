@@ -110,6 +110,7 @@ redis.call('ZADD', KEYS[2], id, id)
 return id
 """
 
+
 def index_lead(pipe: Pipeline, k: Keys, lead: Lead) -> None:
     """Queue a new lead's index entries (its listings, the /ops window of NEW leads)."""
     pipe.zadd(k.leads, {lead.id: 0})
@@ -271,16 +272,18 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
                 if doc is None:  # a bug, not input
                     raise LookupError(f"merge target {decision.plan.lead_id} not found")
                 base = Lead.model_validate_json(doc)
-        edited_line = None
-        if event.thread is not None and event.edits is not None and conversation is not None:
-            edited_line = maybe_text(
-                await pipe.hget(k.conversation_lines(conversation.id), event.edits)
+        # The line the message edits, or for a message the line its early edit made (the
+        # lines hash is watched with the conversation).
+        line = None
+        if event.thread is not None and conversation is not None:
+            line = maybe_text(
+                await pipe.hget(
+                    k.conversation_lines(conversation.id), event.edits or event.external_id
+                )
             )
 
         pipe.multi()  # type: ignore[no-untyped-call]
-        receipt = self._queue_record(
-            pipe, event, rkeys, keys, decision, base, conversation, edited_line
-        )
+        receipt = self._queue_record(pipe, event, rkeys, keys, decision, base, conversation, line)
         if checkpoint is not None:
             pipe.hset(k.checkpoints, *checkpoint)
         token = secrets.token_hex(8)
@@ -309,7 +312,7 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         decision: Decision,
         base: Lead | None,
         conversation: Conversation | None,
-        edited_line: str | None,
+        line: str | None,
     ) -> Receipt:
         k, d = self.k, decision.plan
         now = ts(event.received_at)
@@ -364,8 +367,11 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
             )
         if decision.count is not None:
             self._move_count(pipe, decision.count)
+            if decision.count.seller is not None and lead is not None:
+                # The day it counted in goes with the lead, as on SQLite.
+                pipe.hset(k.count_days, lead.id, decision.count.day.isoformat())
         if event.thread is not None:
-            thread_writes(pipe, k, event, d, lead_id, conversation, edited_line)
+            thread_writes(pipe, k, event, d, lead_id, conversation, line)
         return Receipt(event_id=event.id, lead_id=lead_id, outcome=outcome)
 
     def _move_count(self, pipe: Pipeline, count: Count) -> None:

@@ -30,7 +30,13 @@ from gateway.conversations import (
 )
 from gateway.models import Attachment, LeadEvent, new_id
 from gateway.store.base import OutboxKind, Plan, StoreUnavailable
-from gateway.store.changes import answer_lines, conversation_after, inbound_line
+from gateway.store.changes import (
+    LineChange,
+    answer_lines,
+    conversation_after,
+    inbound_line,
+    line_change,
+)
 from gateway.store.redis_keys import (
     INSERT_IN_ORDER,
     Keys,
@@ -133,6 +139,17 @@ def add_line(pipe: Pipeline, k: Keys, line: ChatMessage) -> None:
         pipe.hsetnx(k.conversation_lines(line.conversation_id), line.external_id, line.id)
 
 
+# The original of a line its early edit made: the line gets the moment the customer wrote
+# it, if earlier (the edited text stays). KEYS: the line; ARGV: the message's moment.
+_ORIGINAL_LATE = """
+local f = redis.call('HMGET', KEYS[1], 'at', 'direction')
+if f[2] == 'in' and tonumber(ARGV[1]) < tonumber(f[1]) then
+  redis.call('HSET', KEYS[1], 'at', ARGV[1])
+end
+return 1
+"""
+
+
 def thread_writes(
     pipe: Pipeline,
     k: Keys,
@@ -140,10 +157,11 @@ def thread_writes(
     decision: Plan,
     lead_id: str | None,
     before: Conversation | None,
-    edited_line: str | None,
+    line_id: str | None,
 ) -> None:
     """Queue on `pipe` what a chat message brings: its conversation as it becomes, its line
-    (or the edit of one), the plan's answers and their outbox rows."""
+    (or the edit of one), the plan's answers and their outbox rows. `line_id`: the line of
+    the external id the message edits, or of its own (one its early edit made)."""
     thread = event.thread
     assert thread is not None
     at = event.occurred_at
@@ -153,9 +171,11 @@ def thread_writes(
         pipe.set(key, conversation.id)
     pairs = [item for pair in conversation_fields(conversation).items() for item in pair]
     pipe.hset(k.conversation(conversation.id), items=pairs)
-    edited = event.edits
-    if edited is not None and before is not None and edited_line is not None:
-        key = k.message(edited_line)
+    found = before is not None and line_id is not None
+    change = line_change(event, found and event.edits is not None, found and event.edits is None)
+    if change is LineChange.EDIT:
+        assert line_id is not None
+        key = k.message(line_id)
         changes = {"text": event.text, "attachments": _attachments(event.attachments)}
         pipe.hset(key, "edited_at", ts(at))
         for name, value in changes.items():
@@ -163,6 +183,9 @@ def thread_writes(
                 pipe.hdel(key, name)
             else:
                 pipe.hset(key, name, value)
+    elif change is LineChange.ORIGINAL:
+        assert line_id is not None
+        queue_script(pipe, _ORIGINAL_LATE, [k.message(line_id)], [ts(at)])
     else:
         line = inbound_line(event, conversation.id, lead_id)
         add_line(pipe, k, line)

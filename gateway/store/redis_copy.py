@@ -4,9 +4,11 @@ installation can switch to replicas (`leadgate store copy`).
 Everything the store holds goes over as it is: leads, events in the order they were stored
 with their replay keys and identity keys, the outbox with its ids, states, attempts and
 links to the CRM, conversations and transcripts, checkpoints, quarantine, the inbox, the
-intake counts, and the round-robin state of today (so assignment stays even across the
-switch). Claims do not: nobody holds anything in the new store. The copy reads the file
-with the gateway stopped (it takes the file's lock) and refuses a prefix that has data.
+intake counts, the day each lead's assignment counted in and the round-robin state of the
+day in progress (so assignment stays even across the switch), and the order of each chat's
+waiting inbox entries. Claims do not: nobody holds anything in the new store. The copy
+reads the file with the gateway stopped (it takes the file's lock) and refuses a prefix
+that has data.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from gateway.inbox import InboxState
 from gateway.models import Lead
 from gateway.store.base import StoreUnavailable
 from gateway.store.redis import event_fields, event_indexes, index_lead
@@ -39,7 +42,12 @@ from gateway.store.redis_outbox import restore_outbox
 from gateway.store.sqlite_chat import all_conversations, all_messages
 from gateway.store.sqlite_inbox import all_inbox
 from gateway.store.sqlite_ops import quarantine_rows
-from gateway.store.sqlite_queries import assigned_since, open_reader, outbox_rows
+from gateway.store.sqlite_queries import (
+    assigned_since,
+    latest_count_day,
+    open_reader,
+    outbox_rows,
+)
 
 _BATCH = 500
 
@@ -112,11 +120,13 @@ async def _copy(
     def count(kind: str) -> None:
         copied[kind] = copied.get(kind, 0) + 1
 
-    for (doc,) in db.execute("SELECT doc FROM leads ORDER BY id"):
+    for doc, count_day in db.execute("SELECT doc, count_day FROM leads ORDER BY id"):
         lead = Lead.model_validate_json(doc)
         pipe = await out.step()
         pipe.set(k.lead(lead.id), lead.__pydantic_serializer__.to_json(lead))
         index_lead(pipe, k, lead)
+        if count_day is not None:
+            pipe.hset(k.count_days, lead.id, count_day)
         count("leads")
     for key, lead_id in db.execute("SELECT key, lead_id FROM identities"):
         (await out.step()).sadd(k.identity(key), lead_id)
@@ -225,13 +235,21 @@ async def _copy_inbox(
         }
         if item.last_error is not None:
             fields["last_error"] = item.last_error
+        if item.thread is not None:
+            fields["thread"] = item.thread
         pipe = await out.step()
         pipe.hset(k.inbox(item.id), items=_pairs(fields))
         pipe.set(k.inbox_key(item.channel, item.account, item.key), item.id)
         pipe.zadd(f"{k.p}inbox:all", {str(item.id): item.id})
         pipe.zadd(f"{k.p}inbox:st:{item.state.value}", {str(item.id): item.id})
-        if item.state.value == "pending":
+        if item.state is InboxState.PENDING:
             pipe.zadd(f"{k.p}inbox:due", {str(item.id): item.next_attempt_at.timestamp()})
+            if item.thread is not None:
+                # The chat's order holds in the new store: its entries wait as they did.
+                thread = k.inbox_thread(item.channel, item.account, item.thread)
+                pipe.zadd(thread, {str(item.id): item.id})
+        elif item.state is InboxState.DONE:
+            pipe.zadd(f"{k.p}inbox:done", {str(item.id): item.received_at.timestamp()})
         top = max(top, item.id)
         count("inbox")
     if top:
@@ -239,12 +257,15 @@ async def _copy_inbox(
 
 
 def _seed_round_robin(db: sqlite3.Connection, pipe: Pipeline, k: Keys, tz: ZoneInfo) -> None:
-    """Today's counts and the running total before it, from the leads, as the embedded
-    store seeds them when it opens: the first lead after the switch gets the same seller it
-    would have got before."""
-    today = datetime.now(tz).date()
-    counts, earlier = assigned_since(db, datetime.combine(today, time.min, tz).timestamp())
-    state: list[Any] = ["day", today.isoformat(), "earlier", earlier]
+    """The day in progress with its counts and the running total before it, from the leads
+    and the day each counted in, as the embedded store seeds them when it opens: today, or
+    the latest day a lead counted in if later (after-hours leads counted on Monday stay on
+    Monday). The first lead after the switch gets the seller it would have got before."""
+    day = datetime.now(tz).date()
+    if (latest := latest_count_day(db)) is not None and latest > day:
+        day = latest
+    counts, earlier = assigned_since(db, day, datetime.combine(day, time.min, tz).timestamp())
+    state: list[Any] = ["day", day.isoformat(), "earlier", earlier]
     for seller, n in counts.items():
         state += [f"s:{seller}", n]
     pipe.hset(k.rr, items=state)

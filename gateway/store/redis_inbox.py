@@ -1,12 +1,16 @@
 """The inbox in the Redis store: pushed input kept before it is answered, handled after.
 
 Every change is one Lua script, so a put's duplicate check and its insert (and the
-poller's checkpoint) are one step on the server, whichever replica puts. Layout:
+poller's checkpoint) are one step on the server, whichever replica puts; a claim sees
+every entry of a chat at once, so a chat's entries are claimed in order across replicas.
+Layout:
 
     inbox:{id}                        the entry (body base64: replies are decoded text)
-    inboxkey:{ch}\\x1f{acct}\\x1f{key}  -> id: the key is remembered for good
+    inboxkey:{ch}\\x1f{acct}\\x1f{key}  -> id: the key is remembered until purge_inbox
     inbox:all, inbox:st:{state}       ids (score: the id)
     inbox:due                         pending ids by next_attempt_at
+    inbox:thread:{ch}\\x1f{acct}\\x1f{thread}  a chat's pending ids (score: the id)
+    inbox:done                        done ids by received_at (what purge_inbox forgets)
 """
 
 from __future__ import annotations
@@ -41,16 +45,22 @@ local function restate(id, from, to)
   redis.call('ZREM', P .. 'inbox:st:' .. from, id)
   redis.call('ZADD', P .. 'inbox:st:' .. to, id, id)
 end
+-- The sorted set of a chat's pending entries; nil for an entry of no chat.
+local function thread_of(key)
+  local f = redis.call('HMGET', key, 'channel', 'account', 'thread')
+  if not f[3] then return nil end
+  return P .. 'inbox:thread:' .. f[1] .. '\\31' .. f[2] .. '\\31' .. f[3]
+end
 """
 
 # ARGV: prefix, at, checkpoint name ('' = none), checkpoint value, then per entry: channel,
-# account, key, headers, body. One 1/0 per entry (0: a duplicate).
+# account, key, headers, body, thread ('' = none). One 1/0 per entry (0: a duplicate).
 _PUT = (
     _PRELUDE
     + """
 local at = ARGV[2]
 local out = {}
-for i = 5, #ARGV, 5 do
+for i = 5, #ARGV, 6 do
   local ik = P .. 'inboxkey:' .. ARGV[i] .. '\\31' .. ARGV[i + 1] .. '\\31' .. ARGV[i + 2]
   if redis.call('EXISTS', ik) == 1 then
     table.insert(out, 0)
@@ -63,6 +73,10 @@ for i = 5, #ARGV, 5 do
     redis.call('ZADD', P .. 'inbox:all', id, id)
     redis.call('ZADD', P .. 'inbox:st:pending', id, id)
     redis.call('ZADD', P .. 'inbox:due', at, id)
+    if ARGV[i + 5] ~= '' then
+      redis.call('HSET', row(id), 'thread', ARGV[i + 5])
+      redis.call('ZADD', thread_of(row(id)), id, id)
+    end
     table.insert(out, 1)
   end
 end
@@ -72,25 +86,44 @@ return out
 )
 
 # ARGV: prefix, now, until, owner, limit, channel ('' = any). The rows taken, as they were.
+# An entry of a chat waits while an older pending one of that chat is due later (its retry)
+# or held by a claim that still runs; the entries taken are chosen before any is marked,
+# so several due ones of a chat go in one claim, in order.
 _CLAIM = (
     _PRELUDE
     + """
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[5])
+local function held(f)
+  return f[1] ~= false and f[2] ~= false and tonumber(f[2]) > now
+end
+local function waits(key, id)
+  local thread = thread_of(key)
+  if not thread then return false end
+  for _, older in ipairs(redis.call('ZRANGEBYSCORE', thread, '-inf', '(' .. id)) do
+    local f = redis.call('HMGET', row(older), 'claimed_by', 'claimed_until', 'next_attempt_at')
+    if tonumber(f[3]) > now or held(f) then return true end
+  end
+  return false
+end
 local candidates = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'inbox:due', '-inf', ARGV[2])) do
   table.insert(candidates, tonumber(id))
 end
 table.sort(candidates)
-local out = {}
+local taken = {}
 for _, id in ipairs(candidates) do
-  if #out >= limit then break end
+  if #taken >= limit then break end
   local key = row(id)
   local f = redis.call('HMGET', key, 'state', 'claimed_by', 'claimed_until', 'channel')
-  if f[1] == 'pending' and ((not f[2]) or tonumber(f[3]) <= now)
-      and (ARGV[6] == '' or f[4] == ARGV[6]) then
-    table.insert(out, redis.call('HGETALL', key))
-    redis.call('HSET', key, 'claimed_by', ARGV[4], 'claimed_until', ARGV[3])
+  if f[1] == 'pending' and not held({f[2], f[3]})
+      and (ARGV[6] == '' or f[4] == ARGV[6]) and not waits(key, id) then
+    table.insert(taken, key)
   end
+end
+local out = {}
+for _, key in ipairs(taken) do
+  table.insert(out, redis.call('HGETALL', key))
+  redis.call('HSET', key, 'claimed_by', ARGV[4], 'claimed_until', ARGV[3])
 end
 return out
 """
@@ -114,6 +147,9 @@ for _, u in ipairs(cjson.decode(ARGV[4])) do
       redis.call('HDEL', key, 'last_error')
       redis.call('ZREM', P .. 'inbox:due', u.id)
       restate(u.id, f[2], 'done')
+      redis.call('ZADD', P .. 'inbox:done', redis.call('HGET', key, 'received_at'), u.id)
+      local thread = thread_of(key)
+      if thread then redis.call('ZREM', thread, u.id) end
     elseif u.state == 'pending' then
       local due = u.next_attempt_at or at
       redis.call('HSET', key, 'next_attempt_at', due)
@@ -128,6 +164,9 @@ for _, u in ipairs(cjson.decode(ARGV[4])) do
       end
       redis.call('ZREM', P .. 'inbox:due', u.id)
       restate(u.id, f[2], 'dead')
+      -- A dead entry holds up nothing: a person looks at it, the chat goes on.
+      local thread = thread_of(key)
+      if thread then redis.call('ZREM', thread, u.id) end
     end
     redis.call('HINCRBY', key, 'attempts', u.step)
     redis.call('HDEL', key, 'claimed_by', 'claimed_until')
@@ -156,13 +195,38 @@ for _, id in ipairs(targets) do
     redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'next_attempt_at', now)
     restate(id, 'dead', 'pending')
     redis.call('ZADD', P .. 'inbox:due', now, id)
+    local thread = thread_of(key)
+    if thread then redis.call('ZADD', thread, id, id) end
   end
 end
 return n
 """
 )
 
+# ARGV: prefix, done_before, most to forget. How many were forgotten (keys included: a
+# vendor's repeat is then new).
+_PURGE = (
+    _PRELUDE
+    + """
+local ids = redis.call('ZRANGEBYSCORE', P .. 'inbox:done', '-inf', '(' .. ARGV[2],
+  'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = row(id)
+  local f = redis.call('HMGET', key, 'channel', 'account', 'key', 'state')
+  if f[4] == 'done' then
+    redis.call('DEL', P .. 'inboxkey:' .. f[1] .. '\\31' .. f[2] .. '\\31' .. f[3], key)
+    redis.call('ZREM', P .. 'inbox:all', id)
+    redis.call('ZREM', P .. 'inbox:st:done', id)
+  end
+  redis.call('ZREM', P .. 'inbox:done', id)
+end
+return #ids
+"""
+)
+
 _PAGE = 200
+# Entries one purge script forgets: the server is busy for a few milliseconds at a time.
+_PURGE_BATCH = 500
 
 
 def inbox_item(raw: Mapping[str, str]) -> InboxItem:
@@ -180,6 +244,7 @@ def inbox_item(raw: Mapping[str, str]) -> InboxItem:
         last_error=raw.get("last_error"),
         claimed_by=raw.get("claimed_by"),
         claimed_until=maybe_moment(raw.get("claimed_until")),
+        thread=raw.get("thread"),
     )
 
 
@@ -209,7 +274,14 @@ class InboxMethods:
     ) -> list[bool]:
         args: list[Any] = [self.k.p, ts(at), *(checkpoint or ("", ""))]
         for e in entries:
-            args += [e.channel, e.account, e.key, orjson.dumps(e.headers), pack_bytes(e.body)]
+            args += [
+                e.channel,
+                e.account,
+                e.key,
+                orjson.dumps(e.headers),
+                pack_bytes(e.body),
+                e.thread or "",
+            ]
         if not entries and checkpoint is None:
             return []
         async with unavailable():
@@ -300,6 +372,15 @@ class InboxMethods:
             )
             for channel in sorted(set(pending) | set(dead))
         }
+
+    async def purge_inbox(self, done_before: datetime) -> int:
+        purged = 0
+        async with unavailable():
+            while True:
+                n = int(await self._lua(_PURGE)([], [self.k.p, ts(done_before), _PURGE_BATCH]))
+                purged += n
+                if n < _PURGE_BATCH:
+                    return purged
 
     async def retry_inbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         if ids is not None and not ids:

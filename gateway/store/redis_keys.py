@@ -16,6 +16,8 @@ Rows are hashes; listings are sorted sets, so a page or a count never scans ever
                                Idempotency-Key
     ident:{key}                set of lead ids of an identity key ("phone:+7916...")
     rr                         round robin of the day in progress: day, earlier, s:{seller}
+    leads:count_day            hash lead id -> the day (ISO) its assignment counted in,
+                               written with the lead (what the embedded store keeps per lead)
     checkpoints                hash name -> value
     intake:{ch}                hash "{bucket}:{outcome}" -> count; intake:buckets:{ch} the
                                buckets by start; intake:last hash channel -> last received_at
@@ -76,6 +78,7 @@ class Keys:
         self.leads_created = f"{prefix}leads:created"
         self.events = f"{prefix}events"
         self.rr = f"{prefix}rr"
+        self.count_days = f"{prefix}leads:count_day"
         self.checkpoints = f"{prefix}checkpoints"
         self.intake_last = f"{prefix}intake:last"
         self.quarantine_all = f"{prefix}q:all"
@@ -140,6 +143,9 @@ class Keys:
     def inbox_key(self, channel: str, account: str, key: str) -> str:
         return f"{self.p}inboxkey:{channel}{SEP}{account}{SEP}{key}"
 
+    def inbox_thread(self, channel: str, account: str, thread: str) -> str:
+        return f"{self.p}inbox:thread:{channel}{SEP}{account}{SEP}{thread}"
+
 
 # --- values ------------------------------------------------------------------------------------
 
@@ -162,7 +168,6 @@ def texts(reply: Any) -> list[str]:
 def fields(reply: Any) -> dict[str, str]:
     """A hash as HGETALL returns it ({} when there is none)."""
     return cast(dict[str, str], reply)
-
 
 
 def ts(moment: datetime) -> str:

@@ -60,7 +60,9 @@ def resolve(
     """The seller for a create's request and the count it moves, as DayCounts.resolve does
     for the embedded store: the first request starts the request's day (or the day it was
     received, if later); a later day starts from zero with the turn carried over; an
-    earlier one counts in the day in progress."""
+    earlier one counts in the day in progress. `rr` is never behind the latest day a
+    stored lead counted in (DayCounts' `latest`): it is written with every counted lead
+    and only ever moves forward."""
     request = decision.assignment
     if decision.action is not PlanAction.CREATE or request is None:
         return None

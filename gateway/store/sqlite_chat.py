@@ -28,7 +28,13 @@ from gateway.conversations import (
 )
 from gateway.models import Attachment, Channel, Lead, LeadEvent, new_id
 from gateway.store.base import OutboxKind, Plan
-from gateway.store.changes import answer_lines, conversation_after, inbound_line
+from gateway.store.changes import (
+    LineChange,
+    answer_lines,
+    conversation_after,
+    inbound_line,
+    line_change,
+)
 from gateway.store.sqlite_queries import from_epoch, to_epoch
 
 T = TypeVar("T")
@@ -263,15 +269,21 @@ class ChatMethods:
         item.thread_keys.append(key)
         item.conversations.append(conversation_row(conversation))
         edited = event.edits
-        if edited is not None and before is not None and self._has_line(before.id, edited):
+        change = line_change(
+            event,
+            edited is not None and before is not None and self._has_line(before.id, edited),
+            edited is None and before is not None and self._has_line(before.id, event.external_id),
+        )
+        if change is LineChange.EDIT:
+            assert before is not None and edited is not None
             item.statements.append(
                 (
                     _EDIT_MESSAGE,
                     (event.text, _attachments(event.attachments), to_epoch(at), before.id, edited),
                 )
             )
-        elif edited is None and before is not None and self._has_line(before.id, event.external_id):
-            # Its edit came first and made the line: one line, with the edited text.
+        elif change is LineChange.ORIGINAL:
+            assert before is not None
             item.statements.append((_ORIGINAL_LATE, (to_epoch(at), before.id, event.external_id)))
         else:
             line = inbound_line(event, conversation.id, lead_id)
