@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio
 
 from gateway import cli
+from gateway.assign import Assignment, AssignmentRequest
 from gateway.inbox import InboxEntry, InboxState, InboxUpdate
 from gateway.models import Outcome
 from gateway.store.base import OutboxKind, OutboxState, OutboxUpdate, Quarantined
@@ -139,28 +140,42 @@ async def test_copy_moves_everything_and_proves_it(
     assert await target.assignment_counts(NOW.date()) == today_counts
 
 
+async def counted_leads(path: Path, n: int, request: AssignmentRequest) -> None:
+    """`n` new people's leads in the SQLite store at `path`, each assigned by `request`."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        for i in range(n):
+            event = make_event(f"t{i}", phone=f"+7903{i:07d}", at=NOW)
+            await record(store, event, assignment=request)
+    finally:
+        await store.close()
+
+
+async def next_on_both(
+    path: Path, target: RedisStore, request: AssignmentRequest
+) -> tuple[Assignment | None, Assignment | None]:
+    """The seller the next lead gets on the copy and on the file it was copied from."""
+    event = make_event("next", phone="+79039999999", at=NOW)
+    on_redis = await record(target, event, assignment=request)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        on_sqlite = await record(store, event, assignment=request)
+    finally:
+        await store.close()
+    return on_redis.assignment, on_sqlite.assignment
+
+
 async def test_the_round_robin_turn_survives_the_move(
     tmp_path: Path, redis_target: RedisTarget, target: RedisStore
 ) -> None:
     path = tmp_path / "leadgate.db"
-    store = SQLiteStore(path)
-    await store.open()
-    for n in range(3):
-        event = make_event(f"t{n}", phone=f"+7903{n:07d}", at=NOW)
-        await record(store, event, assignment=rr("a", "b", at=NOW))
-    await store.close()
+    await counted_leads(path, 3, rr("a", "b", at=NOW))
     assert await copy(tmp_path, path, redis_target) == 0
     # The next lead goes to the same seller on either side.
-    event = make_event("next", phone="+79039999999", at=NOW)
-    on_redis = await record(target, event, assignment=rr("a", "b", at=NOW))
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        on_sqlite = await record(store, event, assignment=rr("a", "b", at=NOW))
-    finally:
-        await store.close()
-    assert on_redis.assignment == on_sqlite.assignment
-    assert on_redis.assignment is not None and on_redis.assignment.seller_id == "b"
+    on_redis, on_sqlite = await next_on_both(path, target, rr("a", "b", at=NOW))
+    assert on_redis == on_sqlite == Assignment("b", "round_robin")
 
 
 async def test_leads_counted_in_a_later_day_stay_in_it_after_the_move(
@@ -170,24 +185,10 @@ async def test_leads_counted_in_a_later_day_stay_in_it_after_the_move(
     that day must see them there, as SQLite does after a restart."""
     path = tmp_path / "leadgate.db"
     monday = NOW + timedelta(days=3)
-    store = SQLiteStore(path)
-    await store.open()
-    for n in range(2):  # anna alone is on duty then
-        await record(
-            store, make_event(f"w{n}", phone=f"+7903{n:07d}"), assignment=rr("anna", at=monday)
-        )
-    await store.close()
+    await counted_leads(path, 2, rr("anna", at=monday))  # anna alone is on duty then
     assert await copy(tmp_path, path, redis_target) == 0
-    event = make_event("w2", phone="+79039999999", at=NOW)
-    on_redis = await record(target, event, assignment=rr("anna", "boris", at=monday))
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        on_sqlite = await record(store, event, assignment=rr("anna", "boris", at=monday))
-    finally:
-        await store.close()
-    assert on_redis.assignment == on_sqlite.assignment
-    assert on_redis.assignment is not None and on_redis.assignment.seller_id == "boris"
+    on_redis, on_sqlite = await next_on_both(path, target, rr("anna", "boris", at=monday))
+    assert on_redis == on_sqlite == Assignment("boris", "round_robin")
     assert await target.assignment_counts(monday.date()) == {"anna": 2, "boris": 1}
 
 
