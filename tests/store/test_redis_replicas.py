@@ -2,7 +2,8 @@
 they write at the same time. Within a replica record() goes in arrival order; between
 replicas only Redis (WATCH/MULTI, Lua) keeps the truth one. What the contract promises for
 one store must hold for the pair: one lead per person, one event per sender id, round-robin
-counts equal to the leads stored, outbox items claimed by one replica only."""
+counts equal to the leads stored, outbox items claimed by one replica only, a chat's inbox
+entries handled one at a time in the order kept."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import timedelta
 import pytest
 import redis.asyncio
 
+from gateway.inbox import InboxEntry, InboxState, InboxUpdate
 from gateway.models import Outcome
 from gateway.store.base import LeadQuery, Recorded
 from gateway.store.redis import RedisStore
@@ -106,3 +108,46 @@ async def test_claims_on_two_replicas_never_share_an_item(
     )
     ids = [item.id for batch in batches for item in batch]
     assert len(ids) == len(set(ids)) == 30
+
+
+async def test_a_chats_inbox_entries_go_one_at_a_time_in_order_across_replicas(
+    replicas: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = replicas
+    chats, per_chat = 6, 5
+    entries = [
+        InboxEntry("telegram", "shop", f"{n}", b"{}", thread=f"chat-{n % chats}")
+        for n in range(chats * per_chat)
+    ]
+    await a.inbox_put(entries, T0)
+    now = T0 + timedelta(seconds=1)
+    handled: dict[str, list[int]] = {}
+    holding: dict[str, str] = {}  # chat -> the replica whose claim holds one of its entries
+
+    async def worker(store: RedisStore, name: str) -> None:
+        idle = 0
+        while idle < 20:
+            items = await store.inbox_claim(now, 2, owner=name, lease_seconds=60)
+            if not items:
+                idle += 1
+                await asyncio.sleep(0.001)
+                continue
+            idle = 0
+            for item in items:
+                assert item.thread is not None
+                assert holding.get(item.thread, name) == name, "two replicas hold one chat"
+                holding[item.thread] = name
+            await asyncio.sleep(0.002)  # the work, while other claims run
+            for item in items:
+                assert item.thread is not None
+                handled.setdefault(item.thread, []).append(item.id)
+                holding.pop(item.thread, None)
+            await store.update_inbox(
+                [InboxUpdate(i.id, InboxState.DONE) for i in items], now, owner=name
+            )
+
+    await asyncio.gather(*(worker(a if n % 2 else b, f"replica-{n}") for n in range(4)))
+    assert sorted(handled) == [f"chat-{n}" for n in range(chats)]
+    for ids in handled.values():
+        assert len(ids) == per_chat and ids == sorted(ids)
+    assert await a.list_inbox(InboxState.PENDING) == []
