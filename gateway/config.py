@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import (
@@ -447,6 +448,20 @@ def store_problem(store: StoreSettings) -> str | None:
     if not parent.is_dir():
         return f"store.path: directory {parent} does not exist (create it, or fix the path)"
     return None
+
+
+def store_name(store: StoreSettings) -> str:
+    """Where the store is, for logs and messages: the file, or the Redis server (or Sentinel
+    group) and the key prefix. Never a password."""
+    if store.kind == "sqlite":
+        return str(store.path)
+    if store.sentinels:
+        where = f"sentinel {store.master} via {','.join(store.sentinels)}"
+    else:
+        assert store.url is not None  # StoreSettings requires url or sentinels
+        parts = urlsplit(store.url.get_secret_value())
+        where = f"{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+    return f"redis {where} prefix {store.prefix!r}"
 
 
 def _known_env_heads() -> set[str]:

@@ -41,9 +41,11 @@ from gateway.ops_snapshot import CHANNEL_CONNECTORS
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Releaser
 from gateway.redact import register as register_secret
+from gateway.redact import register_url
 from gateway.redisconn import connect
 from gateway.screen import Screen
 from gateway.store.base import Store, StoreUnavailable
+from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from gateway.store_durability import DurabilityWatch
 from gateway.supervisor import Supervisor
@@ -56,11 +58,25 @@ _STARTUP_LINES: web.AppKey[list[str]] = web.AppKey("connector_lines")
 
 
 def make_store(settings: Settings) -> Store:
+    outbox_delivered = settings.delivery.sink == "local"
+    if settings.store.kind == "redis":
+        _register_redis_url(settings)
+        # Several replicas on one Redis: nothing of the store is kept in this process.
+        return RedisStore(
+            connect(settings.store),
+            prefix=settings.store.prefix,
+            outbox_delivered=outbox_delivered,
+        )
     return SQLiteStore(
         settings.store.path,
         max_batch=settings.store.max_batch,
-        outbox_delivered=settings.delivery.sink == "local",
+        outbox_delivered=outbox_delivered,
     )
+
+
+def _register_redis_url(settings: Settings) -> None:
+    # A password in the URL never reaches a log line (a connection error quotes it).
+    register_url(settings.store.url.get_secret_value() if settings.store.url else None)
 
 
 def make_coordination(settings: Settings) -> Coordination:
@@ -208,6 +224,8 @@ def create_app(
         middlewares=[gateway_middleware],
     )
     metrics = Metrics()
+    if settings.store.kind == "redis":
+        _register_redis_url(settings)  # the coordination, broadcast and watch use it too
     store = store or make_store(settings)
     coordination = coordination or make_coordination(settings)
     broadcast = broadcast or make_broadcast(settings)

@@ -15,6 +15,7 @@ redis-server), and a test that needs a real component must not pass without one.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -160,6 +161,30 @@ def session_redis() -> Iterator[SessionRedis]:
             yield SessionRedis(server.url, server)
         finally:
             server.stop()
+
+
+_SHARED: list[SessionRedis] = []
+
+
+def shared_session() -> SessionRedis:
+    """The Redis of this test process for code that cannot take a fixture (a hypothesis test
+    opening a store per example, the store contract's factories): REDIS_URL, or one
+    redis-server started on first use and stopped when the process exits."""
+    if not _SHARED:
+        given = os.environ.get("REDIS_URL")
+        if given:
+            _SHARED.append(SessionRedis(given, None))
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="leadgate-redis-"))
+            server = RedisServer(free_port(), directory).start()
+
+            def stop() -> None:
+                server.stop()
+                shutil.rmtree(directory, ignore_errors=True)
+
+            atexit.register(stop)
+            _SHARED.append(SessionRedis(server.url, server))
+    return _SHARED[0]
 
 
 # --- Sentinel -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The chat side on the command line: `leads show` prints the transcript (masked), `inbox
-list` shows what could not be handled, `inbox retry` hands it back to the worker."""
+list` shows what could not be handled, `inbox retry` hands it back to the worker; beside a
+gateway on SQLite and on Redis (chat_factory runs both)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from test_conversations import (  # noqa: F401  (the fixture is used by name)
 
 from gateway import cli
 from gateway.chat_service import INBOX_WORKER
+from gateway.keys import SETTINGS
 
 
 async def main(argv: list[str]) -> int:
@@ -25,9 +27,18 @@ async def main(argv: list[str]) -> int:
     return await asyncio.to_thread(cli.main, argv)
 
 
-def _config(tmp_path: Path) -> str:
+def _config(tmp_path: Path, chat: Chat) -> str:
+    """A config naming the running gateway's store (its SQLite file or its Redis)."""
+    store = chat.client.app[SETTINGS].store
+    if store.kind == "redis":
+        assert store.url is not None
+        section = (
+            f'kind = "redis"\nurl = "{store.url.get_secret_value()}"\nprefix = "{store.prefix}"'
+        )
+    else:
+        section = f'path = "{store.path}"'
     path = tmp_path / "cli.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "leadgate.db"}"\n', encoding="utf-8")
+    path.write_text(f"[store]\n{section}\n", encoding="utf-8")
     return str(path)
 
 
@@ -40,14 +51,14 @@ async def test_leads_show_prints_the_transcript_masked(
     await chat.handled(await chat.post(text="Позвоните мне на +7 916 123-45-67", lang="ru"))
     lead_id = await chat.only_lead_id()
     await chat.settled(lead_id)
-    assert await main(["-c", _config(tmp_path), "leads", "show", lead_id]) == 0
+    assert await main(["-c", _config(tmp_path, chat), "leads", "show", lead_id]) == 0
     out = capsys.readouterr().out
     assert "переписка:" in out
     assert "← " in out and "vk/shop клиент: Позвоните мне на" in out
     assert "+7 916 123-45-67" not in out  # the terminal is a log too
     assert "→ " in out and "auto: Здравствуйте! Спасибо за сообщение." in out
     assert "[sent]" in out
-    assert await main(["-c", _config(tmp_path), "leads", "show", lead_id, "--json"]) == 0
+    assert await main(["-c", _config(tmp_path, chat), "leads", "show", lead_id, "--json"]) == 0
     assert '"messages"' in capsys.readouterr().out
 
 
@@ -66,7 +77,7 @@ async def test_inbox_list_and_retry(
         return [i for i in await chat.store.list_inbox() if i.state.value == "dead"]
 
     await eventually(dead)
-    config = _config(tmp_path)
+    config = _config(tmp_path, chat)
     assert await main(["-c", config, "inbox", "list", "--state", "dead"]) == 0
     out = capsys.readouterr().out
     assert "testchat: pending 0, dead 1" in out

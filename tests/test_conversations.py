@@ -2,7 +2,8 @@
 push input stored in the inbox before the 200 and handled after, a thread per chat, the
 transcript on the lead, the after-hours answer once per closed period in the customer's
 language, a seller's reply through POST /v1/leads/{id}/messages, and every way a send can
-end (sent, retried after the vendor's retry_after, undeliverable, halted, unconfirmed)."""
+end (sent, retried after the vendor's retry_after, undeliverable, halted, unconfirmed).
+Every test runs on the SQLite store and on the Redis store."""
 
 from __future__ import annotations
 
@@ -121,13 +122,19 @@ class Chat:
         return await eventually(calm)
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "redis"])
 def chat_factory(
-    aiohttp_client: Callable[..., Any], tmp_path: Path
+    request: pytest.FixtureRequest, aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> Callable[..., Awaitable[Chat]]:
+    store: dict[str, Any] = {"path": str(tmp_path / "leadgate.db")}
+    if request.param == "redis":
+        target = request.getfixturevalue("redis_target")
+        store = {"kind": "redis", "url": target.url, "prefix": target.prefix}
+
     async def make(sender: ScriptedSender | None = None, **settings: Any) -> Chat:
         sender = sender or ScriptedSender()
         built: list[ChatTestConnector] = []
+        settings.setdefault("store", store)
         settings.setdefault("calendar", closed_now_calendar())
         settings.setdefault(
             "conversations", {"backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.1}

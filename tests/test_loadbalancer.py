@@ -1,13 +1,16 @@
 """The shipped HAProxy config (docker/haproxy/haproxy.cfg) in front of two real replicas.
 
 The file runs as shipped, with only its addresses moved to free local ports: both
-replicas get requests; one killed with SIGKILL mid-traffic loses no request (a refused
-connection goes to the other replica), and the balancer marks it down by its /readyz.
+replicas get requests and keep them in one Redis store; one killed with SIGKILL
+mid-traffic loses no request (a refused connection goes to the other replica, and what it
+acknowledged before it died is in the store), and the balancer marks it down by its
+/readyz.
 HAProxy is Debian's `haproxy` (scripts/test installs it); missing is a failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -20,7 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
+from gateway.store.base import LeadQuery
+from gateway.store.redis import RedisStore
 from tests.redis_server import RedisTarget, free_port
 from tests.served import Served
 
@@ -49,9 +55,27 @@ def post_form(base: str, n: int) -> tuple[int, str]:
         return err.code, err.headers.get("X-Leadgate-Replica", "")
 
 
+async def stored_leads(target: RedisTarget) -> set[str]:
+    """Every lead id in the replicas' shared store, read through the Store protocol."""
+    store = RedisStore(
+        redis.asyncio.Redis.from_url(target.url, decode_responses=True), prefix=target.prefix
+    )
+    await store.open()
+    try:
+        found: set[str] = set()
+        before = None
+        while page := await store.list_leads(LeadQuery(before_id=before, limit=200)):
+            found |= {lead.id for lead in page}
+            before = page[-1].id
+        return found
+    finally:
+        await store.close()
+
+
 def replica_config(target: RedisTarget, form_limit: int) -> str:
-    # Both replicas coordinate on one Redis; "relaxed" so a REDIS_URL server that is not
-    # durable still starts (its /readyz is then 200 with a problem: still in rotation).
+    # Both replicas keep their store and coordinate on one Redis; "relaxed" so a REDIS_URL
+    # server that is not durable still starts (its /readyz is then 200 with a problem:
+    # still in rotation).
     # Every request comes from the balancer's address: one client for the form limit.
     return (
         f'[store]\nkind = "redis"\nurl = "{target.url}"\nprefix = "{target.prefix}"\n'
@@ -145,6 +169,8 @@ def test_two_replicas_behind_the_shipped_balancer_and_one_killed(
         assert len(after) > 20
         assert all(a == (201, "gateway-2") for a in after), Counter(after)
         assert server_states(ports["stats"]) == {"gateway-1": "DOWN", "gateway-2": "UP"}
+    # One store: every 2xx of either replica (the killed one's too) is a lead in it.
+    assert len(asyncio.run(stored_leads(redis_target))) == 20 + len(after)
 
 
 def test_the_form_limit_holds_for_both_replicas_together(

@@ -2,30 +2,83 @@
 
 A master, a replica and three real `redis-sentinel`s (tests/redis_server.SentinelGroup).
 The master is SIGKILLed; once the sentinels promote the replica, a client made by
-gateway.redisconn.connect with `sentinels = [...]` works again through RedisCoordination
-(with the state written before the crash) and RedisBroadcast subscribes again and tells
-its subscribers to resync. While there is no master a call fails as StoreUnavailable (a
-503 to the sender), never as an answer.
+gateway.redisconn.connect with `sentinels = [...]` works again through the RedisStore and
+RedisCoordination (with the state written before the crash) and RedisBroadcast subscribes
+again and tells its subscribers to resync. While there is no master a call fails as
+StoreUnavailable (a 503 to the sender), never as an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.broadcast import RESYNC
 from gateway.broadcast_redis import RedisBroadcast
 from gateway.config import StoreSettings
 from gateway.coordination_redis import RedisCoordination
+from gateway.models import Outcome
 from gateway.redisconn import connect
 from gateway.store.base import StoreUnavailable
+from gateway.store.redis import RedisStore
 from tests.redis_server import SentinelGroup, unique_prefix
+from tests.store.contract import make_event, record, rr
+
+T = TypeVar("T")
 
 
 def sentinel_settings(group: SentinelGroup) -> StoreSettings:
     return StoreSettings(
         kind="redis", sentinels=group.addresses, master=group.name, timeout_seconds=1
     )
+
+
+async def after_failover(group: SentinelGroup, call: Callable[[], Awaitable[T]]) -> T:
+    """`call`'s answer once the client reached the new master: until then the pool's
+    connections to the dead one fail, as a 503 would say."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await call()
+        except StoreUnavailable:
+            assert time.monotonic() < deadline, group.logs()
+            await asyncio.sleep(0.2)
+
+
+async def test_the_store_follows_a_promoted_replica(redis_sentinel: SentinelGroup) -> None:
+    settings = sentinel_settings(redis_sentinel)
+    store = RedisStore(connect(settings), prefix=unique_prefix())
+    await store.open()
+    try:
+        first = await record(store, make_event("f1", phone="+79161234567"), assignment=rr("anna"))
+        assert first.receipt.outcome is Outcome.CREATED
+        redis_sentinel.wait_replicated()
+
+        old = redis_sentinel.kill_master()
+        await asyncio.to_thread(redis_sentinel.wait_for_promotion, old)
+
+        # What was stored before the crash is there: the sender's retry is a replay, the
+        # person's next contact joins the lead, the round robin goes on from its count.
+        again = await after_failover(
+            redis_sentinel, lambda: record(store, make_event("f1", phone="+79161234567"))
+        )
+        assert (again.receipt.outcome, again.receipt.event_id) == (
+            Outcome.REPLAYED,
+            first.receipt.event_id,
+        )
+        joined = await record(store, make_event("f2", phone="8 916 123-45-67"))
+        assert (joined.receipt.outcome, joined.receipt.lead_id) == (
+            Outcome.MERGED,
+            first.receipt.lead_id,
+        )
+        other = await record(
+            store, make_event("f3", phone="+79030000003"), assignment=rr("anna", "boris")
+        )
+        assert other.assignment is not None and other.assignment.seller_id == "boris"
+    finally:
+        await store.close()
 
 
 async def test_coordination_and_broadcast_follow_a_promoted_replica(
@@ -60,16 +113,7 @@ async def test_coordination_and_broadcast_follow_a_promoted_replica(
 
         # The pool's connections went to the dead master: the next calls may fail (as a
         # 503 would say), then the client asks the sentinels and reaches the new master.
-        failures = 0
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                count = await coord.incr("rr:2026-11-30")
-                break
-            except StoreUnavailable:
-                failures += 1
-                assert time.monotonic() < deadline, redis_sentinel.logs()
-                await asyncio.sleep(0.2)
+        count = await after_failover(redis_sentinel, lambda: coord.incr("rr:2026-11-30"))
         assert count == 2  # the count made before the crash is there
         assert await coord.get("autoreply:abc") == "replica-a"
         assert await coord.holder("job:mailbox:sales/INBOX") == "replica-a"

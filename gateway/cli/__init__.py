@@ -17,6 +17,7 @@ from gateway.config import (
     ignored_env,
     load_settings,
     resolve_path,
+    store_name,
     store_problem,
 )
 from gateway.logs import setup_logging
@@ -47,12 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     log = logging.getLogger("leadgate")
-    # Never the Redis URL: it may carry the password.
-    store = (
-        str(settings.store.path)
-        if settings.store.kind == "sqlite"
-        else f"redis, keys {settings.store.prefix}*, durability {settings.store.durability}"
-    )
+    # store_name never shows the Redis URL's password.
+    store = store_name(settings.store)
+    if settings.store.kind == "redis":
+        store += f", durability {settings.store.durability}"
     log.info(
         "leadgate %s on http://%s:%d (store %s, %d sellers)",
         VERSION,
@@ -116,7 +115,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"note: ignoring {', '.join(ignored)} (container service variables, not settings)")
     print(
         f"{source or 'built-in defaults'}: ok — {len(settings.sellers)} seller(s), forms: {forms}, "
-        f"store: {settings.store.path}, delivery: {settings.delivery.sink}, "
+        f"store: {store_name(settings.store)}, delivery: {settings.delivery.sink}, "
         f"order tokens: {len(settings.orders.tokens)}, "
         f"admin tokens: {len(settings.admin.tokens)}"
     )
@@ -153,6 +152,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return inbox.run(args, _load(args))
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from gateway.cli import store_copy
+
+    return store_copy.run(args, _load_client(args))
+
+
 def cmd_openlines(args: argparse.Namespace) -> int:
     from gateway.cli import openlines
 
@@ -160,7 +165,7 @@ def cmd_openlines(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import calendar, inbox, leads, openlines, outbox, quarantine
+    from gateway.cli import calendar, inbox, leads, openlines, outbox, quarantine, store_copy
 
     parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
     parser.add_argument(
@@ -194,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["inbox"].set_defaults(func=cmd_inbox)
     openlines.add_parser(sub)
     sub.choices["openlines"].set_defaults(func=cmd_openlines)
+    store_copy.add_parser(sub)
+    sub.choices["store"].set_defaults(func=cmd_store)
     add_channel_commands(sub)
     return parser
 

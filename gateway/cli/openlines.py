@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.config import Settings
+from gateway.config import Settings, store_name
 from gateway.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(_main(args, settings))
     except StoreUnavailable as exc:
-        print(f"leadgate: {settings.store.path}: {exc}", file=sys.stderr)
+        print(f"leadgate: {store_name(settings.store)}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -2,7 +2,8 @@
 
 The CLI never reads the database itself: it asks a store in its client role, which takes
 no lock (the running server holds the file's single-writer lock), reads alongside the
-server, and makes each rare write (`outbox retry`) one short transaction.
+server, and makes each rare write (`outbox retry`) one short transaction. On Redis every
+process is a peer: the CLI opens the same store the replicas use.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from gateway.client_settings import ClientSettings
-from gateway.config import Settings
+from gateway.config import Settings, store_name
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore, StoreRole
 
@@ -24,6 +25,11 @@ AnySettings = ClientSettings | Settings
 
 
 def make_client_store(settings: AnySettings) -> Store:
+    if settings.store.kind == "redis":
+        from gateway.redisconn import connect
+        from gateway.store.redis import RedisStore
+
+        return RedisStore(connect(settings.store), prefix=settings.store.prefix)
     path = settings.store.path
     if not path.exists():
         raise SystemExit(f"leadgate: no store at {path} (has the gateway run here yet?)")
@@ -50,5 +56,5 @@ def with_store(settings: AnySettings, work: Callable[[Store], Awaitable[T]]) -> 
     try:
         return asyncio.run(main())
     except StoreUnavailable as exc:
-        print(f"leadgate: {settings.store.path}: {exc}", file=sys.stderr)
+        print(f"leadgate: {store_name(settings.store)}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -36,7 +36,7 @@ from typing import IO, Any
 import orjson
 
 from gateway.assign import Assignment
-from gateway.models import EventRecord, Lead, LeadEvent, Outcome, Receipt
+from gateway.models import Lead, LeadEvent, Outcome, Receipt
 from gateway.store.base import (
     DeliveryView,
     LeadQuery,
@@ -49,6 +49,7 @@ from gateway.store.base import (
     Recorded,
     StoreUnavailable,
 )
+from gateway.store.changes import created_lead, event_doc, merged_lead
 from gateway.store.day_counts import DayCounts
 from gateway.store.schema import SCHEMA
 from gateway.store.sqlite_chat import INSERT_MESSAGE, UPSERT_CONVERSATION, ChatMethods
@@ -326,14 +327,8 @@ class SQLiteStore(
         after: _Pending | None = None
         if decision.action is PlanAction.CREATE:
             assert decision.lead is not None
-            lead, outcome, kind = decision.lead, Outcome.CREATED, OutboxKind.CREATED
-            if assignment is not None:
-                lead = lead.model_copy(
-                    update={
-                        "assigned_to": assignment.seller_id,
-                        "assignment_reason": assignment.reason,
-                    }
-                )
+            lead = created_lead(decision.lead, assignment)
+            outcome, kind = Outcome.CREATED, OutboxKind.CREATED
         elif decision.action is PlanAction.MERGE:
             assert decision.lead_id is not None
             pending_base = self._pending_leads.get(decision.lead_id)
@@ -341,19 +336,7 @@ class SQLiteStore(
             base = self._load_lead(decision.lead_id)
             if base is None:  # the planner named a lead that does not exist: a bug, not input
                 raise LookupError(f"merge target {decision.lead_id} not found")
-            lead = base.model_copy(
-                update={
-                    "contact": base.contact.merged_with(event.contact),
-                    "interest": base.interest.merged_with(event.interest),
-                    "updated_at": event.received_at,
-                    "last_event_at": max(base.last_event_at, event.occurred_at),
-                    "sla_due_at": (
-                        decision.sla_due_at
-                        if decision.sla_due_at is not None and base.sla_due_at < event.occurred_at
-                        else base.sla_due_at
-                    ),
-                }
-            )
+            lead = merged_lead(base, event, decision)
             outcome, kind = Outcome.MERGED, OutboxKind.MERGED
         else:
             lead, outcome, kind = None, Outcome.KEPT, None
@@ -364,11 +347,7 @@ class SQLiteStore(
             assignment=assignment,
             after=after,
         )
-        # The EventRecord as JSON, straight from the validated event: one dump, no re-validation.
-        record = event.model_dump(mode="json", include=_RECORD_FIELDS)
-        record["outcome"] = outcome.value
-        record["matched_on"] = decision.matched_on
-        doc = orjson.dumps({"record": record, "raw": event.raw})
+        doc = event_doc(event, outcome, decision.matched_on)
         item.events.append(
             (
                 event.id,
@@ -588,7 +567,6 @@ _INSERT_EVENT = (
 _INSERT_QUARANTINE = (
     "INSERT INTO quarantine (channel, reason, received_at, headers, body) VALUES (?, ?, ?, ?, ?)"
 )
-_RECORD_FIELDS: set[str] = set(EventRecord.model_fields) - {"outcome", "matched_on"}
 _UPSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (name, value) VALUES (?, ?)"
     " ON CONFLICT(name) DO UPDATE SET value = excluded.value"

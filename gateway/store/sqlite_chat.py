@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.conversations import (
-    CUSTOMER,
     ChatMessage,
     Conversation,
     Direction,
@@ -29,6 +28,13 @@ from gateway.conversations import (
 )
 from gateway.models import Attachment, Channel, Lead, LeadEvent, new_id
 from gateway.store.base import OutboxKind, Plan
+from gateway.store.changes import (
+    LineChange,
+    answer_lines,
+    conversation_after,
+    inbound_line,
+    line_change,
+)
 from gateway.store.sqlite_queries import from_epoch, to_epoch
 
 T = TypeVar("T")
@@ -258,61 +264,30 @@ class ChatMethods:
         key = (event.channel.value, thread.account, thread.chat)
         before = self._conversation_of(event)
         at = event.occurred_at
-        handle = event.contact.handles[0] if event.contact.handles else None
-        if before is None:
-            conversation = Conversation(
-                id=new_id(),
-                channel=event.channel,
-                account=thread.account,
-                chat=thread.chat,
-                lead_id=lead_id,
-                handle=handle,
-                locale=thread.locale,
-                created_at=event.received_at,
-                last_inbound_at=at,
-                auto_answered_for=decision.answered_for,
-            )
-        else:
-            last = before.last_inbound_at
-            conversation = before.model_copy(
-                update={
-                    "lead_id": lead_id or before.lead_id,
-                    "handle": before.handle or handle,
-                    "locale": thread.locale or before.locale,
-                    "last_inbound_at": at if last is None else max(last, at),
-                    "auto_answered_for": decision.answered_for or before.auto_answered_for,
-                }
-            )
+        conversation = conversation_after(event, decision, lead_id, before)
         self._pending_conversations[key] = (conversation, item)
         item.thread_keys.append(key)
         item.conversations.append(conversation_row(conversation))
         edited = event.edits
-        if edited is not None and before is not None and self._has_line(before.id, edited):
+        change = line_change(
+            event,
+            edited is not None and before is not None and self._has_line(before.id, edited),
+            edited is None and before is not None and self._has_line(before.id, event.external_id),
+        )
+        if change is LineChange.EDIT:
+            assert before is not None and edited is not None
             item.statements.append(
                 (
                     _EDIT_MESSAGE,
                     (event.text, _attachments(event.attachments), to_epoch(at), before.id, edited),
                 )
             )
-        elif edited is None and before is not None and self._has_line(before.id, event.external_id):
-            # Its edit came first and made the line: one line, with the edited text.
+        elif change is LineChange.ORIGINAL:
+            assert before is not None
             item.statements.append((_ORIGINAL_LATE, (to_epoch(at), before.id, event.external_id)))
         else:
-            # An edit of a line we never saw stands for that line: a later edit finds it.
-            external_id = edited or event.external_id
-            line = ChatMessage(
-                id=event.id,
-                conversation_id=conversation.id,
-                lead_id=lead_id,
-                direction=Direction.IN,
-                author=CUSTOMER,
-                text=event.text,
-                attachments=event.attachments,
-                at=at,
-                status=MessageStatus.RECEIVED,
-                external_id=external_id,
-                edited_at=at if edited is not None else None,
-            )
+            line = inbound_line(event, conversation.id, lead_id)
+            external_id = line.external_id or event.external_id
             item.messages.append(message_row(line))
             self._pending_lines.add((conversation.id, external_id))
             item.lines.append((conversation.id, external_id))
@@ -333,18 +308,7 @@ class ChatMethods:
                     )
                 )
         now = to_epoch(event.received_at)
-        for answer in decision.answers:
-            reply = ChatMessage(
-                id=answer.message_id,
-                conversation_id=conversation.id,
-                lead_id=lead_id,
-                direction=Direction.OUT,
-                author=answer.author,
-                text=answer.text,
-                at=event.received_at,
-                status=MessageStatus.QUEUED,
-                ask_phone=answer.ask_phone,
-            )
+        for reply in answer_lines(event, decision, conversation.id, lead_id):
             item.messages.append(message_row(reply))
             item.statements.append(
                 (
@@ -355,7 +319,7 @@ class ChatMethods:
                         OutboxKind.MESSAGE_OUT.value,
                         now,
                         now,
-                        answer.message_id,
+                        reply.id,
                         conversation.id,
                     ),
                 )
@@ -492,3 +456,17 @@ class ChatMethods:
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         return read_conversation(self._db(), conversation_id)
+
+
+# --- everything, for moving house (leadgate store copy) ------------------------------------------
+
+
+def all_conversations(db: sqlite3.Connection) -> list[Conversation]:
+    rows = db.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY id")
+    return [_conversation(r) for r in rows]
+
+
+def all_messages(db: sqlite3.Connection) -> list[ChatMessage]:
+    """Every transcript line, in the order stored."""
+    rows = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages ORDER BY seq")
+    return [_message(r) for r in rows]

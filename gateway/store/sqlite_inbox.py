@@ -387,3 +387,8 @@ class InboxMethods:
         if count:
             await self.write([update])
         return int(count)
+
+
+def all_inbox(db: sqlite3.Connection) -> list[InboxItem]:
+    """Every entry in id order, done ones included (leadgate store copy)."""
+    return _rows(db, " ORDER BY id", ())

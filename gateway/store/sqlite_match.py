@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway.assign import Assignment
 from gateway.conversations import Conversation
-from gateway.models import Lead, LeadEvent, LeadStatus
+from gateway.models import Lead, LeadEvent
 from gateway.store.base import PersonMatch, Plan, PlanAction, Planner
+from gateway.store.changes import conversation_match, person_match
 from gateway.store.day_counts import DayCounts
 from gateway.store.sqlite_queries import (
     assigned_since,
@@ -86,13 +87,8 @@ class MatchMethods:
         conversation = self._conversation_of(event)
         if conversation is not None and conversation.lead_id is not None:
             lead = self._load_lead(conversation.lead_id)
-            if lead is not None and lead.status is LeadStatus.NEW and lead.last_event_at >= since:
-                return PersonMatch(
-                    lead_id=lead.id,
-                    matched_on="conversation",
-                    previous_owner=lead.assigned_to,
-                    conversation=conversation,
-                )
+            if (joined := conversation_match(lead, conversation, since)) is not None:
+                return joined
         return self._match_person(event, keys, since)._replace(conversation=conversation)
 
     def _match_person(self, event: LeadEvent, keys: Sequence[str], since: datetime) -> PersonMatch:
@@ -114,15 +110,7 @@ class MatchMethods:
         if not candidates:
             return PersonMatch()
         leads = [lead for lid in candidates if (lead := self._load_lead(lid)) is not None]
-        leads.sort(key=lambda lead: lead.last_event_at, reverse=True)
-        owner = next(
-            (lead.assigned_to for lead in leads if lead.status is not LeadStatus.JUNK), None
-        )
-        for lead in leads:
-            if lead.status is LeadStatus.NEW and lead.last_event_at >= since:
-                kind = candidates[lead.id].split(":", 1)[0]
-                return PersonMatch(lead_id=lead.id, matched_on=kind, previous_owner=owner)
-        return PersonMatch(previous_owner=owner)
+        return person_match(candidates, leads, since)
 
     def _lead_of_event(self, channel: str, external_id: str) -> str | None:
         rk = replay_key(channel, external_id)

@@ -5,7 +5,7 @@ lead links and the `attempted` flag, as the Store protocol's docstrings promise 
 Leads are made the one way they are made in production: the pipeline's accept() over
 the store under test (or over its server, for a store that does not record itself).
 
-Add an implementation by adding a factory to IMPLEMENTATIONS (a Redis one comes next).
+Add an implementation by adding a factory to IMPLEMENTATIONS.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from gateway.config import load_settings
 from gateway.metrics import Metrics
 from gateway.models import Channel, Contact, LeadEvent, Outcome, Receipt
 from gateway.store.base import OutboxItem, OutboxKind, OutboxState, OutboxUpdate, Store
+from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore, StoreRole
 from gateway.web import make_pipeline
+from tests.redis_server import shared_session
 
 T0 = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
 NOW = T0 + timedelta(seconds=1)
@@ -70,9 +73,45 @@ async def sqlite_client(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
+async def _redis(tmp_path: Path, replicas: int) -> AsyncIterator[Harness]:
+    """A Redis store under a key prefix of its own; with two replicas, the store under test
+    is a second gateway's on the same data while the first one records."""
+    target = shared_session().target()
+    settings = load_settings(
+        None, store={"path": str(tmp_path / "unused.db")}, sellers=[{"id": "anna", "name": "Анна"}]
+    )
+    stores = [
+        RedisStore(
+            redis.asyncio.Redis.from_url(target.url, decode_responses=True), prefix=target.prefix
+        )
+        for _ in range(replicas)
+    ]
+    for store in stores:
+        await store.open()
+    pipeline = make_pipeline(settings, stores[0], Metrics())
+    try:
+        yield Harness(store=stores[-1], accept=pipeline.accept, writer=stores[0])
+    finally:
+        for store in stores:
+            await store.close()
+        target.cleanup()
+
+
+async def redis_one(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in _redis(tmp_path, 1):
+        yield harness
+
+
+async def redis_replica(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for harness in _redis(tmp_path, 2):
+        yield harness
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], AsyncIterator[Harness]]] = {
     "sqlite": sqlite_server,
     "sqlite-client": sqlite_client,
+    "redis": redis_one,
+    "redis-replica": redis_replica,
 }
 
 
