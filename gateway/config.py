@@ -98,6 +98,12 @@ class StoreSettings(Section):
     # metric: an acknowledged event can be lost if the Redis host loses power.
     durability: Literal["always", "relaxed"] = "always"
     timeout_seconds: float = Field(5.0, gt=0, le=120)
+    # Replication is asynchronous: what the master acknowledged and had not passed on dies
+    # with it in a failover. With N > 0 an event is acknowledged only once N replicas have
+    # it (WAIT); fewer within replica_wait_seconds is a 503 (the sender retries; the retry
+    # is a replay). Set it to 1 with Sentinel and one replica.
+    min_replicas: int = Field(0, ge=0, le=16)
+    replica_wait_seconds: float = Field(1.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _redis_has_a_server(self) -> StoreSettings:

@@ -42,11 +42,17 @@ class Durability:
 
 
 def connect(
-    store: StoreSettings, *, decode: bool = True, name: str | None = None
+    store: StoreSettings,
+    *,
+    decode: bool = True,
+    name: str | None = None,
+    max_connections: int | None = None,
 ) -> aioredis.Redis:
     """A client for the configured server or the Sentinel group's current master.
     Replies are decoded as UTF-8 text unless `decode` is False (bytes: pub/sub payloads).
-    `name` is set on each connection (CLIENT SETNAME), so CLIENT LIST shows who holds it."""
+    `name` is set on each connection (CLIENT SETNAME), so CLIENT LIST shows who holds it.
+    `max_connections=1` makes a client whose commands all share one connection (WAIT
+    counts the replicas that have the writes of its own connection)."""
     url = store.url.get_secret_value() if store.url is not None else None
     common: dict[str, Any] = {
         "decode_responses": decode,
@@ -56,6 +62,8 @@ def connect(
     }
     if name is not None:
         common["client_name"] = name
+    if max_connections is not None:
+        common["max_connections"] = max_connections
     if not store.sentinels:
         assert url is not None  # StoreSettings requires url or sentinels
         return aioredis.Redis.from_url(url, **common)

@@ -62,10 +62,17 @@ def make_store(settings: Settings) -> Store:
     if settings.store.kind == "redis":
         _register_redis_url(settings)
         # Several replicas on one Redis: nothing of the store is kept in this process.
+        s = settings.store
+        # Acknowledged writes go through one connection of their own, so WAIT (with
+        # min_replicas) counts the replicas that have exactly them.
+        writer = connect(s, name="leadgate-writer", max_connections=1) if s.min_replicas else None
         return RedisStore(
-            connect(settings.store),
-            prefix=settings.store.prefix,
+            connect(s),
+            prefix=s.prefix,
             outbox_delivered=outbox_delivered,
+            writer=writer,
+            min_replicas=s.min_replicas,
+            replica_wait_seconds=s.replica_wait_seconds,
         )
     return SQLiteStore(
         settings.store.path,

@@ -25,6 +25,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -166,9 +167,21 @@ def _landed(decision: Decision, event_id: str, lead_id: str | None) -> Recorded:
 
 class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMethods):
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str, outbox_delivered: bool = False
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        outbox_delivered: bool = False,
+        writer: aioredis.Redis | None = None,
+        min_replicas: int = 0,
+        replica_wait_seconds: float = 1.0,
     ) -> None:
         self._r = client
+        # Writes acknowledged to a sender (events, inbox entries, queued replies). With
+        # min_replicas a client of one connection (see replicated()); else the same client.
+        self._w = writer or client
+        self._min_replicas = min_replicas
+        self._replica_wait_ms = int(replica_wait_seconds * 1000)
         self.k = Keys(prefix)
         # With no remote sink the store itself is the destination: outbox rows are born
         # delivered, in the lead's own transaction.
@@ -191,6 +204,28 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
 
     async def close(self) -> None:
         await self._r.aclose()
+        if self._w is not self._r:
+            await self._w.aclose()
+
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held around an acknowledged write other than record(): the writer of one
+        connection (min_replicas) serves one command at a time."""
+        return self._recording if self._w is not self._r else contextlib.nullcontext()
+
+    async def replicated(self) -> None:
+        """With min_replicas: return once that many replicas have every write this store's
+        writer connection made (WAIT), else raise StoreUnavailable — the sender gets a 503
+        and its retry is a replay. Replication is asynchronous: without this, an event the
+        master acknowledged and had not passed on is lost when a replica is promoted."""
+        if not self._min_replicas:
+            return
+        async with unavailable():
+            have = int(await self._w.wait(self._min_replicas, self._replica_wait_ms))
+        if have < self._min_replicas:
+            raise StoreUnavailable(
+                f"{have} of {self._min_replicas} Redis replicas confirmed the write within "
+                f"{self._replica_wait_ms} ms"
+            )
 
     async def ping(self) -> None:
         async with unavailable():
@@ -216,13 +251,18 @@ class RedisStore(QueryMethods, OutboxMethods, OpsMethods, ChatMethods, InboxMeth
         sent: dict[str, Decision] = {}
         async with self._recording, unavailable():
             for attempt in range(MAX_ATTEMPTS):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    try:
-                        return await self._record_once(
+                recorded = None
+                async with self._w.pipeline(transaction=True) as pipe:
+                    with contextlib.suppress(WatchError):
+                        recorded = await self._record_once(
                             pipe, event, rkeys, keys, since, plan, checkpoint, sent
                         )
-                    except WatchError:
-                        pass
+                if recorded is not None:
+                    # After the pipeline gave its connection back (WAIT needs it). A replay
+                    # waits too: the event may be the one this connection wrote just
+                    # before its answer was lost.
+                    await self.replicated()
+                    return recorded
                 if attempt >= 3:
                     # Many writers on one person or one day's counts: spread the retries.
                     await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 50)))

@@ -9,8 +9,9 @@ two messages of one chat on two replicas are applied one after the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 import orjson
@@ -222,6 +223,9 @@ class ChatMethods:
     """Mixed into RedisStore, which provides the client and the key layout."""
 
     _r: aioredis.Redis
+    _w: aioredis.Redis  # acknowledged writes (see RedisStore.replicated)
+    exclusive: Callable[[], contextlib.AbstractAsyncContextManager[object]]
+    replicated: Callable[[], Awaitable[None]]
     k: Keys
 
     async def _conversations(self, ids: list[str]) -> list[Conversation]:
@@ -283,15 +287,17 @@ class ChatMethods:
             status=MessageStatus.QUEUED,
             ask_phone=ask_phone,
         )
-        async with unavailable():
+        async with self.exclusive(), unavailable():
             for attempt in range(_ATTEMPTS):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    try:
-                        return await self._queue_once(
+                queued = None
+                async with self._w.pipeline(transaction=True) as pipe:
+                    with contextlib.suppress(WatchError):
+                        queued = await self._queue_once(
                             pipe, draft, conversation_id, again=bool(message_id), report=report
                         )
-                    except WatchError:
-                        pass
+                if queued is not None:
+                    await self.replicated()  # a 202 means the replicas have it
+                    return queued
                 if attempt >= 3:
                     await asyncio.sleep(random.uniform(0, 0.005))
         raise StoreUnavailable(f"message to lead {lead_id}: too much contention, not queued")

@@ -15,7 +15,8 @@ Layout:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -263,6 +264,9 @@ class InboxMethods:
     """Mixed into RedisStore, which provides the client, the key layout and `_lua`."""
 
     _r: aioredis.Redis
+    _w: aioredis.Redis  # acknowledged writes (see RedisStore.replicated)
+    exclusive: Callable[[], contextlib.AbstractAsyncContextManager[object]]
+    replicated: Callable[[], Awaitable[None]]
     k: Keys
     _lua: Lua
 
@@ -284,8 +288,11 @@ class InboxMethods:
             ]
         if not entries and checkpoint is None:
             return []
-        async with unavailable():
-            kept = await self._lua(_PUT)([], args)
+        async with self.exclusive(), unavailable():
+            # Through the writer under its lock: an entry acknowledged to a vendor is one
+            # the replicas have (min_replicas).
+            kept = await self._lua(_PUT)([], args, client=self._w)
+            await self.replicated()
         return [bool(int(x)) for x in kept]
 
     async def inbox_claim(
