@@ -19,6 +19,10 @@ _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
 
 _lock = threading.Lock()
 _last = 0  # the last id made, as an int: ids only grow
+# Random bits are read from the OS 400 ids at a time: one system call each, not one per id.
+_POOL_BYTES = 4000
+_pool = b""
+_pool_at = _POOL_BYTES
 _prefix_ms = -1
 _prefix = ""
 
@@ -35,11 +39,15 @@ def new_id() -> str:
     millisecond (or when the clock steps back) the next id is the last one plus one, so
     ids made here sort in the order they were made.
     """
-    global _last, _prefix_ms, _prefix
+    global _last, _prefix_ms, _prefix, _pool, _pool_at
     ms = time.time_ns() // 1_000_000
     with _lock:
         if ms > _last >> _RANDOM_BITS:
-            value = ms << _RANDOM_BITS | int.from_bytes(os.urandom(10), "big")
+            if _pool_at >= _POOL_BYTES:
+                _pool, _pool_at = os.urandom(_POOL_BYTES), 0
+            random = int.from_bytes(_pool[_pool_at : _pool_at + 10], "big")
+            _pool_at += 10
+            value = ms << _RANDOM_BITS | random
         else:
             value = _last + 1  # the random part overflowing carries into the time: still larger
         _last = value
