@@ -27,6 +27,15 @@ _prefix_ms = -1
 _prefix = ""
 
 
+def _forget_pool() -> None:
+    """A forked child must not hand out its parent's random bits: the same ids, twice."""
+    global _pool_at, _last
+    _pool_at, _last = _POOL_BYTES, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _time_part(ms: int) -> str:
     """The first 10 characters: 48 bits of milliseconds (the top character holds 3)."""
     return "".join(_PAIRS[ms >> shift & 1023] for shift in (40, 30, 20, 10, 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -58,3 +59,22 @@ def test_random_bits_running_out_carry_into_the_next_millisecond(
     assert ULID.from_str(carried).milliseconds == ms + 1
     assert carried.endswith("0" * 16)
     assert last_random < carried
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    new_id()  # the parent's pool of random bits is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, " ".join(new_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    time.sleep(0.002)  # the parent's next ids in a later millisecond: fresh random bits
+    parent = [new_id() for _ in range(3)]
+    assert len(child) == 3
+    # The random part, not the time: a shared pool would give the same 16 characters.
+    assert {c[10:] for c in child}.isdisjoint(p[10:] for p in parent)
