@@ -12,6 +12,7 @@ import html
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from aiohttp import web
@@ -59,6 +60,7 @@ CORS_HEADERS = "Content-Type, Idempotency-Key, Accept-Language"
 CORS_EXPOSED = "Retry-After"
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+_UTM_SET = frozenset(UTM_KEYS)
 MAX_EXTRA_FIELDS = 20
 
 
@@ -149,11 +151,15 @@ def parse_submission(
 
     comment = "\n".join(by_target.get("comment", []) + free_lines) or None
     category = first("equipment_category")
-    known = set(form.fields) | set(UTM_KEYS) | {form.honeypot_field, "__files__"}
+    fields, honeypot_field = form.fields, form.honeypot_field
     extra = {
         k: str(v)[:500]
-        for k, v in list(data.items())[: MAX_EXTRA_FIELDS * 4]
-        if k not in known and isinstance(v, str | int | float)
+        for k, v in islice(data.items(), MAX_EXTRA_FIELDS * 4)
+        if k not in fields
+        and k not in _UTM_SET
+        and k != honeypot_field
+        and k != "__files__"
+        and isinstance(v, str | int | float)
     }
     honeypot = form.honeypot_field and _honeypot_filled(data.get(form.honeypot_field))
     files = data.get("__files__") or []

@@ -11,12 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from ulid import ULID
 
-
-def new_id() -> str:
-    """A ULID: sortable by creation time, safe to show, unique across replicas."""
-    return str(ULID())
+from gateway.ids import new_id as new_id  # re-exported: where models' ids come from
 
 
 class Channel(StrEnum):
