@@ -41,6 +41,8 @@ from gateway.store.base import (
 from gateway.texts import Text
 
 log = logging.getLogger(__name__)
+# How long shutdown waits for cancelled delivery lanes to unwind.
+_LANE_UNWIND_SECONDS = 5.0
 
 _DONE = (Status.DELIVERED, Status.SKIPPED)
 _FAILED = (Status.RETRY, Status.DEAD, Status.THROTTLE, Status.HALT)
@@ -169,8 +171,13 @@ class OutboxWorker:
             for lane in lanes:
                 lane.cancel()
             # Cancelled lanes leave their items claimed: taken over after the lease, as after
-            # a crash. Waiting for them here keeps the sink open while they unwind.
-            await asyncio.gather(*lanes, return_exceptions=True)
+            # a crash. Waiting for them here keeps the sink open while they unwind — for a
+            # bounded time: a lane stuck in a call that ignores cancellation must not hold
+            # the shutdown (its items are taken over after the lease all the same).
+            if lanes:
+                _, stuck = await asyncio.wait(lanes, timeout=_LANE_UNWIND_SECONDS)
+                if stuck:
+                    log.warning("%d outbox lanes did not unwind; left to their lease", len(stuck))
             await self._release_held()
             await self.sink.close()
 
